@@ -1,0 +1,1 @@
+"""Entry code of the oarcloud and oarcloud-admin commands (plumbum CLI)."""

@@ -1,0 +1,49 @@
+"""What both CLIs share: error mapping, JSON/table output, identity checks."""
+import json
+import logging
+import os
+import sys
+
+from plumbum import cli
+
+from oarcloud_lib.errors import OarcloudError
+
+VERSION = "0.1.0"
+
+
+def print_json(data):
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def print_table(rows, columns):
+    """rows: list of dicts; columns: list of (key, header)."""
+    cells = [[h for _, h in columns]] + [["" if r.get(k) is None else str(r.get(k))
+                                          for k, _ in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+class Command(cli.Application):
+    """Base of every subcommand: runs .run_command() and maps our errors to exit codes."""
+
+    verbose = cli.Flag(["-v", "--verbose"], help="log what is being done")
+
+    def main(self, *args):
+        logging.basicConfig(level=logging.DEBUG if self.verbose else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return self.run_command(*args)
+        except OarcloudError as e:
+            print("%s: error: %s" % (self.root_app.PROGNAME, e), file=sys.stderr)
+            return e.exit_code
+        except KeyboardInterrupt:
+            print("%s: interrupted" % self.root_app.PROGNAME, file=sys.stderr)
+            return 130
+
+    def run_command(self, *args):
+        raise NotImplementedError
+
+
+def is_root():
+    return os.geteuid() == 0

@@ -1,0 +1,1 @@
+"""oarcloud library: everything the CLIs, the hooks and the lab call."""

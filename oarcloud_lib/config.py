@@ -1,0 +1,61 @@
+"""Site configuration (/etc/oarcloud/oarcloud.conf): addresses and generated secrets.
+
+Written by `oarcloud-admin setup server`; nodes need the same file (the lab's
+nodes see the server's; a real site copies it, mode 0600, to each node).
+"""
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass, fields
+
+from oarcloud_lib import paths
+from oarcloud_lib.errors import NotReady
+
+
+@dataclass
+class SiteConfig:
+    server_address: str = "127.0.0.1"
+    nodes_cidr: str = ""
+    oar_db_password: str = ""
+    oar_db_ro_password: str = ""
+    catalog_password: str = ""
+    catalog_db: str = "oarcloud"
+    catalog_user: str = "oarcloud"
+    default_image: str = "tiny"
+    hook_timeout: int = 120
+
+    def fill_secrets(self):
+        for name in ("oar_db_password", "oar_db_ro_password", "catalog_password"):
+            if not getattr(self, name):
+                setattr(self, name, secrets.token_hex(16))
+
+
+def load(path=None, missing_ok=False):
+    """The site config; raises NotReady when the server was never set up."""
+    path = path or paths.SITE_CONF
+    try:
+        data = json.loads(open(path).read())
+    except FileNotFoundError:
+        if missing_ok:
+            return SiteConfig()
+        raise NotReady(detail="%s is missing: run `oarcloud-admin setup server` first" % path) from None
+    known = {f.name for f in fields(SiteConfig)}
+    return SiteConfig(**{k: v for k, v in data.items() if k in known})
+
+
+def save(conf, path=None):
+    """Write the config atomically, readable by root only; True if it changed."""
+    path = path or paths.SITE_CONF
+    text = json.dumps(asdict(conf), indent=2, sort_keys=True) + "\n"
+    try:
+        if open(path).read() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    tmp = "%s.tmp" % path
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return True

@@ -1,0 +1,45 @@
+"""The one exception hierarchy of oarcloud.
+
+Public entry points raise these, never libvirt's, plumbum's or psycopg's.
+"""
+
+
+class OarcloudError(Exception):
+    """Root error: a message format filled from keyword arguments."""
+
+    msg_fmt = "oarcloud error: %(detail)s"
+    exit_code = 1
+
+    def __init__(self, message=None, **kwargs):
+        self.kwargs = kwargs
+        if message is None:
+            try:
+                message = self.msg_fmt % kwargs
+            except (KeyError, TypeError):
+                message = "%s %r" % (self.msg_fmt, kwargs)
+        super().__init__(message)
+
+
+class NotFound(OarcloudError):
+    msg_fmt = "%(what)s not found: %(name)s"
+
+
+class Conflict(OarcloudError):
+    msg_fmt = "%(what)s conflicts: %(detail)s"
+
+
+class Refused(OarcloudError):
+    """Bad input: refused before anything is created."""
+
+    msg_fmt = "refused: %(detail)s"
+    exit_code = 2
+
+
+class CommandFailed(OarcloudError):
+    msg_fmt = "command failed (exit %(code)s): %(argv)s: %(stderr)s"
+
+
+class NotReady(OarcloudError):
+    """A component that should be there is missing or not running."""
+
+    msg_fmt = "not ready: %(detail)s"

@@ -1,0 +1,121 @@
+"""The `cloud` OAR job types: syntax, validation, and what they mean.
+
+    oarsub -t cloud [-t cloud=IMAGE] [-t cloud.KEY=VALUE ...] -l nodes=N,walltime=...
+
+`-t cloud` alone launches the site's default image with the job's resources;
+`cloud=IMAGE` is short for `cloud.image=IMAGE`.  Every key is checked here (in
+Python, for `oarcloud launch` and again on the node) and by the admission rule
+(in Perl, rendered from the same patterns), so a value that reaches a hook has
+passed both.
+"""
+import re
+from dataclasses import dataclass, field
+
+from oarcloud_lib.errors import Refused
+
+# One pattern per key.  They must mean the same in Python's re and in Perl:
+# plain classes and counted repeats only, anchored by the callers.
+NAME_RE = r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?"
+IMAGE_RE = r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+KEYS = {
+    "image": IMAGE_RE,
+    "name": NAME_RE,
+    "count": r"[1-9][0-9]{0,2}",
+    "cores": r"[1-9][0-9]{0,2}",
+    "memory": r"[1-9][0-9]{0,6}[KMGT]?",
+    "network": NAME_RE,
+    "save": IMAGE_RE,
+}
+REPEATABLE = {"network"}
+DESCRIPTIONS = {
+    "image": "image name from the catalog (default: the site's default image)",
+    "name": "instance name (lowercase letters, digits, '-'; default oc<JOBID>)",
+    "count": "instances in the job, spread over its nodes (default: one per node)",
+    "cores": "cores per instance (default: the job's cores on the node, split)",
+    "memory": "memory per instance, e.g. 512M or 2G (default: site default)",
+    "network": "private network to attach (repeatable; default: the user's default)",
+    "save": "image name to save the instance to when the job ends",
+}
+MAX_COUNT = 999
+_SIZE_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+@dataclass
+class CloudSpec:
+    """The parsed cloud part of a job's types."""
+
+    image: str | None = None
+    name: str | None = None
+    count: int | None = None
+    cores: int | None = None
+    memory: int | None = None  # bytes
+    networks: list = field(default_factory=list)
+    save: str | None = None
+
+    def to_types(self):
+        """The `-t` values that express this spec (inverse of parse_types)."""
+        types = ["cloud"]
+        for key in ("image", "name", "count", "cores", "save"):
+            value = getattr(self, key)
+            if value is not None:
+                types.append("cloud.%s=%s" % (key, value))
+        if self.memory is not None:
+            types.append("cloud.memory=%dK" % (self.memory // 1024))
+        types += ["cloud.network=%s" % n for n in self.networks]
+        return types
+
+
+def parse_size(text):
+    """'512M' -> bytes; a bare number is MiB.  Raises Refused."""
+    m = re.fullmatch(KEYS["memory"], text or "")
+    if not m:
+        raise Refused(detail="bad size %r: use a positive number with K, M, G or T" % text)
+    unit = text[-1] if text[-1] in _SIZE_UNITS else ""
+    return int(text[:-1] if unit else text) * _SIZE_UNITS[unit]
+
+
+def is_cloud_type(jobtype):
+    return jobtype == "cloud" or jobtype.startswith(("cloud=", "cloud."))
+
+
+def _check(key, value, jobtype):
+    if not re.fullmatch(KEYS[key], value):
+        raise Refused(detail="invalid cloud job type %r: bad value for %s (%s)"
+                      % (jobtype, key, DESCRIPTIONS[key]))
+
+
+def parse_types(types):
+    """CloudSpec from a job's type list, or None when the job is not a cloud job.
+
+    Raises Refused for any malformed cloud type (what the admission rule refuses).
+    """
+    cloud = [t for t in types if is_cloud_type(t)]
+    if not cloud:
+        return None
+    if "cloud" not in cloud and not any(t.startswith("cloud=") for t in cloud):
+        raise Refused(detail="cloud.* job types need the job type 'cloud' too")
+    spec = CloudSpec()
+    seen = set()
+    for t in cloud:
+        if t == "cloud":
+            continue
+        if t.startswith("cloud="):
+            key, value = "image", t[len("cloud="):]
+        else:
+            key, sep, value = t[len("cloud."):].partition("=")
+            if not sep or key not in KEYS:
+                raise Refused(detail="invalid cloud job type %r: known keys are %s"
+                              % (t, ", ".join(sorted(KEYS))))
+        _check(key, value, t)
+        if key in seen and key not in REPEATABLE:
+            raise Refused(detail="cloud job type key %r given twice" % key)
+        seen.add(key)
+        if key == "network":
+            spec.networks.append(value)
+        elif key in ("count", "cores"):
+            setattr(spec, key, int(value))
+        elif key == "memory":
+            spec.memory = parse_size(value)
+        else:
+            setattr(spec, key, value)
+    return spec

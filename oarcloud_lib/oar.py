@@ -1,0 +1,189 @@
+"""OAR, through its own commands (argv only) and its configuration file.
+
+Output of OAR commands is parsed in pure functions below the classes.
+"""
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from oarcloud_lib import daemons, oarconf, paths
+from oarcloud_lib.commands import LOCAL
+from oarcloud_lib.errors import CommandFailed, NotFound, Refused
+
+LOG = logging.getLogger(__name__)
+SERVER_PIDFILE = "/var/run/oar-server.pid"
+NODE_SSHD_PIDFILE = "/var/run/oar-node_sshd.pid"
+NODE_SSHD_CONFIG = "/etc/oar/sshd_config"
+TYPES_RULE_TITLE = "# Check if job types are valid"
+TYPES_RULE_ANCHOR = "my @types = ("
+CLOUD_TYPES_PATTERN = "    qr/^cloud(?:[=.].*)?$/s, # oarcloud: checked in detail by the oarcloud rule"
+
+
+class OarConf:
+    """/etc/oar/oar.conf (mode 0600 oar:root, as the package leaves it)."""
+
+    def __init__(self, path=paths.OAR_CONF):
+        self.path = Path(path)
+
+    def values(self):
+        return oarconf.parse(self.path.read_text())
+
+    def ensure(self, values):
+        """Set keys (None comments a key out); True if the file changed."""
+        text = self.path.read_text()
+        new = oarconf.update(text, values)
+        if new == text:
+            return False
+        st = self.path.stat()
+        tmp = self.path.with_name(self.path.name + ".oarcloud-tmp")
+        tmp.write_text(new)
+        os.chown(tmp, st.st_uid, st.st_gid)
+        os.chmod(tmp, st.st_mode & 0o7777)
+        tmp.replace(self.path)
+        return True
+
+
+class OarServer:
+    """The OAR server side: Almighty, properties, admission rules, resources."""
+
+    def __init__(self, runner=LOCAL):
+        self.runner = runner
+
+    # -- Almighty
+    def running_pid(self):
+        return daemons.read_pid(SERVER_PIDFILE)
+
+    def start(self):
+        if self.running_pid():
+            return False
+        self.runner.run(["/etc/init.d/oar-server", "start"],
+                        env={"OAR_SERVER_FORCE_START_STOP": "1"}, timeout=60)
+        if not daemons.wait_for(self.running_pid, timeout=20):
+            raise CommandFailed(code="?", argv="oar-server start",
+                                stderr="Almighty did not stay up (see /var/log/oar.log)")
+        return True
+
+    def stop(self):
+        pid = self.running_pid()
+        if not pid:
+            return False
+        # Almighty's children (the scheduler loop, sarko, ...) follow it.
+        self.runner.run(["/etc/init.d/oar-server", "stop"],
+                        env={"OAR_SERVER_FORCE_START_STOP": "1"}, check=False, timeout=60)
+        daemons.stop_pid(pid, timeout=10)
+        return True
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    # -- properties
+    def properties(self):
+        return set(self.runner.out(["oarproperty", "-l"]).split())
+
+    def ensure_property(self, name, varchar):
+        if name in self.properties():
+            return False
+        argv = ["oarproperty", "-a", name] + (["-c"] if varchar else [])
+        self.runner.run(argv)
+        return True
+
+    # -- resources
+    def nodes(self):
+        """host -> list of resource dicts, from `oarnodes -J`."""
+        return resources_by_host(self.runner.out(["oarnodes", "-J"]))
+
+    def add_resource(self, host, props):
+        argv = ["oarnodesetting", "-a", "-h", host]
+        for k, v in props.items():
+            argv += ["-p", "%s=%s" % (k, v)]
+        self.runner.run(argv)
+
+    def set_state(self, host, state):
+        self.runner.run(["oarnodesetting", "-h", host, "-s", state])
+
+    def set_properties(self, host, props):
+        argv = ["oarnodesetting", "-h", host]
+        for k, v in props.items():
+            argv += ["-p", "%s=%s" % (k, v)]
+        self.runner.run(argv)
+
+
+class AdmissionRules:
+    """OAR's admission rules, read from its database and written with oaradmissionrules."""
+
+    def __init__(self, cluster, runner=LOCAL):
+        self.cluster = cluster
+        self.runner = runner
+
+    def all(self):
+        out = self.cluster.psql(
+            "SELECT coalesce(json_agg(r ORDER BY priority, id), '[]') FROM "
+            "(SELECT id, priority, enabled, rule FROM admission_rules) r", db="oar")
+        return json.loads(out)
+
+    def _write(self, argv, text):
+        with tempfile.NamedTemporaryFile("w", suffix=".pl", delete=False) as f:
+            f.write(text)
+        # oaradmissionrules reads it as user oar (through oardodo).
+        os.chmod(f.name, 0o644)
+        try:
+            self.runner.run(argv + ["-r", f.name])
+        finally:
+            os.unlink(f.name)
+
+    def ensure(self, marker, text, priority):
+        """Install or update the rule whose first line is marker; True if changed."""
+        text = text.rstrip("\n") + "\n"
+        for rule in self.all():
+            if rule["rule"].startswith(marker):
+                if rule["rule"].rstrip("\n") + "\n" == text and rule["enabled"] == "YES":
+                    return False
+                self._write(["oaradmissionrules", "-m", str(rule["id"]), "-Y",
+                             "-P", str(priority)], text)
+                return True
+        self._write(["oaradmissionrules", "-n", "-Y", "-P", str(priority)], text)
+        return True
+
+    def ensure_types_admitted(self):
+        """Let OAR's job-type whitelist rule admit cloud types; True if changed."""
+        for rule in self.all():
+            if TYPES_RULE_TITLE in rule["rule"]:
+                new = admit_cloud_types(rule["rule"])
+                if new == rule["rule"]:
+                    return False
+                self._write(["oaradmissionrules", "-m", str(rule["id"])], new)
+                return True
+        return False  # no whitelist rule: every type is admitted already
+
+
+def admit_cloud_types(rule_text):
+    """OAR's job-type whitelist rule with the cloud types added (idempotent)."""
+    if CLOUD_TYPES_PATTERN in rule_text:
+        return rule_text
+    if TYPES_RULE_ANCHOR not in rule_text:
+        raise Refused(detail="OAR's job-type rule has an unexpected form; add %r to it by hand"
+                      % CLOUD_TYPES_PATTERN.strip())
+    return rule_text.replace(TYPES_RULE_ANCHOR, TYPES_RULE_ANCHOR + "\n" + CLOUD_TYPES_PATTERN, 1)
+
+
+def resources_by_host(oarnodes_json):
+    """Group `oarnodes -J` output by network_address."""
+    data = json.loads(oarnodes_json or "{}")
+    hosts = {}
+    items = data.values() if isinstance(data, dict) else data
+    for res in items:
+        if isinstance(res, dict) and "network_address" in res:
+            hosts.setdefault(res["network_address"], []).append(res)
+    return hosts
+
+
+def job_info(jobs_json, job_id):
+    """The job dict of `oarstat -fj ID -J` output.  Raises NotFound."""
+    data = json.loads(jobs_json or "{}")
+    job = data.get(str(job_id))
+    if job is None:
+        raise NotFound(what="OAR job", name=job_id)
+    return job

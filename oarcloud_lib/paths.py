@@ -1,0 +1,29 @@
+"""Where oarcloud keeps its files, on the server and on nodes."""
+import os
+import sys
+from pathlib import Path
+
+ETC = Path(os.environ.get("OARCLOUD_ETC", "/etc/oarcloud"))
+SITE_CONF = ETC / "oarcloud.conf"
+STATE = Path("/var/lib/oarcloud")
+IMAGE_STORE = STATE / "images"
+LOG_DIR = Path("/var/log/oarcloud")
+HOOKS_INSTALL_DIR = Path("/usr/local/lib/oarcloud/hooks")
+OAR_CONF = Path("/etc/oar/oar.conf")
+LAB = Path("/var/lib/oarcloud-lab")
+
+
+def share_dir():
+    """The directory holding templates/ and hooks/ (a checkout or an install)."""
+    tree = Path(__file__).resolve().parent.parent
+    if (tree / "templates").is_dir() and (tree / "setup.py").is_file():
+        return tree
+    return Path(sys.prefix) / "share" / "oarcloud"
+
+
+def templates_dir():
+    return share_dir() / "templates"
+
+
+def hooks_source_dir():
+    return share_dir() / "hooks"

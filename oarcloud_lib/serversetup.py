@@ -1,0 +1,114 @@
+"""`oarcloud-admin setup server`: PostgreSQL, the OAR server and the catalog.
+
+Every step checks before it acts, so a second run changes nothing.
+"""
+import logging
+import os
+import shutil
+
+from oarcloud_lib import catalog, config, jobspec, paths, templating
+from oarcloud_lib.commands import LOCAL
+from oarcloud_lib.errors import NotReady
+from oarcloud_lib.oar import AdmissionRules, OarConf, OarServer
+from oarcloud_lib.postgres import Cluster
+from oarcloud_lib.progress import Progress
+
+LOG = logging.getLogger(__name__)
+RULE_MARKER = "# oarcloud: cloud job types (managed by oarcloud-admin setup server)"
+# Just before OAR's job-type whitelist (priority 16) and after the default walltime.
+RULE_PRIORITY = 15
+SERVER_COMMANDS = ("pg_lsclusters", "pg_ctlcluster", "oar-database", "oaradmissionrules",
+                   "oarproperty", "oarnodesetting", "oarnodes", "Almighty")
+# Resource properties oarcloud relies on: name -> is varchar.
+PROPERTIES = {"cloud": True, "host": True, "cpu": False, "core": False}
+HOOK_FILES = {"PROLOGUE_EXEC_FILE": "prologue", "EPILOGUE_EXEC_FILE": "epilogue"}
+
+
+def require_commands(names):
+    missing = [n for n in names if shutil.which(n) is None
+               and not os.path.exists(os.path.join("/usr/sbin", n))]
+    if missing:
+        raise NotReady(detail="missing commands %s: run ./install.sh (Debian packages)"
+                       % ", ".join(missing))
+
+
+def oar_settings(conf):
+    """The oar.conf keys oarcloud sets (None: commented out)."""
+    db_host = "127.0.0.1" if conf.server_address in ("localhost", "127.0.0.1") \
+        else conf.server_address
+    return {
+        "DB_HOSTNAME": db_host,
+        "SERVER_HOSTNAME": db_host,
+        "DB_BASE_PASSWD": conf.oar_db_password,
+        "DB_BASE_PASSWD_RO": conf.oar_db_ro_password,
+        "PROLOGUE_EXEC_FILE": str(paths.HOOKS_INSTALL_DIR / "prologue"),
+        "EPILOGUE_EXEC_FILE": str(paths.HOOKS_INSTALL_DIR / "epilogue"),
+        "PROLOGUE_EPILOGUE_TIMEOUT": str(conf.hook_timeout),
+        # Instances get their cgroup limits from libvirt; OAR's cpuset job
+        # resource manager would create one cgroup per job on every node and
+        # emulated nodes share one kernel (see docs/design.md).
+        "JOB_RESOURCE_MANAGER_PROPERTY_DB_FIELD": None,
+    }
+
+
+def render_admission_rule():
+    return templating.render("admission_rule.pl.j2", marker=RULE_MARKER,
+                             keys=jobspec.KEYS, repeatable=sorted(jobspec.REPEATABLE))
+
+
+def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL):
+    """Bring PostgreSQL, the OAR server and the catalog to the wanted state.
+
+    Returns the list of changed steps.  Raises NotReady, CommandFailed.
+    """
+    progress = progress or Progress("setup server")
+    require_commands(SERVER_COMMANDS)
+    cluster = Cluster(runner)
+    progress.step("postgresql running", cluster.start())
+    progress.step("postgresql listens on %s" % address, cluster.ensure_listen(address))
+    hba = ["host oar,oarcloud all %s scram-sha-256" % nodes_cidr] if nodes_cidr else []
+    progress.step("postgresql admits nodes from %s" % (nodes_cidr or "this host only"),
+                  cluster.ensure_hba(hba))
+
+    conf = config.load(missing_ok=True)
+    oarconf = OarConf()
+    existing = oarconf.values()
+    conf.server_address, conf.nodes_cidr = address, nodes_cidr
+    # Keep passwords an admin already put in oar.conf.
+    conf.oar_db_password = conf.oar_db_password or existing.get("DB_BASE_PASSWD", "")
+    conf.oar_db_ro_password = conf.oar_db_ro_password or existing.get("DB_BASE_PASSWD_RO", "")
+    conf.fill_secrets()
+    progress.step("site config %s" % paths.SITE_CONF, config.save(conf))
+    conf_changed = oarconf.ensure(oar_settings(conf))
+    progress.step("oar.conf (database, hooks, timeouts)", conf_changed)
+
+    if cluster.database_exists("oar"):
+        progress.step("OAR database", False)
+    else:
+        runner.run(["oar-database", "--create", "--db-is-local", "-y"], timeout=300)
+        progress.step("OAR database", True, "created")
+
+    server = OarServer(runner)
+    for name, varchar in PROPERTIES.items():
+        progress.step("resource property %s" % name, server.ensure_property(name, varchar))
+    rules = AdmissionRules(cluster, runner)
+    progress.step("admission rule: cloud job types validated",
+                  rules.ensure(RULE_MARKER, render_admission_rule(), RULE_PRIORITY))
+    progress.step("admission rule: cloud job types admitted", rules.ensure_types_admitted())
+
+    if conf_changed and server.running_pid():
+        server.restart()
+        progress.step("OAR server restarted (oar.conf changed)", True)
+    else:
+        progress.step("OAR server running", server.start())
+
+    progress.step("catalog role", cluster.ensure_role(conf.catalog_user, conf.catalog_password))
+    progress.step("catalog database", cluster.ensure_database(conf.catalog_db, conf.catalog_user))
+    with catalog.connect(conf) as conn:
+        applied = catalog.migrate(conn)
+    progress.step("catalog schema", bool(applied), ", ".join(applied))
+    for d in (paths.STATE, paths.IMAGE_STORE, paths.LOG_DIR):
+        if not d.is_dir():
+            d.mkdir(parents=True, mode=0o755)
+            progress.step("directory %s" % d, True)
+    return progress.done()

@@ -1,0 +1,39 @@
+"""oarcloud: a light cloud on top of the OAR batch scheduler."""
+import glob
+import os
+
+from setuptools import setup
+
+setup(
+    name="oarcloud",
+    version="0.1.0",
+    description="Self-service LXC instances as OAR cloud jobs",
+    python_requires=">=3.11",
+    packages=["oarcloud_lib", "oarcloud_lib.migrations", "oarcloud_cli"],
+    # The CLI entry code lives in bin/ (design card); it is installed as the
+    # oarcloud_cli package so that tests can import and drive it.
+    package_dir={"oarcloud_cli": "bin"},
+    package_data={"oarcloud_lib.migrations": ["*.sql"]},
+    # templates/ and hooks/ stay top-level in the tree (design card) and are
+    # installed under <prefix>/share/oarcloud; oarcloud_lib.paths finds them.
+    data_files=[
+        ("share/oarcloud/templates", sorted(glob.glob("templates/*"))),
+        ("share/oarcloud/hooks", sorted(f for f in glob.glob("hooks/*") if os.path.isfile(f))),
+        ("share/oarcloud/hooks/prologue.d", sorted(glob.glob("hooks/prologue.d/*"))),
+        ("share/oarcloud/hooks/epilogue.d", sorted(glob.glob("hooks/epilogue.d/*"))),
+    ],
+    install_requires=[
+        "libvirt-python",
+        "plumbum>=1.7",
+        "jinja2>=3",
+        "psycopg>=3.1",
+        "apprise",
+    ],
+    extras_require={"test": ["pytest"]},
+    entry_points={
+        "console_scripts": [
+            "oarcloud = oarcloud_cli.user:main",
+            "oarcloud-admin = oarcloud_cli.admin:main",
+        ],
+    },
+)
