@@ -18,29 +18,41 @@ class Admin(cli.Application):
             return 2
         if not self.nested_command:
             self.help()
-            return 0
+            return 2
         if not is_root():
-            print("oarcloud-admin: must run as root (it configures OAR, PostgreSQL and nodes)",
-                  file=sys.stderr)
+            print("oarcloud-admin: error: must run as root "
+                  "(it configures OAR, PostgreSQL, nodes and accounts)", file=sys.stderr)
             return 2
 
 
-@Admin.subcommand("setup")
-class Setup(cli.Application):
-    """Install and configure oarcloud on this machine (server or node); idempotent."""
+class Group(cli.Application):
+    """A command group: without a subcommand, show its help."""
 
     def main(self, *args):
+        if args:
+            print("%s: unknown command %r (see --help)" % (self.PROGNAME, args[0]), file=sys.stderr)
+            return 2
         if not self.nested_command:
             self.help()
             return 2
 
 
+# -- setup -----------------------------------------------------------------
+
+@Admin.subcommand("setup")
+class Setup(Group):
+    """Install and configure oarcloud on this machine (server or node); idempotent."""
+
+
 @Setup.subcommand("server")
 class SetupServer(Command):
-    """PostgreSQL, the OAR server (hooks, admission rule, cloud property) and the catalog."""
+    """PostgreSQL, the OAR server (hooks, admission rule, cloud property) and the catalog.
+
+    A second run changes nothing and says so.
+    """
 
     address = cli.SwitchAttr(["--address"], str, default="127.0.0.1",
-                             help="address nodes use to reach this server (DB, OAR)")
+                             help="address the nodes use to reach this server (DB, OAR)")
     nodes_cidr = cli.SwitchAttr(["--nodes-cidr"], str, default="",
                                 help="network the nodes connect from (PostgreSQL access)")
 
@@ -49,5 +61,142 @@ class SetupServer(Command):
         serversetup.setup_server(self.address, self.nodes_cidr)
 
 
+@Setup.subcommand("node")
+class SetupNode(Command):
+    """oar-node sshd, Open vSwitch (br-int, underlay bridge), libvirtd (LXC), the hooks,
+    and this node's resources in OAR with cloud=YES.  Run on the node, as root.
+    """
+
+    name = cli.SwitchAttr(["--name"], str, help="node name in OAR (default: hostname)")
+    cores = cli.SwitchAttr(["--cores"], cli.Range(1, 1024), help="cores to offer (default: all)")
+    underlay_if = cli.SwitchAttr(["--underlay-if"], str,
+                                 help="interface carrying the node's cluster address; it and "
+                                      "its addresses move onto the OVS underlay bridge br-phy")
+
+    def run_command(self):
+        from oarcloud_lib import nodesetup
+        nodesetup.setup_node(self.name, self.cores, self.underlay_if)
+
+
+# -- lab -------------------------------------------------------------------
+
+@Admin.subcommand("lab")
+class LabCmd(Group):
+    """The all-in-one lab: this machine as the OAR server plus N emulated nodes."""
+
+
+@LabCmd.subcommand("up")
+class LabUp(Command):
+    """Set up the server here and N emulated nodes (namespaces), each running the real
+    node setup; builds the `tiny` image.  A second run changes nothing."""
+
+    nodes = cli.SwitchAttr(["-n", "--nodes"], int, default=2, help="number of emulated nodes")
+    cores = cli.SwitchAttr(["--cores"], int, default=2, help="cores each node offers to OAR")
+    with_debian = cli.Flag(["--with-debian"], help="also build the `bookworm` image (debootstrap)")
+
+    def run_command(self):
+        from oarcloud_lib import lab
+        lab.Lab().up(self.nodes, self.cores, with_debian=self.with_debian)
+
+
+@LabCmd.subcommand("down")
+class LabDown(Command):
+    """Stop everything the lab started and put the machine back as it was."""
+
+    def run_command(self):
+        from oarcloud_lib import lab
+        lab.Lab().down()
+
+
+@LabCmd.subcommand("status")
+class LabStatus(Command):
+    """Daemons of the server and of each node (pid, or - when not running)."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        from oarcloud_lib import lab
+        status = lab.Lab().status()
+        if self.json:
+            print_json(status)
+            return 0 if status["lab"] == "up" else 3
+        if status["lab"] == "down":
+            print("lab: down")
+            return 3
+        print("server: " + "  ".join("%s=%s" % (k, v or "-") for k, v in status["server"].items()))
+        rows = [dict(node=n, **{k: (",".join(v) if isinstance(v, list) else v or "-")
+                                for k, v in s.items()}) for n, s in status["nodes"].items()]
+        keys = ["node", "ip", "oar_state", "namespace", "oar-node-sshd", "ovsdb-server",
+                "ovs-vswitchd", "virtlogd", "libvirtd"]
+        print_table(rows, [(k, k) for k in keys])
+        return 0
+
+
+@LabCmd.subcommand("exec")
+class LabExec(Command):
+    """Run a command inside an emulated node: lab exec NODE -- CMD..."""
+
+    def run_command(self, node, *argv):
+        from oarcloud_lib import lab
+        if not argv:
+            print("usage: oarcloud-admin lab exec NODE -- CMD...", file=sys.stderr)
+            return 2
+        return lab.Lab().node_runner(node).passthrough(list(argv))
+
+
+# -- accounts --------------------------------------------------------------
+
+@Admin.subcommand("user")
+class UserCmd(Group):
+    """Accounts: a Unix account OAR accepts, an SSH key pair, a role."""
+
+
+@UserCmd.subcommand("add")
+class UserAdd(Command):
+    """Create (or adopt) the Unix account NAME and register it; idempotent."""
+
+    key = cli.SwitchAttr(["--key"], cli.ExistingFile,
+                         help="public key file for reaching instances (default: generate a pair)")
+    admin = cli.Flag(["--admin"], help="give the account the admin role")
+
+    def run_command(self, name):
+        from oarcloud_lib import accounts
+        acc, changed = accounts.add(name, key_file=self.key, admin=self.admin)
+        print("user %s %s (role %s, key %s)" % (acc["name"], "added" if changed else
+                                                "already exists, nothing changed",
+                                                acc["role"], acc["key_fingerprint"]))
+
+
+@UserCmd.subcommand("list")
+class UserList(Command):
+    """Accounts known to oarcloud."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        from oarcloud_lib import accounts
+        rows = accounts.list_accounts()
+        if self.json:
+            print_json(rows)
+        else:
+            print_table(rows, [("name", "NAME"), ("uid", "UID"), ("role", "ROLE"),
+                               ("key_fingerprint", "KEY"), ("created", "CREATED")])
+
+
+@UserCmd.subcommand("del")
+class UserDel(Command):
+    """Delete an account: its OAR jobs, its catalog entries, and the Unix account
+    if oarcloud created it."""
+
+    def run_command(self, name):
+        from oarcloud_lib import accounts
+        accounts.delete(name)
+        print("user %s deleted" % name)
+
+
 def main():
     Admin.run()
+
+
+if __name__ == "__main__":
+    main()

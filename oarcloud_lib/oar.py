@@ -14,7 +14,9 @@ from oarcloud_lib.errors import CommandFailed, NotFound, Refused
 
 LOG = logging.getLogger(__name__)
 SERVER_PIDFILE = "/var/run/oar-server.pid"
-NODE_SSHD_PIDFILE = "/var/run/oar-node_sshd.pid"
+# /run, not /var/run: pidfiles are also read through /proc/PID/root, where the
+# absolute /var/run -> /run symlink would resolve on the reader's side.
+NODE_SSHD_PIDFILE = "/run/oar-node_sshd.pid"
 NODE_SSHD_CONFIG = "/etc/oar/sshd_config"
 TYPES_RULE_TITLE = "# Check if job types are valid"
 TYPES_RULE_ANCHOR = "my @types = ("
@@ -69,10 +71,10 @@ class OarServer:
         pid = self.running_pid()
         if not pid:
             return False
-        # Almighty's children (the scheduler loop, sarko, ...) follow it.
-        self.runner.run(["/etc/init.d/oar-server", "stop"],
-                        env={"OAR_SERVER_FORCE_START_STOP": "1"}, check=False, timeout=60)
-        daemons.stop_pid(pid, timeout=10)
+        # Almighty takes its children (appendice, bipbip, ...) down on SIGTERM;
+        # the init script's stop does not (it only removes the pidfile).
+        daemons.stop_pid(pid, timeout=20)
+        Path(SERVER_PIDFILE).unlink(missing_ok=True)
         return True
 
     def restart(self):
@@ -171,7 +173,9 @@ def admit_cloud_types(rule_text):
 
 def resources_by_host(oarnodes_json):
     """Group `oarnodes -J` output by network_address."""
-    data = json.loads(oarnodes_json or "{}")
+    text = (oarnodes_json or "").strip()
+    # With no resources at all, oarnodes -J prints a sentence, not JSON.
+    data = json.loads(text) if text.startswith(("{", "[")) else {}
     hosts = {}
     items = data.values() if isinstance(data, dict) else data
     for res in items:

@@ -61,6 +61,7 @@ def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL
 
     Returns the list of changed steps.  Raises NotReady, CommandFailed.
     """
+    own = progress is None
     progress = progress or Progress("setup server")
     require_commands(SERVER_COMMANDS)
     cluster = Cluster(runner)
@@ -111,4 +112,4 @@ def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL
         if not d.is_dir():
             d.mkdir(parents=True, mode=0o755)
             progress.step("directory %s" % d, True)
-    return progress.done()
+    return progress.done() if own else progress.changes
