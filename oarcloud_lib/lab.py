@@ -21,7 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from oarcloud_lib import catalog, daemons, images, netdev, nodesetup, paths, serversetup
+import psycopg
+
+from oarcloud_lib import accounts, catalog, daemons, images, netdev, nodesetup, paths, serversetup
 from oarcloud_lib.commands import LOCAL, Runner
 from oarcloud_lib.errors import NotFound, NotReady, Refused
 from oarcloud_lib.oar import OarConf, OarServer
@@ -255,8 +257,14 @@ class Lab:
             (d / "bind" / sub.strip("/")).mkdir(parents=True, exist_ok=True)
         os.chmod(d / "bind" / "tmp", 0o1777)
         for sub in NODE_OVERLAYS:
-            (d / "upper" / sub.strip("/")).mkdir(parents=True, exist_ok=True)
+            upper = d / "upper" / sub.strip("/")
+            upper.mkdir(parents=True, exist_ok=True)
             (d / "work" / sub.strip("/")).mkdir(parents=True, exist_ok=True)
+            # An overlay's top directory takes owner and mode from the upper
+            # one: keep the machine's (/var/lib/oar belongs to oar).
+            st = os.stat(sub)
+            os.chown(upper, st.st_uid, st.st_gid)
+            os.chmod(upper, st.st_mode & 0o7777)
         (d / "cgroup").mkdir(exist_ok=True)
         holder = self.runner.spawn(["unshare", "--net", "--mount", "--uts", "--propagation",
                                     "private", "sleep", "infinity"])
@@ -332,6 +340,7 @@ class Lab:
         if state is None:
             progress.say("no lab here (%s missing)" % self.state_file)
             return progress.done()
+        progress.step("lab accounts removed", self._remove_accounts())
         for name in sorted(state["nodes"], reverse=True):
             progress.step("%s stopped and removed" % name,
                           self._destroy_node(name, state["nodes"][name]))
@@ -366,6 +375,17 @@ class Lab:
         shutil.rmtree(self.root)
         progress.step("%s removed" % self.root, True)
         return progress.done()
+
+    def _remove_accounts(self):
+        """Delete the accounts made in the lab (and their Unix accounts)."""
+        try:
+            with catalog.connect() as conn:
+                names = [r[0] for r in conn.execute("SELECT name FROM accounts")]
+        except (NotReady, psycopg.Error):
+            return False
+        for name in names:
+            accounts.delete(name, runner=self.runner)
+        return bool(names)
 
     @staticmethod
     def _restore(path, saved):

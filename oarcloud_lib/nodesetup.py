@@ -8,6 +8,7 @@ node is emulated.
 """
 import logging
 import os
+import pwd
 import socket
 import sys
 from pathlib import Path
@@ -171,6 +172,18 @@ def ensure_hooks(src=None, dst=paths.HOOKS_INSTALL_DIR):
     return changed
 
 
+def ensure_log_dir(path=paths.LOG_DIR, owner="oar"):
+    """The directory hooks log to; they run as OAR's user."""
+    pw = pwd.getpwnam(owner)
+    changed = not path.is_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    st = path.stat()
+    if (st.st_uid, st.st_gid) != (pw.pw_uid, pw.pw_gid):
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+        changed = True
+    return changed
+
+
 def hook_content(data):
     """A hook file as installed: Python hooks run with this oarcloud's interpreter."""
     if data.startswith(b"#!/usr/bin/env python3\n"):
@@ -217,6 +230,7 @@ def setup_node(name=None, cores=None, underlay_if=None, progress=None, runner=LO
                       ensure_underlay(underlay_if, datapath, runner))
     progress.step("libvirtd (lxc driver)", ensure_libvirtd(runner))
     progress.step("hooks in %s" % paths.HOOKS_INSTALL_DIR, ensure_hooks())
+    progress.step("hook log directory %s" % paths.LOG_DIR, ensure_log_dir())
     progress.step("registered in OAR (%d cores, cloud=YES, Alive)" % cores,
                   ensure_registered(name, cores, runner))
     return progress.done()
