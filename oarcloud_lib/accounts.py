@@ -15,7 +15,7 @@ from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import CommandFailed, Conflict, NotFound, Refused
 
 LOG = logging.getLogger(__name__)
-NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
 RESERVED = {"root", "oar", "postgres", "oarcloud", "nobody", "admin", "daemon", "libvirt-qemu"}
 FIRST_USER_UID = 1000
 KEY_NAME = "id_oarcloud"

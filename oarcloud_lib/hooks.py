@@ -22,7 +22,7 @@ from oarcloud_lib.oar import job_info
 
 LOG = logging.getLogger("oarcloud.hooks")
 PHASES = ("prologue", "epilogue")
-USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
 STEP_TIMEOUT = 100
 
 

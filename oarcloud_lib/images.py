@@ -17,7 +17,7 @@ from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import NotReady, Refused
 
 LOG = logging.getLogger(__name__)
-NAME_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 BUSYBOX = "/bin/busybox"
 ZSTD = "zstd -T0 -3"
 

@@ -12,7 +12,7 @@ from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import NotReady, Refused
 
 LOG = logging.getLogger(__name__)
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 HBA_BEGIN = "# BEGIN oarcloud"
 HBA_END = "# END oarcloud"
 
@@ -97,8 +97,13 @@ class Cluster:
         return True
 
     def drop_role(self, name):
+        """Drop the role and the databases it owns."""
         if not self.role_exists(name):
             return False
+        owned = self.psql("SELECT datname FROM pg_database d JOIN pg_roles r ON d.datdba = r.oid"
+                          " WHERE r.rolname = %s" % _literal(name)).split()
+        for db in owned:
+            self.drop_database(db)
         self.psql("DROP ROLE %s" % _ident(name))
         return True
 

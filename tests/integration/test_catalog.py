@@ -1,0 +1,54 @@
+"""The catalog schema on real PostgreSQL: a scratch database, one rolled-back
+transaction per test."""
+import psycopg
+import pytest
+
+from oarcloud_lib import catalog, config
+from oarcloud_lib.postgres import Cluster
+
+TEST_DB = "oarcloud_test"
+
+
+@pytest.fixture(scope="module")
+def test_db(lab):
+    conf = config.load()
+    cluster = Cluster()
+    cluster.drop_database(TEST_DB)
+    cluster.ensure_database(TEST_DB, conf.catalog_user)
+    try:
+        with catalog.connect(conf, dbname=TEST_DB) as conn:
+            first = catalog.migrate(conn)
+            second = catalog.migrate(conn)
+        yield conf, first, second
+    finally:
+        cluster.drop_database(TEST_DB)
+
+
+@pytest.fixture
+def conn(test_db):
+    conf = test_db[0]
+    with catalog.connect(conf, dbname=TEST_DB) as conn:
+        yield conn
+        conn.rollback()
+
+
+def test_migrations_apply_once(test_db):
+    _, first, second = test_db
+    assert first == [name for _, name, _ in catalog.migrations()]
+    assert second == []
+
+
+def test_account_and_image_rows(conn):
+    conn.execute("INSERT INTO accounts (name, uid, ssh_pubkey, unix_created)"
+                 " VALUES ('alice', 2001, 'ssh-ed25519 AAAA', true)")
+    conn.execute("INSERT INTO images (name, owner, format, size, sha256)"
+                 " VALUES ('img', 'alice', 'tar.zst', 1, %s)", ("a" * 64,))
+    conn.execute("DELETE FROM accounts WHERE name = 'alice'")
+    assert conn.execute("SELECT count(*) FROM images").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "a..b", "x" * 65])
+def test_bad_image_names_rejected_by_schema(conn, name):
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("INSERT INTO images (name, format, size, sha256)"
+                     " VALUES (%s, 'tar.zst', 1, %s)", (name, "a" * 64))

@@ -1,0 +1,30 @@
+"""Building and packing the tiny image: real busybox, tar and zstd, in a temp dir."""
+import os
+import subprocess
+
+import pytest
+
+from oarcloud_lib import images
+
+pytestmark = pytest.mark.skipif(not os.path.exists(images.BUSYBOX), reason="needs busybox-static")
+
+
+def test_tiny_rootfs_and_pack(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    images.build_busybox_rootfs(root)
+    assert os.access(root / "bin/busybox", os.X_OK)
+    assert os.readlink(root / "sbin/init") == "../bin/busybox"
+    path, digest, size = images.pack(root, tmp_path / "store")
+    assert path.name == "%s.tar.zst" % digest and path.stat().st_size == size
+    assert images.sha256_file(path) == digest
+    listing = subprocess.run(["tar", "-I", "zstd", "-tf", str(path)], capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert "./sbin/init" in listing and not any(n.startswith("/") for n in listing)
+    assert not list((tmp_path / "store").glob(".incoming-*"))
+
+
+def test_apt_mirror_from_deb822(tmp_path):
+    src = tmp_path / "debian.sources"
+    src.write_text("Types: deb\nURIs: http://mirror.invalid/debian\nSuites: bookworm\n")
+    assert images.apt_mirror((str(src),)) == "http://mirror.invalid/debian"
