@@ -10,6 +10,8 @@ import pwd
 import re
 from pathlib import Path
 
+from psycopg import sql
+
 from oarcloud_lib import catalog
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import CommandFailed, Conflict, NotFound, Refused
@@ -92,7 +94,7 @@ def add(name, key_file=None, admin=False, conn=None, runner=LOCAL):
     if pw is not None and pw.pw_uid < FIRST_USER_UID:
         raise Refused(detail="%s is a system account (uid %d): not usable for oarcloud"
                       % (name, pw.pw_uid))
-    with (conn or catalog.connect()) as conn:
+    with catalog.session(conn) as conn:
         row = _row(conn, name)
         if row is not None:
             changed = False
@@ -102,7 +104,6 @@ def add(name, key_file=None, admin=False, conn=None, runner=LOCAL):
             if pubkey and pubkey != row["ssh_pubkey"]:
                 conn.execute("UPDATE accounts SET ssh_pubkey = %s WHERE name = %s", (pubkey, name))
                 changed = True
-            conn.commit()
             return _public(_row(conn, name), runner), changed
         created = False
         if pw is None:
@@ -112,19 +113,30 @@ def add(name, key_file=None, admin=False, conn=None, runner=LOCAL):
         try:
             if pubkey is None:
                 pubkey = _generate_key(pw, runner)
-            conn.execute("INSERT INTO accounts (name, uid, role, ssh_pubkey, unix_created)"
-                         " VALUES (%s, %s, %s, %s, %s)", (name, pw.pw_uid, role, pubkey, created))
-            conn.commit()
+            with conn.transaction():
+                conn.execute("INSERT INTO accounts (name, uid, role, ssh_pubkey, unix_created)"
+                             " VALUES (%s, %s, %s, %s, %s)",
+                             (name, pw.pw_uid, role, pubkey, created))
+                _ensure_db_role(conn, name)
         except BaseException:
-            conn.rollback()
             if created:
                 runner.run(["userdel", "--remove", name], check=False)
             raise
         return _public(_row(conn, name), runner), True
 
 
+def _ensure_db_role(conn, name):
+    """The account's own login role: `oarcloud` reads the catalog as the user
+    (peer authentication on the server's socket, row-level security)."""
+    if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone() is None:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE oarcloud_users").format(
+            sql.Identifier(name)))
+    else:
+        conn.execute(sql.SQL("GRANT oarcloud_users TO {}").format(sql.Identifier(name)))
+
+
 def list_accounts(conn=None, runner=LOCAL):
-    with (conn or catalog.connect()) as conn:
+    with catalog.session(conn) as conn:
         names = [r[0] for r in conn.execute("SELECT name FROM accounts ORDER BY name")]
         return [_public(_row(conn, n), runner) for n in names]
 
@@ -141,7 +153,7 @@ def _user_jobs(name, runner):
 def delete(name, conn=None, runner=LOCAL):
     """Delete the account: its OAR jobs, its catalog rows, its Unix account if ours."""
     check_name(name)
-    with (conn or catalog.connect()) as conn:
+    with catalog.session(conn) as conn:
         row = _row(conn, name)
         if row is None:
             raise NotFound(what="oarcloud user", name=name)
@@ -149,12 +161,13 @@ def delete(name, conn=None, runner=LOCAL):
         if jobs:
             # Only the job owner or oar may delete a job; the epilogues tear down.
             runner.run(["runuser", "-u", "oar", "--", "oardel", *map(str, jobs)], check=False)
-        conn.execute("DELETE FROM accounts WHERE name = %s", (name,))
-        if row["unix_created"]:
-            try:
-                runner.run(["userdel", "--remove", name])
-            except CommandFailed as e:
-                conn.rollback()
-                raise Conflict(what="user %s" % name,
-                               detail="Unix account not removed (%s); nothing changed" % e) from None
-        conn.commit()
+        with conn.transaction():
+            conn.execute("DELETE FROM accounts WHERE name = %s", (name,))
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+            if row["unix_created"]:
+                try:
+                    runner.run(["userdel", "--remove", name])
+                except CommandFailed as e:
+                    raise Conflict(what="user %s" % name,
+                                   detail="Unix account not removed (%s); nothing changed" % e) \
+                        from None

@@ -3,6 +3,7 @@
 Schema changes are numbered SQL files in oarcloud_lib/migrations, applied in
 order once each and recorded in schema_migrations.
 """
+import contextlib
 import logging
 from importlib import resources
 
@@ -22,12 +23,22 @@ def conninfo(conf=None, dbname=None):
         password=conf.catalog_password, connect_timeout=10)
 
 
-def connect(conf=None, dbname=None, autocommit=False):
-    """A connection to the catalog as the oarcloud role.  Raises NotReady."""
+def connect(conf=None, dbname=None, autocommit=True):
+    """A connection to the catalog as the oarcloud role.  Raises NotReady.
+
+    Autocommit: each statement stands alone unless grouped in
+    `with conn.transaction():`, so that other processes (the nodes) see a
+    write as soon as the call that made it returns.
+    """
     try:
         return psycopg.connect(conninfo(conf, dbname), autocommit=autocommit)
     except psycopg.OperationalError as e:
         raise NotReady(detail="catalog database unreachable: %s" % str(e).strip()) from None
+
+
+def session(conn=None):
+    """Context manager: the caller's connection as it is, or a new one closed after."""
+    return contextlib.nullcontext(conn) if conn is not None else connect()
 
 
 def migrations():

@@ -51,9 +51,10 @@ NODE_BINDS = ("/var/log", "/etc/openvswitch", "/var/lib/openvswitch", "/var/lib/
 # ...and these, overlaid on the machine's own content (packaged config and keys).
 NODE_OVERLAYS = ("/etc/libvirt", "/var/lib/libvirt", "/var/cache/libvirt", "/var/lib/oar")
 # Paths the lab (or the setup it runs) may create; removed by `down` if absent before.
-CREATED_PATHS = ("/etc/oarcloud", "/usr/local/lib/oarcloud", "/var/lib/oarcloud", "/var/log/oarcloud")
+CREATED_PATHS = ("/etc/oarcloud", "/usr/local/lib/oarcloud", "/var/lib/oarcloud", "/var/log/oarcloud",
+                 "/srv/oarcloud")
 LAB_DATABASES = ("oar", "oarcloud")
-LAB_ROLES = ("oar", "oar_ro", "oarcloud")
+LAB_ROLES = ("oar", "oar_ro", "oarcloud", "oarcloud_users")
 
 
 def node_name(i):

@@ -6,7 +6,11 @@ from pathlib import Path
 ETC = Path(os.environ.get("OARCLOUD_ETC", "/etc/oarcloud"))
 SITE_CONF = ETC / "oarcloud.conf"
 STATE = Path("/var/lib/oarcloud")
-IMAGE_STORE = STATE / "images"
+# The server's image store: nodes read it (NFS on a real site, the shared
+# filesystem in the lab) and copy what they use into their own cache.
+IMAGE_STORE = Path("/srv/oarcloud/images")
+CACHE = STATE / "cache"
+INSTANCES = STATE / "instances"
 LOG_DIR = Path("/var/log/oarcloud")
 HOOKS_INSTALL_DIR = Path("/usr/local/lib/oarcloud/hooks")
 OAR_CONF = Path("/etc/oar/oar.conf")

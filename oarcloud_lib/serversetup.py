@@ -110,12 +110,14 @@ def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL
     else:
         progress.step("OAR server running", server.start())
 
-    progress.step("catalog role", cluster.ensure_role(conf.catalog_user, conf.catalog_password))
+    # CREATEROLE: accounts get a login role of their own (peer authentication).
+    progress.step("catalog role", cluster.ensure_role(conf.catalog_user, conf.catalog_password,
+                                                      createrole=True))
     progress.step("catalog database", cluster.ensure_database(conf.catalog_db, conf.catalog_user))
     with catalog.connect(conf) as conn:
         applied = catalog.migrate(conn)
     progress.step("catalog schema", bool(applied), ", ".join(applied))
-    for d in (paths.STATE, paths.IMAGE_STORE, paths.LOG_DIR):
+    for d in (paths.STATE, paths.IMAGE_STORE, paths.LOG_DIR):  # noqa: the store is read by nodes
         if not d.is_dir():
             d.mkdir(parents=True, mode=0o755)
             progress.step("directory %s" % d, True)

@@ -12,9 +12,9 @@ def env():
         _ENV = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(paths.templates_dir())),
             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-            autoescape=jinja2.select_autoescape(["xml", "html"]))
+            autoescape=jinja2.select_autoescape(["xml", "xml.j2", "html"]))
     return _ENV
 
 
-def render(name, **context):
-    return env().get_template(name).render(**context)
+def render(template, **context):
+    return env().get_template(template).render(**context)

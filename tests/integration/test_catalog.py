@@ -27,7 +27,7 @@ def test_db(lab):
 @pytest.fixture
 def conn(test_db):
     conf = test_db[0]
-    with catalog.connect(conf, dbname=TEST_DB) as conn:
+    with catalog.connect(conf, dbname=TEST_DB, autocommit=False) as conn:
         yield conn
         conn.rollback()
 

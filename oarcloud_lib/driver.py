@@ -1,0 +1,184 @@
+"""The instance driver: a small interface, and libvirt's LXC driver behind it.
+
+A Guest wraps one libvirt domain (Nova's libvirt guest wrapper is the model):
+libvirt's states map to ours through one table, and libvirt's errors become
+ours inside this module, so libvirt never leaks to callers.
+"""
+import logging
+import os
+from dataclasses import dataclass
+
+import libvirt
+
+from oarcloud_lib import templating
+from oarcloud_lib.errors import CommandFailed, Conflict, NotFound, NotReady
+
+LOG = logging.getLogger(__name__)
+URI = "lxc:///system"
+
+# libvirt domain state -> oarcloud instance state.
+STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "unknown",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",    # LXC: idle processes
+    libvirt.VIR_DOMAIN_PAUSED: "paused",      # frozen (freezer cgroup)
+    libvirt.VIR_DOMAIN_SHUTDOWN: "stopping",
+    libvirt.VIR_DOMAIN_SHUTOFF: "stopped",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "paused",
+}
+
+
+@dataclass
+class DomainSpec:
+    """Everything a domain is rendered from (validated by the caller)."""
+
+    name: str
+    job_id: int
+    owner: str
+    cores: int
+    memory: int          # bytes
+    rootfs: str
+    nics: list           # dicts: bridge, mac, port, ip, prefix, gateway
+    uid_base: int
+    uid_count: int = 65536
+    init: str = "/sbin/init"
+
+    def xml(self):
+        return templating.render("domain.xml.j2", **self.__dict__)
+
+
+def _quiet(ctx, err):
+    """libvirt prints every error on stderr by default; we raise ours instead."""
+
+
+libvirt.registerErrorHandler(_quiet, None)
+
+
+def _wrap(e, what, name):
+    code = e.get_error_code()
+    if code == libvirt.VIR_ERR_NO_DOMAIN:
+        return NotFound(what=what, name=name)
+    if code in (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_DOM_EXIST):
+        return Conflict(what=what, detail="%s: %s" % (name, e.get_error_message()))
+    return CommandFailed(code=code, argv="libvirt %s %s" % (what, name),
+                         stderr=e.get_error_message())
+
+
+class Guest:
+    """One LXC domain."""
+
+    def __init__(self, dom):
+        self._dom = dom
+
+    @property
+    def name(self):
+        return self._dom.name()
+
+    def state(self):
+        try:
+            return STATES.get(self._dom.state()[0], "unknown")
+        except libvirt.libvirtError as e:
+            raise _wrap(e, "domain", self.name) from None
+
+    def init_pid(self):
+        """The host pid of the instance's init (for entering its namespaces)."""
+        ctl = self._dom.ID()
+        if ctl < 0:
+            raise Conflict(what="instance", detail="%s is not running" % self.name)
+        try:
+            with open("/proc/%d/task/%d/children" % (ctl, ctl)) as f:
+                children = f.read().split()
+        except OSError:
+            children = []
+        if not children:
+            raise NotReady(detail="instance %s has no init process" % self.name)
+        return int(children[0])
+
+    def info(self):
+        state, max_mem, mem, vcpus, cpu_time = self._dom.info()
+        return {"state": STATES.get(state, "unknown"), "memory": mem * 1024,
+                "cores": vcpus, "cpu_time_ns": cpu_time}
+
+    def _call(self, what, fn, *args):
+        try:
+            return fn(*args)
+        except libvirt.libvirtError as e:
+            raise _wrap(e, what, self.name) from None
+
+    def destroy(self):
+        """Stop at once (idempotent: a missing domain is not an error)."""
+        try:
+            self._dom.destroy()
+        except libvirt.libvirtError as e:
+            if e.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN,
+                                          libvirt.VIR_ERR_OPERATION_INVALID):
+                raise _wrap(e, "domain", self.name) from None
+
+    def shutdown(self):
+        self._call("shutdown", self._dom.shutdownFlags, libvirt.VIR_DOMAIN_SHUTDOWN_SIGNAL)
+
+    def reboot(self):
+        self._call("reboot", self._dom.reboot, 0)
+
+    def start(self):
+        self._call("start", self._dom.create)
+
+    def undefine(self):
+        try:
+            self._dom.undefine()
+        except libvirt.libvirtError as e:
+            if e.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN,
+                                          libvirt.VIR_ERR_OPERATION_INVALID):
+                raise _wrap(e, "domain", self.name) from None
+
+
+class LxcDriver:
+    """create / get / list / destroy LXC domains on this node."""
+
+    def __init__(self, uri=URI, conn=None):
+        self._uri = uri
+        self._conn = conn
+
+    @property
+    def conn(self):
+        if self._conn is None:
+            try:
+                self._conn = libvirt.open(self._uri)
+            except libvirt.libvirtError as e:
+                raise NotReady(detail="libvirtd unreachable at %s: %s"
+                               % (self._uri, e.get_error_message())) from None
+        return self._conn
+
+    def define(self, spec):
+        """Define (persistent, so stop/start work within the job) and start."""
+        try:
+            dom = self.conn.defineXML(spec.xml())
+        except libvirt.libvirtError as e:
+            raise _wrap(e, "domain", spec.name) from None
+        guest = Guest(dom)
+        guest.start()
+        return guest
+
+    def get(self, name):
+        try:
+            return Guest(self.conn.lookupByName(name))
+        except libvirt.libvirtError as e:
+            raise _wrap(e, "instance", name) from None
+
+    def names(self, prefix=""):
+        try:
+            doms = self.conn.listAllDomains()
+        except libvirt.libvirtError as e:
+            raise _wrap(e, "domains", "*") from None
+        return sorted(d.name() for d in doms if d.name().startswith(prefix))
+
+    def remove(self, name):
+        """Destroy and undefine; True if it existed."""
+        try:
+            guest = self.get(name)
+        except NotFound:
+            return False
+        guest.destroy()
+        guest.undefine()
+        return True

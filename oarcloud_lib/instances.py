@@ -1,0 +1,144 @@
+"""Instances in the catalog: planning a cloud job's instances and allocating them.
+
+Pure planning (which instance goes where, with what) is separate from the
+catalog writes, so that it can be tested on its own.
+"""
+import ipaddress
+import logging
+from collections import Counter
+
+from oarcloud_lib import images as images_mod
+from oarcloud_lib.errors import NotFound, Refused
+
+LOG = logging.getLogger(__name__)
+# One flat instance network until per-user private networks exist.
+NETWORK = ipaddress.ip_network("198.18.0.0/16")
+FIRST_HOST = 10
+DEFAULT_MEMORY = 256 << 20
+MAX_MEMORY = 256 << 30
+COLUMNS = ("domain", "job_id", "idx", "name", "owner", "node", "image", "cores", "memory",
+           "ip", "mac", "state", "error", "created", "updated")
+
+
+def domain_name(job_id, idx):
+    """Node-side name of an instance: from the job id only, never from user text."""
+    return "oc%d-%d" % (job_id, idx)
+
+
+def mac_for(ip):
+    """A locally administered MAC derived from the (unique) address."""
+    b = ipaddress.ip_address(ip).packed
+    return "52:54:%02x:%02x:%02x:%02x" % tuple(b)
+
+
+def nodes_from_nodefile(text):
+    """OAR's node file (one line per resource) -> {node: cores}, in file order."""
+    return dict(Counter(line.strip() for line in text.splitlines() if line.strip()))
+
+
+def plan(job_id, owner, spec, node_cores, default_image):
+    """The instance rows of a job (without addresses).  Raises Refused."""
+    nodes = list(node_cores)
+    if not nodes:
+        raise Refused(detail="the job has no nodes")
+    count = spec.count or len(nodes)
+    placed = [nodes[i % len(nodes)] for i in range(count)]
+    per_node = Counter(placed)
+    memory = spec.memory or DEFAULT_MEMORY
+    if memory > MAX_MEMORY:
+        raise Refused(detail="memory per instance above %d GiB" % (MAX_MEMORY >> 30))
+    rows = []
+    for idx, node in enumerate(placed):
+        have = node_cores[node]
+        if spec.cores and spec.cores * per_node[node] > have:
+            raise Refused(detail="%d instance(s) of %d cores do not fit in the %d core(s) the "
+                                 "job has on %s" % (per_node[node], spec.cores, have, node))
+        cores = spec.cores or max(1, have // per_node[node])
+        if spec.name:
+            name = spec.name if count == 1 else "%s-%d" % (spec.name, idx)
+        else:
+            name = domain_name(job_id, idx)
+        rows.append({"domain": domain_name(job_id, idx), "job_id": job_id, "idx": idx,
+                     "name": name, "owner": owner, "node": node,
+                     "image": spec.image or default_image, "cores": cores, "memory": memory})
+    return rows
+
+
+def visible_image(conn, name, owner):
+    """The image row if owner may use it.  Raises NotFound (also when not allowed)."""
+    images_mod.check_name(name)
+    row = conn.execute(
+        "SELECT i.name, i.sha256 FROM images i WHERE i.name = %s AND (i.visibility = 'public'"
+        " OR i.owner = %s OR EXISTS (SELECT 1 FROM image_shares s WHERE s.image = i.name"
+        " AND s.account = %s))", (name, owner, owner)).fetchone()
+    if row is None:
+        raise NotFound(what="image", name=name)
+    return {"name": row[0], "sha256": row[1]}
+
+
+def _free_addresses(used, n):
+    out = []
+    for i, ip in enumerate(NETWORK.hosts()):
+        if i + 1 < FIRST_HOST:
+            continue
+        if str(ip) not in used:
+            out.append(str(ip))
+            if len(out) == n:
+                return out
+    raise Refused(detail="no free address left in %s" % NETWORK)
+
+
+def allocate(conn, rows):
+    """Insert the rows with fresh addresses; returns them.  Idempotent per job."""
+    if not rows:
+        return []
+    job_id = rows[0]["job_id"]
+    with conn.transaction():
+        existing = for_job(conn, job_id)
+        if existing:
+            return existing
+        conn.execute("LOCK TABLE instances IN SHARE ROW EXCLUSIVE MODE")
+        taken = conn.execute("SELECT owner, name FROM instances WHERE state NOT IN ('deleted', 'failed')"
+                             " AND owner = %s", (rows[0]["owner"],)).fetchall()
+        clash = {r["name"] for r in rows} & {n for _, n in taken}
+        if clash:
+            raise Refused(detail="you already have a live instance named %s" % ", ".join(sorted(clash)))
+        used = {str(r[0]) for r in conn.execute(
+            "SELECT host(ip) FROM instances WHERE state NOT IN ('deleted', 'failed')"
+            " AND ip IS NOT NULL")}
+        for row, ip in zip(rows, _free_addresses(used, len(rows))):
+            row.update(ip=ip, mac=mac_for(ip))
+            conn.execute("INSERT INTO instances (domain, job_id, idx, name, owner, node, image,"
+                         " cores, memory, ip, mac) VALUES (%(domain)s, %(job_id)s, %(idx)s,"
+                         " %(name)s, %(owner)s, %(node)s, %(image)s, %(cores)s, %(memory)s,"
+                         " %(ip)s, %(mac)s)", row)
+    return for_job(conn, job_id)
+
+
+def _rows(cur):
+    return [dict(zip(COLUMNS, r)) for r in cur.fetchall()]
+
+
+def for_job(conn, job_id, node=None):
+    sql = "SELECT %s FROM instances WHERE job_id = %%s" % ", ".join(COLUMNS)
+    args = [job_id]
+    if node is not None:
+        sql += " AND node = %s"
+        args.append(node)
+    rows = _rows(conn.execute(sql + " ORDER BY idx", args))
+    for r in rows:
+        r["ip"] = str(r["ip"]) if r["ip"] is not None else None
+    return rows
+
+
+def set_state(conn, domain, state, error=None):
+    conn.execute("UPDATE instances SET state = %s, error = coalesce(%s, error), updated = now()"
+                 " WHERE domain = %s", (state, error, domain))
+
+
+def mark_job(conn, job_id, state, error=None, only_live=True):
+    sql = "UPDATE instances SET state = %s, error = coalesce(%s, error), updated = now()" \
+          " WHERE job_id = %s"
+    if only_live:
+        sql += " AND state NOT IN ('deleted', 'failed')"
+    conn.execute(sql, (state, error, job_id))
