@@ -3,7 +3,7 @@ import sys
 
 from plumbum import cli
 
-from oarcloud_cli.common import VERSION, is_root
+from oarcloud_cli.common import VERSION, Command, is_root, print_json, print_table
 
 
 class User(cli.Application):
@@ -27,6 +27,133 @@ class User(cli.Application):
         if not self.nested_command:
             self.help()
             return 2
+
+
+INSTANCE_COLUMNS = [("name", "NAME"), ("state", "STATE"), ("node", "NODE"), ("ip", "IP"),
+                    ("image", "IMAGE"), ("cores", "CORES"), ("memory_h", "MEMORY"),
+                    ("job_id", "JOB")]
+
+
+def _public(row):
+    out = {k: row[k] for k in ("name", "state", "node", "ip", "image", "cores", "memory",
+                               "job_id", "error")}
+    out["memory_h"] = "%dM" % (row["memory"] >> 20)
+    out["created"] = str(row["created"])
+    return out
+
+
+@User.subcommand("launch")
+class Launch(Command):
+    """Launch instances: one OAR cloud job (oarsub -t cloud ...)."""
+
+    image = cli.SwitchAttr(["--image"], str, help="image name (default: the site's default)")
+    name = cli.SwitchAttr(["--name"], str, help="instance name (with --count: NAME-0, NAME-1...)")
+    count = cli.SwitchAttr(["--count"], int, help="number of instances (default: one per node)")
+    nodes = cli.SwitchAttr(["--nodes"], int, default=1, help="nodes to reserve")
+    cores = cli.SwitchAttr(["--cores"], int, help="cores per instance")
+    memory = cli.SwitchAttr(["--memory"], str, help="memory per instance, e.g. 512M, 2G")
+    walltime = cli.SwitchAttr(["--walltime"], str, default="1:00:00", help="HH:MM[:SS]")
+    network = cli.SwitchAttr(["--network"], str, list=True, help="network (repeatable)")
+    wait = cli.Flag(["--wait"], help="wait until every instance runs, then show them")
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        from oarcloud_lib import jobs, jobspec
+        types = ["cloud"]
+        for key, value in (("image", self.image), ("name", self.name), ("count", self.count),
+                           ("cores", self.cores), ("memory", self.memory)):
+            if value is not None:
+                types.append("cloud.%s=%s" % (key, value))
+        types += ["cloud.network=%s" % n for n in self.network]
+        spec = jobspec.parse_types(types)
+        jobs.check_walltime(self.walltime)
+        with jobs.connect_as_user() as conn:
+            if spec.image:
+                from oarcloud_lib import instances
+                instances.visible_image(conn, spec.image, None)
+            job_id = jobs.submit(spec, self.nodes, self.walltime)
+            if not self.wait:
+                if self.json:
+                    print_json({"job_id": job_id})
+                else:
+                    print("job %d submitted (oarcloud list shows its instances)" % job_id)
+                return 0
+            say = (lambda m: print(m, file=sys.stderr)) if self.json else print
+            rows = jobs.wait_running(conn, job_id, progress=say)
+        if self.json:
+            print_json([_public(r) for r in rows])
+        else:
+            print_table([_public(r) for r in rows], INSTANCE_COLUMNS)
+        return 0
+
+
+@User.subcommand("list")
+class List(Command):
+    """Your instances (not deleted ones)."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        from oarcloud_lib import jobs
+        with jobs.connect_as_user() as conn:
+            rows = [_public(r) for r in jobs.mine(conn)]
+        if self.json:
+            print_json(rows)
+        else:
+            print_table(rows, INSTANCE_COLUMNS)
+
+
+@User.subcommand("show")
+class Show(Command):
+    """One instance: its state, node, address, and its OAR job."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self, name):
+        import time
+
+        from oarcloud_lib import jobs
+        with jobs.connect_as_user() as conn:
+            row = jobs.find(conn, name)
+        out = _public(row)
+        job = jobs.job_state(row["job_id"])
+        out["job_state"] = job.get("state")
+        start, wall = job.get("startTime") or job.get("start_time"), job.get("walltime")
+        if start and wall and job.get("state") == "Running":
+            out["walltime_left"] = max(0, int(start) + int(wall) - int(time.time()))
+        if self.json:
+            print_json(out)
+        else:
+            for k in ("name", "state", "error", "node", "ip", "image", "cores", "memory_h",
+                      "job_id", "job_state", "walltime_left", "created"):
+                if out.get(k) is not None:
+                    print("%-14s %s" % (k.replace("_h", "") + ":", out[k]))
+
+
+@User.subcommand("delete")
+class Delete(Command):
+    """End the instance's OAR job (with every instance of that job); the epilogue tears down."""
+
+    wait = cli.Flag(["--wait"], help="wait until the instances are gone")
+
+    def run_command(self, name):
+        import time
+
+        from oarcloud_lib import jobs
+        with jobs.connect_as_user() as conn:
+            row = jobs.find(conn, name)
+            jobs.delete(row["job_id"])
+            if self.wait:
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    live = [r for r in jobs.mine(conn) if r["job_id"] == row["job_id"]]
+                    if not live and jobs.job_state(row["job_id"])["state"] in jobs.ENDED:
+                        break
+                    time.sleep(0.3)
+                else:
+                    print("oarcloud: job %s still ending" % row["job_id"], file=sys.stderr)
+                    return 1
+        print("deleted %s (job %s)" % (name, row["job_id"]))
 
 
 def main():

@@ -407,6 +407,13 @@ class Lab:
         if daemons.alive(pid) and _netns_id(pid) == netns:
             found = True
             root = "/proc/%d/root" % pid
+            if daemons.read_pid(nodesetup.DAEMONS["libvirtd"], root):
+                # Instances first, while libvirtd and OVS still answer.
+                res = self.node_runner(name).run(
+                    [sys.executable, "-m", "oarcloud_lib.nodeagent", "destroy-all"],
+                    check=False, timeout=120)
+                if res.code != 0:
+                    LOG.warning("%s: instance teardown: %s", name, res.err.strip())
             for daemon in reversed(list(nodesetup.DAEMONS)):
                 daemons.stop_pid(daemons.read_pid(nodesetup.DAEMONS[daemon], root))
             daemons.stop_pid(pid)

@@ -4,6 +4,7 @@
     python -m oarcloud_lib.nodeagent epilogue JOB_ID NODEFILE   (first node: coordinator)
     python -m oarcloud_lib.nodeagent create JOB_ID              (every node of the job)
     python -m oarcloud_lib.nodeagent destroy JOB_ID             (every node of the job)
+    python -m oarcloud_lib.nodeagent destroy-all                (this node: every instance)
 
 The coordinator plans and allocates the job's instances in the catalog, then
 runs `create` on every node of the job in parallel (locally, or over OAR's own
@@ -84,9 +85,10 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
 
 
 def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
-    """Remove every trace of the job's instances on this node; idempotent."""
+    """Remove every trace of the job's instances on this node (all of oarcloud's
+    instances when job_id is None); idempotent."""
     driver = driver or LxcDriver()
-    prefix = "oc%d-" % job_id
+    prefix = "oc" if job_id is None else "oc%d-" % job_id
     domains = set(driver.names(prefix))
     domains |= {p.name for p in rootfs.instance_dir("x").parent.glob(prefix + "*")} \
         if rootfs.instance_dir("x").parent.exists() else set()
@@ -173,6 +175,13 @@ def epilogue(job_id, nodefile):
 def main(argv):
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if argv == ["destroy-all"]:
+        try:
+            destroy_local(None)
+            return 0
+        except OarcloudError as e:
+            print("oarcloud destroy-all on %s: error: %s" % (this_node(), e), file=sys.stderr)
+            return 1
     if len(argv) < 2 or argv[0] not in ("prologue", "epilogue", "create", "destroy") \
             or not argv[1].isdigit():
         print(__doc__, file=sys.stderr)

@@ -134,7 +134,7 @@ def ensure_libvirtd(runner):
             # Slave propagation: libvirtd still sees the mounts made later
             # on the node (instance root filesystems).
             argv = ["unshare", "--mount", "--propagation", "slave", "--",
-                    sys.executable, "-m", "oarcloud_lib.launch",
+                    sys.executable, "-m", "oarcloud_lib.umount_exec",
                     "--umount", CGROUP_UNIFIED, "--"] + argv
         _spawn_and_wait(runner, argv, DAEMONS["libvirtd"], "libvirtd")
         changed = True

@@ -1,4 +1,4 @@
-"""`python -m oarcloud_lib.launch [--umount PATH]... -- CMD...`: exec CMD after
+"""`python -m oarcloud_lib.umount_exec [--umount PATH]... -- CMD...`: exec CMD after
 lazily unmounting PATHs.  Meant to run inside a fresh private mount namespace
 (unshare -m), so the unmounts are seen by CMD only.  Used to start libvirtd on
 hosts whose cgroup layout its LXC driver cannot handle (docs/platform.md).
@@ -14,7 +14,7 @@ def main(argv):
         umounts.append(argv[1])
         argv = argv[2:]
     if not argv or argv[0] != "--" or len(argv) < 2:
-        print("usage: launch [--umount PATH]... -- CMD...", file=sys.stderr)
+        print("usage: umount_exec [--umount PATH]... -- CMD...", file=sys.stderr)
         return 2
     for path in umounts:
         if os.path.ismount(path):

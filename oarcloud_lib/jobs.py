@@ -1,0 +1,115 @@
+"""A user's cloud jobs: submitting them with oarsub, following and ending them.
+
+Runs as the calling user: OAR identifies the user, and the catalog is read
+through PostgreSQL peer authentication, where row-level security shows each
+user only their own instances.
+"""
+import json
+import os
+import re
+import time
+
+import psycopg
+
+from oarcloud_lib import instances, jobspec
+from oarcloud_lib.commands import LOCAL
+from oarcloud_lib.errors import CommandFailed, NotFound, NotReady, Refused
+
+WALLTIME_RE = re.compile(r"^([0-9]{1,4}):([0-5][0-9])(?::([0-5][0-9]))?\Z")
+JOB_ID_RE = re.compile(r"^OAR_JOB_ID=([0-9]+)$", re.M)
+ENDED = ("Terminated", "Error")
+CATALOG_DB = os.environ.get("OARCLOUD_DB", "oarcloud")
+
+
+def connect_as_user():
+    """The catalog, as the calling Unix user.  Raises NotReady."""
+    try:
+        return psycopg.connect(dbname=CATALOG_DB, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as e:
+        raise NotReady(detail="cannot reach the oarcloud catalog as you (%s); is your account "
+                              "registered (oarcloud-admin user add)?" % str(e).strip()) from None
+
+
+def check_walltime(text):
+    m = WALLTIME_RE.match(text or "")
+    if not m or (int(m.group(1)) == 0 and int(m.group(2)) == 0 and not int(m.group(3) or 0)):
+        raise Refused(detail="bad walltime %r: use H:MM or H:MM:SS, more than zero" % (text,))
+    return text if m.group(3) else text + ":00"
+
+
+def submit(spec, nodes=1, walltime="1:00:00", runner=LOCAL):
+    """oarsub the cloud job; returns its id.  Raises Refused (admission rule)."""
+    if not 1 <= nodes <= 1000:
+        raise Refused(detail="--nodes must be between 1 and 1000")
+    argv = ["oarsub"]
+    for t in spec.to_types():
+        argv += ["-t", t]
+    # The job's own command keeps it alive until its walltime or `delete`.
+    argv += ["-l", "nodes=%d,walltime=%s" % (nodes, check_walltime(walltime)), "sleep infinity"]
+    res = runner.run(argv, check=False, timeout=60)
+    m = JOB_ID_RE.search(res.out)
+    if res.code != 0 or not m:
+        lines = [l for l in (res.out + res.err).splitlines() if "ADMISSION" in l or "rror" in l]
+        raise Refused(detail="oarsub refused the job: %s" % (" ".join(lines) or res.err.strip()))
+    return int(m.group(1))
+
+
+def job_state(job_id, runner=LOCAL):
+    """The OAR job dict (state, start_time, walltime, events...)."""
+    res = runner.run(["oarstat", "-fj", str(job_id), "-J"], check=False, timeout=30)
+    try:
+        return json.loads(res.out)[str(job_id)]
+    except (ValueError, KeyError):
+        raise NotFound(what="OAR job", name=job_id) from None
+
+
+def mine(conn, include_deleted=False):
+    where = "" if include_deleted else " WHERE state NOT IN ('deleted')"
+    cur = conn.execute("SELECT %s FROM instances%s ORDER BY job_id, idx"
+                       % (", ".join(instances.COLUMNS), where))
+    rows = [dict(zip(instances.COLUMNS, r)) for r in cur.fetchall()]
+    for r in rows:
+        r["ip"] = str(r["ip"]) if r["ip"] is not None else None
+    return rows
+
+
+def find(conn, name):
+    """The caller's live (or last) instance called name.  Raises NotFound."""
+    jobspec_name = re.compile(jobspec.NAME_RE + r"\Z")
+    if not jobspec_name.match(name or ""):
+        raise Refused(detail="bad instance name %r" % (name,))
+    rows = [r for r in mine(conn, include_deleted=True) if r["name"] == name]
+    live = [r for r in rows if r["state"] != "deleted"]
+    if not (live or rows):
+        raise NotFound(what="instance", name=name)
+    return (live or rows)[-1]
+
+
+def wait_running(conn, job_id, timeout=300, progress=None, runner=LOCAL):
+    """Wait until every instance of the job runs; returns the rows.  Raises NotReady."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        rows = [r for r in mine(conn, include_deleted=True) if r["job_id"] == job_id]
+        job = job_state(job_id, runner)
+        states = sorted(r["state"] for r in rows)
+        seen = (job["state"], tuple(states))
+        if progress and seen != last:
+            progress("job %s %s; instances: %s" % (job_id, job["state"],
+                                                   ", ".join(states) or "not yet allocated"))
+            last = seen
+        failed = [r for r in rows if r["state"] == "failed"]
+        if failed:
+            raise NotReady(detail="job %s failed: %s" % (job_id, failed[0]["error"]))
+        if rows and all(r["state"] == "running" for r in rows):
+            return rows
+        if job["state"] in ENDED:
+            raise NotReady(detail="job %s ended (%s) before its instances ran" % (job_id, job["state"]))
+        time.sleep(0.5)
+    raise NotReady(detail="job %s: instances not running after %ss" % (job_id, timeout))
+
+
+def delete(job_id, runner=LOCAL):
+    res = runner.run(["oardel", str(job_id)], check=False, timeout=60)
+    if res.code != 0 and "already killed" not in res.out + res.err:
+        raise CommandFailed(code=res.code, argv="oardel %s" % job_id, stderr=(res.err or res.out).strip())

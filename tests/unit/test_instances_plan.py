@@ -1,0 +1,33 @@
+import pytest
+
+from oarcloud_lib import instances, jobspec
+from oarcloud_lib.errors import Refused
+
+
+def test_nodes_from_nodefile_keeps_order_and_counts_cores():
+    assert instances.nodes_from_nodefile("node-2\nnode-2\nnode-1\n\n") == {"node-2": 2, "node-1": 1}
+
+
+def test_default_plan_one_instance_per_node_with_its_cores():
+    rows = instances.plan(7, "alice", jobspec.CloudSpec(), {"n1": 2, "n2": 1}, "tiny")
+    assert [(r["domain"], r["node"], r["cores"], r["name"]) for r in rows] == \
+        [("oc7-0", "n1", 2, "oc7-0"), ("oc7-1", "n2", 1, "oc7-1")]
+    assert all(r["image"] == "tiny" and r["memory"] == instances.DEFAULT_MEMORY for r in rows)
+
+
+def test_count_spreads_round_robin_and_names_are_suffixed():
+    spec = jobspec.parse_types(["cloud=img", "cloud.count=3", "cloud.name=web"])
+    rows = instances.plan(8, "bob", spec, {"n1": 4, "n2": 4}, "tiny")
+    assert [(r["node"], r["name"], r["cores"]) for r in rows] == \
+        [("n1", "web-0", 2), ("n2", "web-1", 4), ("n1", "web-2", 2)]
+
+
+def test_cores_that_do_not_fit_are_refused():
+    spec = jobspec.parse_types(["cloud", "cloud.count=2", "cloud.cores=2"])
+    with pytest.raises(Refused):
+        instances.plan(9, "bob", spec, {"n1": 2, "n2": 1}, "tiny")
+
+
+def test_mac_is_derived_from_the_address():
+    assert instances.mac_for("198.18.0.10") == "52:54:c6:12:00:0a"
+    assert instances.domain_name(12, 3) == "oc12-3"
