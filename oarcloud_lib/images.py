@@ -63,8 +63,9 @@ def build_busybox_rootfs(root, runner=LOCAL):
         "::shutdown:/bin/umount -a -r\n")
     rcs = root / "etc/init.d/rcS"
     rcs.write_text("#!/bin/sh\n"
-                   "# oarcloud tiny image: the host configures network and hostname.\n"
-                   "mkdir -p /run /tmp /var/log\n")
+                   "# oarcloud tiny image: the host configures the network.\n"
+                   "mkdir -p /run /tmp /var/log\n"
+                   "[ -s /etc/hostname ] && hostname -F /etc/hostname\n")
     os.chmod(rcs, 0o755)
 
 

@@ -1,0 +1,124 @@
+"""Instances as OAR cloud jobs, end to end on the lab: oarcloud launch/list/show/delete,
+the node hooks, libvirt-lxc domains on Open vSwitch, and a clean teardown."""
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import USER_CLI, admin, as_user, node_exec, run
+
+from oarcloud_lib import rootfs
+
+NODES = ("node-1", "node-2")
+
+
+def oarcloud(user, *args, check=False, timeout=300):
+    return as_user(user, [USER_CLI, *args], check=check, timeout=timeout)
+
+
+def launch(user, *args):
+    res = oarcloud(user, "launch", "--walltime", "0:10", "--wait", "--json", *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return json.loads(res.stdout)
+
+
+def in_instance(node, domain, *argv):
+    """Run argv as root inside the instance (what an admin can do on the node)."""
+    ctl = node_exec(node, "virsh", "-c", "lxc:///system", "domid", domain, check=True).stdout.split()[0]
+    init = Path("/proc/%s/task/%s/children" % (ctl, ctl)).read_text().split()[0]
+    return node_exec(node, "nsenter", "-t", init, "-a", "-r", "-w", "--", *argv)
+
+
+def node_leftovers(prefix="oc"):
+    """Domains, OVS ports and instance roots of oarcloud left on the nodes."""
+    left = {}
+    for n in NODES:
+        doms = node_exec(n, "virsh", "-c", "lxc:///system", "list", "--all", "--name").stdout.split()
+        ports = node_exec(n, "ovs-vsctl", "list-ports", "br-int").stdout.split()
+        roots = node_exec(n, "ls", "/var/lib/oarcloud/instances").stdout.split()
+        mounts = [l for l in node_exec(n, "cat", "/proc/mounts").stdout.splitlines()
+                  if "/var/lib/oarcloud/instances/" in l]
+        items = [x for x in doms + ports + roots if x.startswith(prefix)] + mounts
+        if items:
+            left[n] = items
+    return left
+
+
+def test_two_instances_on_one_node_run_and_ping(make_user):
+    user = make_user()
+    rows = launch(user, "--name", "pair", "--count", "2", "--nodes", "1")
+    assert [r["name"] for r in rows] == ["pair-0", "pair-1"]
+    assert {r["state"] for r in rows} == {"running"}
+    assert len({r["node"] for r in rows}) == 1 and len({r["ip"] for r in rows}) == 2
+    node = rows[0]["node"]
+    domain = "oc%d-0" % rows[0]["job_id"]
+    res = in_instance(node, domain, "ping", "-c", "2", "-W", "2", rows[1]["ip"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert in_instance(node, domain, "hostname").stdout.strip() == "pair-0"
+    # unprivileged: root in the instance is UID_BASE on the node
+    ctl = node_exec(node, "virsh", "-c", "lxc:///system", "domid", domain).stdout.split()[0]
+    init = Path("/proc/%s/task/%s/children" % (ctl, ctl)).read_text().split()[0]
+    uid = [l for l in Path("/proc/%s/status" % init).read_text().splitlines()
+           if l.startswith("Uid:")][0].split()[1]
+    assert int(uid) == rootfs.UID_BASE
+    assert in_instance(node, domain, "id", "-u").stdout.strip() == "0"
+    # the user's key is root's authorized key in the instance
+    key = Path("/home/%s/.ssh/id_oarcloud.pub" % user).read_text().split()[1]
+    assert key in in_instance(node, domain, "cat", "/root/.ssh/authorized_keys").stdout
+    res = oarcloud(user, "delete", "pair-0", "--wait")
+    assert res.returncode == 0, res.stderr
+    assert node_leftovers("oc%d-" % rows[0]["job_id"]) == {}
+
+
+def test_launch_on_two_nodes_list_show_delete(make_user):
+    user, other = make_user(), make_user()
+    rows = launch(user, "--nodes", "2")
+    assert sorted(r["node"] for r in rows) == sorted(NODES)
+    for r in rows:
+        assert set(r) >= {"name", "node", "ip", "state", "job_id"}
+        doms = node_exec(r["node"], "virsh", "-c", "lxc:///system", "list", "--name").stdout.split()
+        assert "oc%d-%d" % (r["job_id"], rows.index(r)) in doms
+    listed = json.loads(oarcloud(user, "list", "--json", check=True).stdout)
+    assert sorted(x["name"] for x in listed) == sorted(r["name"] for r in rows)
+    shown = json.loads(oarcloud(user, "show", rows[0]["name"], "--json", check=True).stdout)
+    assert shown["job_state"] == "Running" and shown["ip"] == rows[0]["ip"]
+    # another user sees nothing of it and cannot delete it
+    assert json.loads(oarcloud(other, "list", "--json", check=True).stdout) == []
+    res = oarcloud(other, "delete", rows[0]["name"])
+    assert res.returncode != 0 and "not found" in res.stderr
+    res = oarcloud(other, "show", rows[0]["name"])
+    assert res.returncode != 0 and "not found" in res.stderr
+    assert oarcloud(user, "delete", rows[0]["name"], "--wait").returncode == 0
+    assert node_leftovers("oc%d-" % rows[0]["job_id"]) == {}
+    assert json.loads(oarcloud(user, "list", "--json", check=True).stdout) == []
+
+
+def test_launch_delete_cycles_leave_nothing(make_user):
+    user = make_user()
+    for _ in range(3):
+        rows = launch(user, "--nodes", "2", "--name", "cyc", "--count", "2")
+        assert oarcloud(user, "delete", "cyc-0", "--wait").returncode == 0
+    assert node_leftovers() == {}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--image", "../x"], "bad value for image"),
+    (["--image", "nosuchimage"], "image not found"),
+    (["--cores", "0"], "bad value for cores"),
+    (["--cores", "-2"], "bad value for cores"),
+    (["--memory", "-1"], "bad value for memory"),
+    (["--memory", "99999999T"], "bad value for memory"),
+    (["--name", "a/b"], "bad value for name"),
+    (["--name", "has space"], "bad value for name"),
+    (["--name", ".."], "bad value for name"),
+    (["--walltime", "abc"], "bad walltime"),
+    (["--walltime", "0:00"], "bad walltime"),
+    (["--nodes", "0"], "--nodes"),
+])
+def test_bad_launch_input_is_refused_before_anything(make_user, args, message):
+    user = make_user()
+    res = oarcloud(user, "launch", *args)
+    assert res.returncode in (1, 2), res.stdout + res.stderr
+    assert message in res.stderr
+    out = run(["oarstat", "-u", user, "-J"]).stdout.strip()
+    assert not out.startswith("{") or json.loads(out) == {}
