@@ -5,6 +5,7 @@ adopted as it is).  Instances are reached with the account's SSH key: the
 public half is in the catalog (it goes into instances), the private half, when
 oarcloud generated the pair, in ~/.ssh/id_oarcloud.
 """
+import json
 import logging
 import pwd
 import re
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from oarcloud_lib import catalog
+from oarcloud_lib import catalog, daemons
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import CommandFailed, Conflict, NotFound, Refused
 
@@ -142,12 +143,30 @@ def list_accounts(conn=None, runner=LOCAL):
 
 
 def _user_jobs(name, runner):
-    import json
+    """Ids of the user's jobs that have not ended."""
     res = runner.run(["oarstat", "-u", name, "-J"], check=False)
-    try:
-        return sorted(json.loads(res.out or "{}"))
-    except ValueError:
+    text = res.out.strip()
+    if not text.startswith("{"):
         return []
+    return sorted(int(j) for j, job in json.loads(text).items()
+                  if job.get("state") not in ("Terminated", "Error"))
+
+
+def _end_jobs(name, runner, timeout=90):
+    """Delete the user's OAR jobs and wait until they have ended (epilogues run).
+
+    The Unix account must outlive its jobs: a job that starts after its
+    owner is gone fails on the node and OAR marks the node Suspected.
+    """
+    jobs = _user_jobs(name, runner)
+    if not jobs:
+        return
+    # Only the job owner or oar may delete a job.
+    runner.run(["runuser", "-u", "oar", "--", "oardel", *map(str, jobs)], check=False)
+    if not daemons.wait_for(lambda: not _user_jobs(name, runner), timeout=timeout, interval=0.5):
+        raise Conflict(what="user %s" % name,
+                       detail="jobs %s are still ending; nothing changed, try again"
+                       % ", ".join(map(str, _user_jobs(name, runner))))
 
 
 def delete(name, conn=None, runner=LOCAL):
@@ -157,10 +176,7 @@ def delete(name, conn=None, runner=LOCAL):
         row = _row(conn, name)
         if row is None:
             raise NotFound(what="oarcloud user", name=name)
-        jobs = _user_jobs(name, runner)
-        if jobs:
-            # Only the job owner or oar may delete a job; the epilogues tear down.
-            runner.run(["runuser", "-u", "oar", "--", "oardel", *map(str, jobs)], check=False)
+        _end_jobs(name, runner)
         with conn.transaction():
             conn.execute("DELETE FROM accounts WHERE name = %s", (name,))
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))

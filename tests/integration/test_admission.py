@@ -54,3 +54,5 @@ def test_ordinary_jobs_are_untouched(make_user):
     user = make_user()
     res = as_user(user, ["oarsub", "-l", "nodes=1,walltime=0:05:00", "true"])
     assert res.returncode == 0, res.stderr + res.stdout
+    job_id = [l.split("=")[1] for l in res.stdout.splitlines() if l.startswith("OAR_JOB_ID=")][0]
+    assert wait_job(job_id)["state"] == "Terminated"
