@@ -180,7 +180,7 @@ def delete(name, conn=None, runner=LOCAL):
         with conn.transaction():
             conn.execute("DELETE FROM accounts WHERE name = %s", (name,))
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
-            if row["unix_created"]:
+            if row["unix_created"] and _unix_user(name) is not None:
                 try:
                     runner.run(["userdel", "--remove", name])
                 except CommandFailed as e:
