@@ -106,14 +106,18 @@ class Guest:
         except libvirt.libvirtError as e:
             raise _wrap(e, what, self.name) from None
 
-    def destroy(self):
-        """Stop at once (idempotent: a missing domain is not an error)."""
+    def _if_there(self, fn):
+        """Call fn; a domain that is gone (or already stopped) is not an error."""
         try:
-            self._dom.destroy()
+            fn()
         except libvirt.libvirtError as e:
             if e.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN,
                                           libvirt.VIR_ERR_OPERATION_INVALID):
                 raise _wrap(e, "domain", self.name) from None
+
+    def destroy(self):
+        """Stop at once (idempotent)."""
+        self._if_there(self._dom.destroy)
 
     def shutdown(self):
         self._call("shutdown", self._dom.shutdownFlags, libvirt.VIR_DOMAIN_SHUTDOWN_SIGNAL)
@@ -125,12 +129,7 @@ class Guest:
         self._call("start", self._dom.create)
 
     def undefine(self):
-        try:
-            self._dom.undefine()
-        except libvirt.libvirtError as e:
-            if e.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN,
-                                          libvirt.VIR_ERR_OPERATION_INVALID):
-                raise _wrap(e, "domain", self.name) from None
+        self._if_there(self._dom.undefine)
 
 
 class LxcDriver:
