@@ -26,13 +26,16 @@ from oarcloud_lib.commands import LOCAL, Runner
 from oarcloud_lib.driver import DomainSpec, LxcDriver
 from oarcloud_lib.errors import OarcloudError, Refused
 from oarcloud_lib.oar import job_info
-from oarcloud_lib.nodesetup import INTEGRATION_BRIDGE
+from oarcloud_lib.nodesetup import INTEGRATION_BRIDGE, ovs_datapath
 
 LOG = logging.getLogger("oarcloud.nodeagent")
 OARDODO = "/usr/lib/oar/oardodo/oardodo"
 OAR_SSH = ["ssh", "-F", "/var/lib/oar/.ssh/config", "-i", "/var/lib/oar/.ssh/id_rsa",
            "-p", "6667", "-l", "oar", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
 NODE_TIMEOUT = 90
+# VXLAN key of the flat instance network (per-network keys come with private networks).
+TUNNEL_KEY = 1
+INSTANCE_MTU = 1450  # 1500 on the underlay, less VXLAN's 50 bytes
 
 
 def load_job(job_id, runner=LOCAL):
@@ -56,6 +59,10 @@ def this_node():
 def create_local(job_id, conn, driver=None, runner=LOCAL):
     """Create this node's instances of the job (already allocated in the catalog)."""
     driver = driver or LxcDriver()
+    peers = sorted({r["node"] for r in instances.for_job(conn, job_id)} - {this_node()})
+    for peer in peers:
+        ip = socket.gethostbyname(peer)
+        ovs.ensure_tunnel(INTEGRATION_BRIDGE, ovs.tunnel_port_name(ip), ip, TUNNEL_KEY, runner)
     rows = instances.for_job(conn, job_id, node=this_node())
     owner = rows[0]["owner"] if rows else None
     key = conn.execute("SELECT ssh_pubkey FROM accounts WHERE name = %s", (owner,)).fetchone() \
@@ -76,12 +83,26 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
             memory=row["memory"], rootfs=str(root), uid_base=rootfs.UID_BASE,
             uid_count=rootfs.UID_COUNT,
             nics=[{"bridge": INTEGRATION_BRIDGE, "mac": row["mac"], "port": row["domain"],
-                   "ip": row["ip"], "prefix": instances.NETWORK.prefixlen, "gateway": None}])
+                   "ip": row["ip"], "prefix": instances.NETWORK.prefixlen, "gateway": None,
+                   "mtu": INSTANCE_MTU}])
         guest = driver.define(spec)
         if guest.state() != "running":
             raise OarcloudError("instance %s did not start (state %s)" % (row["name"], guest.state()))
+        tune_nics(guest.init_pid(), len(spec.nics), runner)
         instances.set_state(conn, row["domain"], "running")
         LOG.info("job %s: %s (%s) running on %s", job_id, row["name"], row["domain"], this_node())
+
+
+def tune_nics(init_pid, count, runner=LOCAL):
+    """Inside the instance's network namespace (with the node's own tools): the
+    MTU that fits VXLAN, and on a userspace datapath no TX checksum offload
+    (OVS userspace does not complete checksums: TCP would silently fail)."""
+    enter = ["nsenter", "-t", str(init_pid), "-n", "--"]
+    for i in range(count):
+        dev = "eth%d" % i
+        runner.run(enter + ["ip", "link", "set", "dev", dev, "mtu", str(INSTANCE_MTU)])
+        if ovs_datapath() == "netdev":
+            runner.run(enter + ["ethtool", "-K", dev, "tx", "off"], check=False)
 
 
 def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
@@ -98,6 +119,12 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
         ovs.delete_port(INTEGRATION_BRIDGE, domain, runner)
         rootfs.remove(domain, runner=runner)
         LOG.info("job %s: %s removed from %s", job_id, domain, this_node())
+    # Tunnels serve the node's instances: with none left, none are needed.
+    left = ovs.ports(INTEGRATION_BRIDGE, runner)
+    if not any(p.startswith("oc") for p in left):
+        for port in left:
+            if port.startswith("vx-"):
+                ovs.delete_port(INTEGRATION_BRIDGE, port, runner)
     return sorted(domains)
 
 

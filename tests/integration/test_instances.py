@@ -39,6 +39,8 @@ def node_leftovers(prefix="oc"):
         mounts = [l for l in node_exec(n, "cat", "/proc/mounts").stdout.splitlines()
                   if "/var/lib/oarcloud/instances/" in l]
         items = [x for x in doms + ports + roots if x.startswith(prefix)] + mounts
+        if not [p for p in ports if p.startswith("oc")]:
+            items += [p for p in ports if p.startswith("vx-")]  # tunnels go with the last instance
         if items:
             left[n] = items
     return left
@@ -78,6 +80,11 @@ def test_launch_on_two_nodes_list_show_delete(make_user):
         assert set(r) >= {"name", "node", "ip", "state", "job_id"}
         doms = node_exec(r["node"], "virsh", "-c", "lxc:///system", "list", "--name").stdout.split()
         assert "oc%d-%d" % (r["job_id"], rows.index(r)) in doms
+    # M2: the two instances, on two nodes, ping each other (VXLAN between the nodes)
+    for a, b in ((0, 1), (1, 0)):
+        res = in_instance(rows[a]["node"], "oc%d-%d" % (rows[a]["job_id"], a),
+                          "ping", "-c", "2", "-W", "2", rows[b]["ip"])
+        assert res.returncode == 0, res.stdout + res.stderr
     listed = json.loads(oarcloud(user, "list", "--json", check=True).stdout)
     assert sorted(x["name"] for x in listed) == sorted(r["name"] for r in rows)
     shown = json.loads(oarcloud(user, "show", rows[0]["name"], "--json", check=True).stdout)

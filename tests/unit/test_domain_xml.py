@@ -8,7 +8,7 @@ def spec(**kw):
     base = dict(name="oc12-0", job_id=12, owner="alice", cores=2, memory=256 << 20,
                 rootfs="/var/lib/oarcloud/instances/oc12-0/root",
                 nics=[dict(bridge="br-int", mac="52:54:00:00:00:01", port="oc12-0-0",
-                           ip="198.18.0.5", prefix=16, gateway=None)],
+                           ip="198.18.0.5", prefix=16, gateway=None, mtu=1450)],
                 uid_base=200000)
     base.update(kw)
     return DomainSpec(**base)
@@ -31,11 +31,12 @@ def test_domain_fields():
     assert nic.find("ip").get("address") == "198.18.0.5"
     assert nic.find("guest").get("dev") == "eth0"
     assert nic.find("route") is None
+    assert nic.find("mtu").get("size") == "1450"
 
 
 def test_gateway_and_escaping():
     nics = [dict(bridge="br-int", mac="52:54:00:00:00:01", port="p0", ip="198.18.0.5",
-                 prefix=16, gateway="198.18.0.1")]
+                 prefix=16, gateway="198.18.0.1", mtu=None)]
     root = ET.fromstring(spec(nics=nics, owner="a<b").xml())
     assert root.find("devices/interface/route").get("gateway") == "198.18.0.1"
     assert "a<b" in ET.tostring(root, encoding="unicode").replace("&lt;", "<")
