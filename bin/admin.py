@@ -3,37 +3,22 @@ import sys
 
 from plumbum import cli
 
-from oarcloud_cli.common import VERSION, Command, is_root, print_json, print_table
+from oarcloud_cli.common import VERSION, Command, Group, is_root, print_json, print_table
 
 
-class Admin(cli.Application):
+class Admin(Group):
     """Administer an oarcloud site: server and node setup, the lab, accounts."""
 
     PROGNAME = "oarcloud-admin"
     VERSION = VERSION
 
     def main(self, *args):
-        if args:
-            print("oarcloud-admin: unknown command %r (see --help)" % args[0], file=sys.stderr)
-            return 2
-        if not self.nested_command:
-            self.help()
-            return 2
+        code = super().main(*args)
+        if code:
+            return code
         if not is_root():
             print("oarcloud-admin: error: must run as root "
                   "(it configures OAR, PostgreSQL, nodes and accounts)", file=sys.stderr)
-            return 2
-
-
-class Group(cli.Application):
-    """A command group: without a subcommand, show its help."""
-
-    def main(self, *args):
-        if args:
-            print("%s: unknown command %r (see --help)" % (self.PROGNAME, args[0]), file=sys.stderr)
-            return 2
-        if not self.nested_command:
-            self.help()
             return 2
 
 

@@ -24,6 +24,19 @@ def print_table(rows, columns):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
+class Group(cli.Application):
+    """A command group: without a subcommand, show its help."""
+
+    def main(self, *args):
+        if args:
+            print("%s: unknown command %r (see --help)" % (self.PROGNAME, args[0]), file=sys.stderr)
+            return 2
+        if not self.nested_command:
+            self.help()
+            return 2
+        return None
+
+
 class Command(cli.Application):
     """Base of every subcommand: runs .run_command() and maps our errors to exit codes."""
 

@@ -3,10 +3,10 @@ import sys
 
 from plumbum import cli
 
-from oarcloud_cli.common import VERSION, Command, is_root, print_json, print_table
+from oarcloud_cli.common import VERSION, Command, Group, is_root, print_json, print_table
 
 
-class User(cli.Application):
+class User(Group):
     """Self-service instances on the nodes OAR reserves for you.
 
     Every command acts as the calling Unix user, who must have an oarcloud
@@ -21,17 +21,19 @@ class User(cli.Application):
             print("oarcloud: error: run oarcloud as your own user, not as root "
                   "(OAR refuses jobs from root; admins use oarcloud-admin)", file=sys.stderr)
             return 2
-        if args:
-            print("oarcloud: unknown command %r (see --help)" % args[0], file=sys.stderr)
-            return 2
-        if not self.nested_command:
-            self.help()
-            return 2
+        return super().main(*args)
 
 
 INSTANCE_COLUMNS = [("name", "NAME"), ("state", "STATE"), ("node", "NODE"), ("ip", "IP"),
                     ("image", "IMAGE"), ("cores", "CORES"), ("memory_h", "MEMORY"),
                     ("job_id", "JOB")]
+
+
+def _print_rows(rows, as_json):
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, INSTANCE_COLUMNS)
 
 
 def _public(row):
@@ -80,10 +82,7 @@ class Launch(Command):
                 return 0
             say = (lambda m: print(m, file=sys.stderr)) if self.json else print
             rows = jobs.wait_running(conn, job_id, progress=say)
-        if self.json:
-            print_json([_public(r) for r in rows])
-        else:
-            print_table([_public(r) for r in rows], INSTANCE_COLUMNS)
+        _print_rows([_public(r) for r in rows], self.json)
         return 0
 
 
@@ -97,10 +96,7 @@ class List(Command):
         from oarcloud_lib import jobs
         with jobs.connect_as_user() as conn:
             rows = [_public(r) for r in jobs.mine(conn)]
-        if self.json:
-            print_json(rows)
-        else:
-            print_table(rows, INSTANCE_COLUMNS)
+        _print_rows(rows, self.json)
 
 
 @User.subcommand("show")
@@ -110,17 +106,13 @@ class Show(Command):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self, name):
-        import time
-
         from oarcloud_lib import jobs
         with jobs.connect_as_user() as conn:
             row = jobs.find(conn, name)
         out = _public(row)
         job = jobs.job_state(row["job_id"])
         out["job_state"] = job.get("state")
-        start, wall = job.get("startTime") or job.get("start_time"), job.get("walltime")
-        if start and wall and job.get("state") == "Running":
-            out["walltime_left"] = max(0, int(start) + int(wall) - int(time.time()))
+        out["walltime_left"] = jobs.walltime_left(job)
         if self.json:
             print_json(out)
         else:
@@ -137,22 +129,12 @@ class Delete(Command):
     wait = cli.Flag(["--wait"], help="wait until the instances are gone")
 
     def run_command(self, name):
-        import time
-
         from oarcloud_lib import jobs
         with jobs.connect_as_user() as conn:
             row = jobs.find(conn, name)
             jobs.delete(row["job_id"])
             if self.wait:
-                deadline = time.monotonic() + 120
-                while time.monotonic() < deadline:
-                    live = [r for r in jobs.mine(conn) if r["job_id"] == row["job_id"]]
-                    if not live and jobs.job_state(row["job_id"])["state"] in jobs.ENDED:
-                        break
-                    time.sleep(0.3)
-                else:
-                    print("oarcloud: job %s still ending" % row["job_id"], file=sys.stderr)
-                    return 1
+                jobs.wait_ended(conn, row["job_id"])
         print("deleted %s (job %s)" % (name, row["job_id"]))
 
 

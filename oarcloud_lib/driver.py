@@ -5,7 +5,6 @@ libvirt's states map to ours through one table, and libvirt's errors become
 ours inside this module, so libvirt never leaks to callers.
 """
 import logging
-import os
 from dataclasses import dataclass
 
 import libvirt

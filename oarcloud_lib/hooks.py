@@ -10,19 +10,17 @@ OARCLOUD_NODEFILE, OARCLOUD_PHASE).
 import json
 import logging
 import os
-import re
 import sys
 import time
 from pathlib import Path
 
-from oarcloud_lib import jobspec, paths
+from oarcloud_lib import accounts, jobspec, paths
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError, Refused
 from oarcloud_lib.oar import job_info
 
 LOG = logging.getLogger("oarcloud.hooks")
 PHASES = ("prologue", "epilogue")
-USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
 STEP_TIMEOUT = 100
 
 
@@ -31,7 +29,7 @@ def check_args(args):
     if len(args) < 3:
         raise Refused(detail="expected: JOB_ID USER NODEFILE")
     job_id, user, nodefile = args[:3]
-    if not job_id.isdigit() or not USER_RE.match(user):
+    if not job_id.isdigit() or not accounts.NAME_RE.match(user):
         raise Refused(detail="bad job id or user from OAR: %r %r" % (job_id[:20], user[:40]))
     return int(job_id), user, nodefile
 

@@ -12,12 +12,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from oarcloud_lib import paths
+from oarcloud_lib import jobspec, paths
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import NotReady, Refused
 
 LOG = logging.getLogger(__name__)
-NAME_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+NAME_RE = re.compile(jobspec.IMAGE_RE + r"\Z")
 BUSYBOX = "/bin/busybox"
 ZSTD = "zstd -T0 -3"
 

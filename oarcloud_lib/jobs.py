@@ -4,7 +4,6 @@ Runs as the calling user: OAR identifies the user, and the catalog is read
 through PostgreSQL peer authentication, where row-level security shows each
 user only their own instances.
 """
-import json
 import os
 import re
 import time
@@ -14,6 +13,7 @@ import psycopg
 from oarcloud_lib import instances, jobspec
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import CommandFailed, NotFound, NotReady, Refused
+from oarcloud_lib.oar import job_info
 
 WALLTIME_RE = re.compile(r"^([0-9]{1,4}):([0-5][0-9])(?::([0-5][0-9]))?\Z")
 JOB_ID_RE = re.compile(r"^OAR_JOB_ID=([0-9]+)$", re.M)
@@ -58,8 +58,8 @@ def job_state(job_id, runner=LOCAL):
     """The OAR job dict (state, start_time, walltime, events...)."""
     res = runner.run(["oarstat", "-fj", str(job_id), "-J"], check=False, timeout=30)
     try:
-        return json.loads(res.out)[str(job_id)]
-    except (ValueError, KeyError):
+        return job_info(res.out, job_id)
+    except ValueError:
         raise NotFound(what="OAR job", name=job_id) from None
 
 
@@ -75,8 +75,7 @@ def mine(conn, include_deleted=False):
 
 def find(conn, name):
     """The caller's live (or last) instance called name.  Raises NotFound."""
-    jobspec_name = re.compile(jobspec.NAME_RE + r"\Z")
-    if not jobspec_name.match(name or ""):
+    if not jobspec.NAME_PATTERN.match(name or ""):
         raise Refused(detail="bad instance name %r" % (name,))
     rows = [r for r in mine(conn, include_deleted=True) if r["name"] == name]
     live = [r for r in rows if r["state"] != "deleted"]
@@ -113,3 +112,23 @@ def delete(job_id, runner=LOCAL):
     res = runner.run(["oardel", str(job_id)], check=False, timeout=60)
     if res.code != 0 and "already killed" not in res.out + res.err:
         raise CommandFailed(code=res.code, argv="oardel %s" % job_id, stderr=(res.err or res.out).strip())
+
+
+def wait_ended(conn, job_id, timeout=120, runner=LOCAL):
+    """Wait until the job has ended and its instances are torn down.  Raises NotReady."""
+    def gone():
+        live = [r for r in mine(conn) if r["job_id"] == job_id]
+        return not live and job_state(job_id, runner)["state"] in ENDED
+    deadline = time.monotonic() + timeout
+    while not gone():
+        if time.monotonic() > deadline:
+            raise NotReady(detail="job %s still ending after %ss" % (job_id, timeout))
+        time.sleep(0.3)
+
+
+def walltime_left(job, now=None):
+    """Seconds before a running job's walltime ends, or None."""
+    start, wall = job.get("startTime") or job.get("start_time"), job.get("walltime")
+    if not (start and wall) or job.get("state") != "Running":
+        return None
+    return max(0, int(start) + int(wall) - int(now if now is not None else time.time()))

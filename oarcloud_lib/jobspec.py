@@ -36,6 +36,7 @@ DESCRIPTIONS = {
     "network": "private network to attach (repeatable; default: the user's default)",
     "save": "image name to save the instance to when the job ends",
 }
+NAME_PATTERN = re.compile(NAME_RE + r"\Z")
 MAX_COUNT = 999
 _SIZE_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 

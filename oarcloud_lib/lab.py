@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import psycopg
@@ -26,8 +25,8 @@ import psycopg
 from oarcloud_lib import accounts, catalog, daemons, images, netdev, nodesetup, paths, serversetup
 from oarcloud_lib.commands import LOCAL, Runner
 from oarcloud_lib.errors import NotFound, NotReady, Refused
-from oarcloud_lib.oar import OarConf, OarServer
-from oarcloud_lib.postgres import Cluster, set_block
+from oarcloud_lib.oar import OarServer
+from oarcloud_lib.postgres import Cluster
 from oarcloud_lib.progress import Progress
 
 LOG = logging.getLogger(__name__)
@@ -230,8 +229,7 @@ class Lab:
         if want not in netdev.addresses(BRIDGE, self.runner):
             self.runner.run(["ip", "addr", "replace", want, "dev", BRIDGE])
             changed = True
-        if changed or links[BRIDGE].get("operstate") == "DOWN" and "UP" not in links[BRIDGE].get("flags", []):
-            netdev.set_up(BRIDGE, self.runner)
+        netdev.set_up(BRIDGE, self.runner)
         return changed
 
     def _ensure_hosts(self, count):

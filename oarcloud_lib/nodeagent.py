@@ -20,9 +20,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from oarcloud_lib import catalog, config, instances, jobspec, ovs, rootfs
+from oarcloud_lib import catalog, config, instances, jobspec, ovs, paths, rootfs
 from oarcloud_lib.accounts import NAME_RE as USER_RE
-from oarcloud_lib.commands import LOCAL, Runner
+from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.driver import DomainSpec, LxcDriver
 from oarcloud_lib.errors import OarcloudError, Refused
 from oarcloud_lib.oar import job_info
@@ -111,8 +111,7 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
     driver = driver or LxcDriver()
     prefix = "oc" if job_id is None else "oc%d-" % job_id
     domains = set(driver.names(prefix))
-    domains |= {p.name for p in rootfs.instance_dir("x").parent.glob(prefix + "*")} \
-        if rootfs.instance_dir("x").parent.exists() else set()
+    domains |= {p.name for p in paths.INSTANCES.glob(prefix + "*")}
     domains |= {p for p in ovs.ports(INTEGRATION_BRIDGE, runner) if p.startswith(prefix)}
     for domain in sorted(domains):
         driver.remove(domain)

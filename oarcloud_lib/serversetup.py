@@ -51,10 +51,6 @@ def oar_settings(conf):
     }
 
 
-def conf_user():
-    return config.load(missing_ok=True).catalog_user
-
-
 def render_admission_rule():
     return templating.render("admission_rule.pl.j2", marker=RULE_MARKER,
                              keys=jobspec.KEYS, repeatable=sorted(jobspec.REPEATABLE))
@@ -71,13 +67,6 @@ def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL
     cluster = Cluster(runner)
     progress.step("postgresql running", cluster.start())
     progress.step("postgresql listens on %s" % address, cluster.ensure_listen(address))
-    # Nodes (and this server through its cluster address) log in as OAR's
-    # and the catalog's roles only, with a password.
-    hba = ["host all oar,oar_ro,%s %s scram-sha-256" % (conf_user(), nodes_cidr)] \
-        if nodes_cidr else []
-    progress.step("postgresql admits nodes from %s" % (nodes_cidr or "this host only"),
-                  cluster.ensure_hba(hba))
-
     conf = config.load(missing_ok=True)
     oarconf = OarConf()
     existing = oarconf.values()
@@ -87,6 +76,13 @@ def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL
     conf.oar_db_ro_password = conf.oar_db_ro_password or existing.get("DB_BASE_PASSWD_RO", "")
     conf.fill_secrets()
     progress.step("site config %s" % paths.SITE_CONF, config.save(conf))
+    # Nodes (and this server through its cluster address) log in as OAR's
+    # and the catalog's roles only, with a password.
+    hba = ["host all oar,oar_ro,%s %s scram-sha-256" % (conf.catalog_user, nodes_cidr)] \
+        if nodes_cidr else []
+    progress.step("postgresql admits nodes from %s" % (nodes_cidr or "this host only"),
+                  cluster.ensure_hba(hba))
+
     conf_changed = oarconf.ensure(oar_settings(conf))
     progress.step("oar.conf (database, hooks, timeouts)", conf_changed)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import USER_CLI, admin, as_user, node_exec, run
+from conftest import USER_CLI, as_user, node_exec, run
 
 from oarcloud_lib import rootfs
 
@@ -103,7 +103,7 @@ def test_launch_on_two_nodes_list_show_delete(make_user):
 def test_launch_delete_cycles_leave_nothing(make_user):
     user = make_user()
     for _ in range(3):
-        rows = launch(user, "--nodes", "2", "--name", "cyc", "--count", "2")
+        launch(user, "--nodes", "2", "--name", "cyc", "--count", "2")
         assert oarcloud(user, "delete", "cyc-0", "--wait").returncode == 0
     assert node_leftovers() == {}
 

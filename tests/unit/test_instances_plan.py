@@ -31,3 +31,11 @@ def test_cores_that_do_not_fit_are_refused():
 def test_mac_is_derived_from_the_address():
     assert instances.mac_for("198.18.0.10") == "52:54:c6:12:00:0a"
     assert instances.domain_name(12, 3) == "oc12-3"
+
+
+def test_walltime_left():
+    from oarcloud_lib import jobs
+    job = {"state": "Running", "startTime": 1000, "walltime": 600}
+    assert jobs.walltime_left(job, now=1100) == 500
+    assert jobs.walltime_left(job, now=5000) == 0
+    assert jobs.walltime_left(dict(job, state="Waiting"), now=1100) is None
