@@ -179,6 +179,35 @@ class UserDel(Command):
         print("user %s deleted" % name)
 
 
+# -- nodes ------------------------------------------------------------------------
+
+@Admin.subcommand("node")
+class NodeCmd(Group):
+    """Nodes as OAR sees them, and their health."""
+
+
+@NodeCmd.subcommand("heal")
+class NodeHeal(Command):
+    """Sweep HOST... (remove instances of jobs not running there, check libvirt and
+    Open vSwitch) and set each sound node Alive in OAR.  What OAR's healing hook
+    does for Suspected nodes, run once, now; idempotent."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self, *hosts):
+        from oarcloud_lib import healing
+        from oarcloud_lib.errors import Refused
+        if not hosts or not all(healing.HOST_OK.match(h) for h in hosts):
+            raise Refused(detail="give one or more node names")
+        out = {h: healing.heal_once(h) for h in hosts}
+        if self.json:
+            print_json([{"node": h, "healthy": not p, "problems": p} for h, p in out.items()])
+        else:
+            for h, p in out.items():
+                print("%s: %s" % (h, "Alive (clean and sound)" if not p else "; ".join(p)))
+        return 0 if not any(out.values()) else 1
+
+
 def main():
     Admin.run()
 

@@ -1,4 +1,5 @@
 """oarcloud: the user's command (instances, images, networks...) — runs as the user."""
+import os
 import sys
 
 from plumbum import cli
@@ -73,6 +74,7 @@ class Launch(Command):
             if spec.image:
                 from oarcloud_lib import instances
                 instances.visible_image(conn, spec.image, None)
+            jobs.check_names_free(conn, spec, self.nodes)
             job_id = jobs.submit(spec, self.nodes, self.walltime)
             if not self.wait:
                 if self.json:
@@ -136,6 +138,96 @@ class Delete(Command):
             if self.wait:
                 jobs.wait_ended(conn, row["job_id"])
         print("deleted %s (job %s)" % (name, row["job_id"]))
+
+
+def _checked(name):
+    from oarcloud_lib import jobspec
+    from oarcloud_lib.errors import Refused
+    if not jobspec.NAME_PATTERN.match(name or ""):
+        raise Refused(detail="bad instance name %r" % (name,))
+    return name
+
+
+def _broker_argv(verb, name, *args):
+    """The broker (as root through sudo), which checks that name is the caller's."""
+    from oarcloud_lib import paths
+    return ["sudo", "-n", str(paths.HOOKS_INSTALL_DIR / "broker"), verb, _checked(name), *args]
+
+
+def _broker(verb, name, *args):
+    argv = _broker_argv(verb, name, *args)
+    os.execvp(argv[0], argv)
+
+
+@User.subcommand("exec")
+class Exec(Command):
+    """Run a command in an instance, as its root: oarcloud exec NAME -- CMD [ARGS...]
+    (a shell without CMD).  The command's exit code is oarcloud's."""
+
+    def run_command(self, name, *cmd):
+        _broker("exec", name, "--", *cmd)
+
+
+@User.subcommand("console")
+class Console(Command):
+    """Attach to the instance's console (leave with Ctrl-])."""
+
+    def run_command(self, name):
+        _broker("console", name)
+
+
+@User.subcommand("ssh")
+class Ssh(Command):
+    """ssh into the instance as yourself, with your oarcloud key (images with sshd).
+    Arguments after NAME go to ssh (e.g. oarcloud ssh web -- uptime)."""
+
+    def run_command(self, name, *ssh_args):
+        import getpass
+        key = os.path.expanduser("~/.ssh/id_oarcloud")
+        # The broker relays straight into the instance's own network namespace
+        # over OAR's authenticated channel: the instance's host key (new at
+        # every start) is not what secures the path.
+        # ssh runs ProxyCommand through a shell: every word here is checked text.
+        argv = ["ssh", "-o", "ProxyCommand=" + " ".join(_broker_argv("proxy", name, "22")),
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no",
+                "-o", "LogLevel=ERROR", "-o", "BatchMode=yes"]
+        if os.path.exists(key):
+            argv += ["-i", key, "-o", "IdentitiesOnly=yes"]
+        argv += ["-l", getpass.getuser(), "oarcloud-" + name, *ssh_args]
+        os.execvp(argv[0], argv)
+
+
+def _power(verb, doc):
+    class Power(Command):
+        __doc__ = doc
+
+        def run_command(self, name):
+            _broker(verb, name)
+    Power.__name__ = verb.capitalize()
+    return User.subcommand(verb)(Power)
+
+
+_power("start", "Start a stopped instance (within its job's life).")
+_power("stop", "Stop an instance: its init is asked, then forced after 10 s.  The job goes on.")
+_power("reboot", "Stop then start an instance.")
+
+
+@User.subcommand("logs")
+class Logs(Command):
+    """What the node hooks said about the instance's job."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self, name):
+        from oarcloud_lib import jobs, joblog
+        with jobs.connect_as_user() as conn:
+            row = jobs.find(conn, name)
+            events = joblog.events(conn, row["job_id"])
+        if self.json:
+            print_json(events)
+            return
+        for e in events:
+            print("%s %s %-7s %s" % (e["at"][:19], e["node"], e["level"], e["message"]))
 
 
 def main():

@@ -5,7 +5,9 @@ an emulated node, the real node setup passes the local one. That is the only
 place where "emulated" and "real" differ.
 """
 import logging
+import os
 import shlex
+import shutil
 import subprocess
 from dataclasses import dataclass
 
@@ -83,3 +85,18 @@ class Runner:
 
 
 LOCAL = Runner()
+
+
+def set_path(path):
+    """Use path to find commands, here and in every child (plumbum keeps its own
+    copy of the environment)."""
+    os.environ["PATH"] = path
+    local.env["PATH"] = path
+
+
+def require_commands(names):
+    missing = [n for n in names if shutil.which(n) is None
+               and not os.path.exists(os.path.join("/usr/sbin", n))]
+    if missing:
+        raise NotReady(detail="missing commands %s: run ./install.sh (Debian packages)"
+                       % ", ".join(missing))

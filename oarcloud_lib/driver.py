@@ -6,6 +6,7 @@ ours inside this module, so libvirt never leaks to callers.
 """
 import logging
 from dataclasses import dataclass
+from xml.etree import ElementTree
 
 import libvirt
 
@@ -93,6 +94,10 @@ class Guest:
         if not children:
             raise NotReady(detail="instance %s has no init process" % self.name)
         return int(children[0])
+
+    def nic_count(self):
+        xml = self._call("describe", self._dom.XMLDesc, 0)
+        return len(ElementTree.fromstring(xml).findall("./devices/interface"))
 
     def info(self):
         state, max_mem, mem, vcpus, cpu_time = self._dom.info()

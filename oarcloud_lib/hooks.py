@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from oarcloud_lib import accounts, jobspec, paths
+from oarcloud_lib import accounts, commands, jobspec, paths
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError, Refused
 from oarcloud_lib.oar import job_info
@@ -67,6 +67,7 @@ def run_phase(phase, job_id, user, nodefile, hooks_dir=None, runner=LOCAL):
 def main(phase, args):
     """Entry point of the installed prologue/epilogue; returns the exit code for OAR."""
     assert phase in PHASES
+    commands.set_path(paths.ROOT_PATH)
     _setup_log()
     try:
         job_id, user, nodefile = check_args(args)

@@ -69,16 +69,35 @@ def build_busybox_rootfs(root, runner=LOCAL):
     os.chmod(rcs, 0o755)
 
 
+DEBIAN_INIT = """#!/bin/sh
+# oarcloud's init for Debian images: the host configures hostname files and the
+# network; this starts sshd under tini, which reaps orphans and forwards signals.
+[ -s /etc/hostname ] && hostname "$(cat /etc/hostname)"
+mkdir -p /run/sshd
+ssh-keygen -A >/dev/null 2>&1
+exec /usr/bin/tini -- /usr/sbin/sshd -D -e
+"""
+
+
 def build_debootstrap_rootfs(root, suite="bookworm", mirror=None, runner=LOCAL):
-    """A Debian root filesystem with sshd, by debootstrap from the site's mirror."""
+    """A Debian root filesystem with sshd, by debootstrap from the site's mirror.
+
+    Its init is a small script (sshd under tini), not systemd: instances are
+    unprivileged containers that need no service manager to run a shell and sshd.
+    """
     mirror = mirror or apt_mirror()
     runner.run(["debootstrap", "--variant=minbase",
-                "--include=openssh-server,iproute2,iputils-ping,procps,sudo,ca-certificates,init",
+                "--include=openssh-server,iproute2,iputils-ping,procps,sudo,ca-certificates,tini",
                 suite, str(root), mirror], timeout=1800)
     # sshd needs its host keys generated inside the instance at first boot;
     # images ship without them.
     for key in Path(root, "etc/ssh").glob("ssh_host_*"):
         key.unlink()
+    init = Path(root, "sbin/init")
+    if init.is_symlink() or init.exists():
+        init.unlink()
+    init.write_text(DEBIAN_INIT)
+    init.chmod(0o755)
 
 
 def apt_mirror(sources=("/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list")):

@@ -5,6 +5,7 @@ catalog writes, so that it can be tested on its own.
 """
 import ipaddress
 import logging
+import re
 from collections import Counter
 
 from oarcloud_lib import images as images_mod
@@ -20,9 +21,17 @@ COLUMNS = ("domain", "job_id", "idx", "name", "owner", "node", "image", "cores",
            "ip", "mac", "state", "error", "created", "updated")
 
 
+DOMAIN_RE = re.compile(r"^oc[0-9]{1,9}-[0-9]{1,3}\Z")
+
+
 def domain_name(job_id, idx):
     """Node-side name of an instance: from the job id only, never from user text."""
     return "oc%d-%d" % (job_id, idx)
+
+
+def instance_name(base, count, idx):
+    """What the user calls instance idx of a job of count instances named base."""
+    return base if count == 1 else "%s-%d" % (base, idx)
 
 
 def mac_for(ip):
@@ -54,10 +63,7 @@ def plan(job_id, owner, spec, node_cores, default_image):
             raise Refused(detail="%d instance(s) of %d cores do not fit in the %d core(s) the "
                                  "job has on %s" % (per_node[node], spec.cores, have, node))
         cores = spec.cores or max(1, have // per_node[node])
-        if spec.name:
-            name = spec.name if count == 1 else "%s-%d" % (spec.name, idx)
-        else:
-            name = domain_name(job_id, idx)
+        name = instance_name(spec.name, count, idx) if spec.name else domain_name(job_id, idx)
         rows.append({"domain": domain_name(job_id, idx), "job_id": job_id, "idx": idx,
                      "name": name, "owner": owner, "node": node,
                      "image": spec.image or default_image, "cores": cores, "memory": memory})
@@ -115,8 +121,12 @@ def allocate(conn, rows):
     return for_job(conn, job_id)
 
 
-def _rows(cur):
-    return [dict(zip(COLUMNS, r)) for r in cur.fetchall()]
+def rows_of(cur):
+    """Dicts of a `SELECT COLUMNS ...` cursor, addresses as text."""
+    rows = [dict(zip(COLUMNS, r)) for r in cur.fetchall()]
+    for r in rows:
+        r["ip"] = str(r["ip"]) if r["ip"] is not None else None
+    return rows
 
 
 def for_job(conn, job_id, node=None):
@@ -125,10 +135,18 @@ def for_job(conn, job_id, node=None):
     if node is not None:
         sql += " AND node = %s"
         args.append(node)
-    rows = _rows(conn.execute(sql + " ORDER BY idx", args))
-    for r in rows:
-        r["ip"] = str(r["ip"]) if r["ip"] is not None else None
-    return rows
+    return rows_of(conn.execute(sql + " ORDER BY idx", args))
+
+
+def live(conn, owner=None, node=None):
+    """Instances neither deleted nor failed (of one owner, on one node)."""
+    sql = "SELECT %s FROM instances WHERE state NOT IN ('deleted', 'failed')" % ", ".join(COLUMNS)
+    args = []
+    for column, value in (("owner", owner), ("node", node)):
+        if value is not None:
+            sql += " AND %s = %%s" % column
+            args.append(value)
+    return rows_of(conn.execute(sql + " ORDER BY job_id, idx", args))
 
 
 def set_state(conn, domain, state, error=None):

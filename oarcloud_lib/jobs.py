@@ -67,10 +67,19 @@ def mine(conn, include_deleted=False):
     where = "" if include_deleted else " WHERE state NOT IN ('deleted')"
     cur = conn.execute("SELECT %s FROM instances%s ORDER BY job_id, idx"
                        % (", ".join(instances.COLUMNS), where))
-    rows = [dict(zip(instances.COLUMNS, r)) for r in cur.fetchall()]
-    for r in rows:
-        r["ip"] = str(r["ip"]) if r["ip"] is not None else None
-    return rows
+    return instances.rows_of(cur)
+
+
+def check_names_free(conn, spec, nodes):
+    """Refuse a launch whose instance names the caller already uses."""
+    if not spec.name:
+        return
+    count = spec.count or nodes
+    wanted = {instances.instance_name(spec.name, count, i) for i in range(count)}
+    taken = sorted(wanted & {r["name"] for r in mine(conn) if r["state"] != "failed"})
+    if taken:
+        raise Refused(detail="you already have an instance named %s (oarcloud delete it first)"
+                      % ", ".join(taken))
 
 
 def find(conn, name):

@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 
 from oarcloud_lib import accounts, catalog, daemons, images, netdev, nodesetup, paths, serversetup
-from oarcloud_lib.commands import LOCAL, Runner
+from oarcloud_lib.commands import LOCAL, Runner, require_commands
 from oarcloud_lib.errors import NotFound, NotReady, Refused
 from oarcloud_lib.oar import OarServer
 from oarcloud_lib.postgres import Cluster
@@ -51,7 +51,7 @@ NODE_BINDS = ("/var/log", "/etc/openvswitch", "/var/lib/openvswitch", "/var/lib/
 NODE_OVERLAYS = ("/etc/libvirt", "/var/lib/libvirt", "/var/cache/libvirt", "/var/lib/oar")
 # Paths the lab (or the setup it runs) may create; removed by `down` if absent before.
 CREATED_PATHS = ("/etc/oarcloud", "/usr/local/lib/oarcloud", "/var/lib/oarcloud", "/var/log/oarcloud",
-                 "/srv/oarcloud")
+                 "/srv/oarcloud", "/etc/sudoers.d/oarcloud", "/run/oarcloud")
 LAB_DATABASES = ("oar", "oarcloud")
 LAB_ROLES = ("oar", "oar_ro", "oarcloud", "oarcloud_users")
 
@@ -185,7 +185,7 @@ class Lab:
         if state and len(state["nodes"]) > nodes:
             raise Refused(detail="the lab has %d nodes; run `oarcloud-admin lab down` first "
                                  "to go down to %d" % (len(state["nodes"]), nodes))
-        serversetup.require_commands(serversetup.SERVER_COMMANDS + nodesetup.NODE_COMMANDS
+        require_commands(serversetup.SERVER_COMMANDS + nodesetup.NODE_COMMANDS
                                      + ("nsenter", "unshare"))
         if state is None:
             self._check_underlay_free()
@@ -365,8 +365,11 @@ class Lab:
             else:
                 progress.step("postgresql stopped", cluster.stop())
         for p in before["created_paths"]:
-            if os.path.exists(p):
+            if os.path.isdir(p) and not os.path.islink(p):
                 shutil.rmtree(p)
+                progress.step("%s removed" % p, True)
+            elif os.path.lexists(p):
+                os.unlink(p)
                 progress.step("%s removed" % p, True)
         if BRIDGE in netdev.links(self.runner):
             self.runner.run(["ip", "link", "del", BRIDGE])

@@ -5,22 +5,30 @@
     python -m oarcloud_lib.nodeagent create JOB_ID              (every node of the job)
     python -m oarcloud_lib.nodeagent destroy JOB_ID             (every node of the job)
     python -m oarcloud_lib.nodeagent destroy-all                (this node: every instance)
+    python -m oarcloud_lib.nodeagent sweep [RUNNING_JOB...]     (this node: remove the
+                                  instances of every other job, then check the node is sound)
+    python -m oarcloud_lib.nodeagent exec|console|start|stop|reboot DOMAIN [-- ARGS]
+    python -m oarcloud_lib.nodeagent proxy DOMAIN PORT          (stdio <-> the instance's PORT)
 
 The coordinator plans and allocates the job's instances in the catalog, then
 runs `create` on every node of the job in parallel (locally, or over OAR's own
 ssh as oar + oardodo); if any node fails, it runs `destroy` everywhere and
 records the reason.  `destroy` works from any partial state and is idempotent.
-Only the job id comes from the command line; everything else is read from
-OAR and the catalog and validated again here.
+Only the job id (or a domain name, itself derived from a job id) comes from
+the command line; everything else is read from OAR and the catalog and
+validated again here.  The per-instance verbs are reached only through the
+server's instance broker (oarcloud_lib.broker), which checks who owns what.
 """
 import logging
+import os
 import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from oarcloud_lib import catalog, config, instances, jobspec, ovs, paths, rootfs
+from oarcloud_lib import catalog, commands, config, instances, joblog, jobspec, oarssh, ovs, paths, rootfs
+from oarcloud_lib.oarssh import this_node
 from oarcloud_lib.accounts import NAME_RE as USER_RE
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.driver import DomainSpec, LxcDriver
@@ -29,9 +37,6 @@ from oarcloud_lib.oar import job_info
 from oarcloud_lib.nodesetup import INTEGRATION_BRIDGE, ovs_datapath
 
 LOG = logging.getLogger("oarcloud.nodeagent")
-OARDODO = "/usr/lib/oar/oardodo/oardodo"
-OAR_SSH = ["ssh", "-F", "/var/lib/oar/.ssh/config", "-i", "/var/lib/oar/.ssh/id_rsa",
-           "-p", "6667", "-l", "oar", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
 NODE_TIMEOUT = 90
 # VXLAN key of the flat instance network (per-network keys come with private networks).
 TUNNEL_KEY = 1
@@ -48,10 +53,6 @@ def load_job(job_id, runner=LOCAL):
     if spec is None:
         raise Refused(detail="job %s is not a cloud job" % job_id)
     return owner, spec
-
-
-def this_node():
-    return socket.gethostname()
 
 
 # -- one node ------------------------------------------------------------------
@@ -77,7 +78,9 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
         rootfs.write_file(root, "/etc/hostname", row["name"] + "\n")
         rootfs.write_file(root, "/etc/hosts", "127.0.0.1 localhost\n%s %s\n" % (row["ip"], row["name"]))
         if key:
-            rootfs.write_file(root, "/root/.ssh/authorized_keys", key[0] + "\n", mode=0o600)
+            rootfs.write_file(root, "/root/.ssh/authorized_keys", key[0] + "\n", mode=0o600,
+                              dir_mode=0o700)
+        rootfs.add_account(root, owner, key[0] if key else None)
         spec = DomainSpec(
             name=row["domain"], job_id=job_id, owner=owner, cores=row["cores"],
             memory=row["memory"], rootfs=str(root), uid_base=rootfs.UID_BASE,
@@ -102,7 +105,7 @@ def tune_nics(init_pid, count, runner=LOCAL):
         dev = "eth%d" % i
         runner.run(enter + ["ip", "link", "set", "dev", dev, "mtu", str(INSTANCE_MTU)])
         if ovs_datapath() == "netdev":
-            runner.run(enter + ["ethtool", "-K", dev, "tx", "off"], check=False)
+            runner.run(enter + ["ethtool", "-K", dev, "tx", "off"])
 
 
 def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
@@ -127,14 +130,103 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
     return sorted(domains)
 
 
+# -- one instance, for its owner (through the broker) -----------------------------
+
+def _guest(domain, driver=None):
+    if not instances.DOMAIN_RE.match(domain or ""):
+        raise Refused(detail="bad domain name %r" % (domain[:40],))
+    return (driver or LxcDriver()).get(domain)
+
+
+def instance_env():
+    return {"PATH": paths.ROOT_PATH, "HOME": "/root", "TERM": os.environ.get("TERM", "dumb"), "LANG": "C.UTF-8"}
+
+
+def exec_in(domain, argv):
+    """Replace this process with argv run as root in the instance (all its namespaces)."""
+    guest = _guest(domain)
+    if not argv:
+        argv = ["/bin/sh", "-l"]
+    os.execve("/usr/bin/nsenter", ["nsenter", "-t", str(guest.init_pid()), "-a", "-r", "-w",
+                                   "--"] + list(argv), instance_env())
+
+
+def console(domain):
+    _guest(domain)
+    os.execv("/usr/bin/virsh", ["virsh", "-c", "lxc:///system", "console", domain, "--force"])
+
+
+def proxy(domain, port):
+    """Relay stdio to PORT on the instance's own loopback (an ssh ProxyCommand)."""
+    guest = _guest(domain)
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise Refused(detail="bad port %r" % port[:10])
+    os.execv("/usr/bin/nsenter", ["nsenter", "-t", str(guest.init_pid()), "-n", "--",
+                                  sys.executable, "-m", "oarcloud_lib.relay", "127.0.0.1", port])
+
+
+def power(domain, verb, grace=10.0):
+    """start, stop (signal init, then force after grace seconds) or reboot an instance."""
+    guest = _guest(domain)
+    state = guest.state()
+    if verb == "start":
+        if state != "running":
+            guest.start()
+            tune_nics(guest.init_pid(), guest.nic_count())
+    elif verb == "stop":
+        if state == "running":
+            try:
+                guest.shutdown()
+            except OarcloudError:
+                pass
+            deadline = time.monotonic() + grace
+            while guest.state() == "running" and time.monotonic() < deadline:
+                time.sleep(0.2)
+            guest.destroy()
+    elif verb == "reboot":
+        power(domain, "stop", grace)
+        power(domain, "start")
+    LOG.info("%s: %s on %s, now %s", domain, verb, this_node(), guest.state())
+    return guest.state()
+
+
+# -- a node's health ---------------------------------------------------------------
+
+def sweep(running_jobs, driver=None, runner=LOCAL):
+    """Remove every instance whose job is not in running_jobs, then check that the
+    node can serve: libvirt answers, br-int exists, nothing of another job is
+    left.  Returns the problems found (empty: the node is sound)."""
+    driver = driver or LxcDriver()
+    keep = {"oc%d-" % j for j in running_jobs}
+    problems = []
+    try:
+        found = set(driver.names("oc"))
+    except OarcloudError as e:
+        return ["libvirt: %s" % e]
+    found |= {p.name for p in paths.INSTANCES.glob("oc*")}
+    found |= {p for p in ovs.ports(INTEGRATION_BRIDGE, runner) if p.startswith("oc")}
+    stale = sorted({d.split("-")[0] for d in found if not any(d.startswith(k) for k in keep)})
+    for job in stale:
+        if job[2:].isdigit():
+            LOG.warning("sweep: removing leftovers of job %s on %s", job[2:], this_node())
+            destroy_local(int(job[2:]), driver=driver, runner=runner)
+    if not running_jobs:
+        destroy_local(None, driver=driver, runner=runner)  # stray tunnels too
+    if runner.run(["ovs-vsctl", "--timeout=5", "br-exists", INTEGRATION_BRIDGE],
+                  check=False).code != 0:
+        problems.append("open vswitch: bridge %s missing" % INTEGRATION_BRIDGE)
+    left = [d for d in driver.names("oc") if not any(d.startswith(k) for k in keep)]
+    left += [p.name for p in paths.INSTANCES.glob("oc*") if not any(p.name.startswith(k) for k in keep)]
+    if left:
+        problems.append("left after sweeping: %s" % ", ".join(sorted(left)))
+    return problems
+
+
 # -- the coordinator (first node) ------------------------------------------------
 
 def _on_node(node, verb, job_id):
     """Run `verb JOB_ID` on node: here directly, elsewhere over OAR's ssh."""
-    argv = [sys.executable, "-m", "oarcloud_lib.nodeagent", verb, str(job_id)]
-    if node == this_node():
-        return LOCAL.run(argv, timeout=NODE_TIMEOUT)
-    return LOCAL.run(OAR_SSH + [node, OARDODO] + argv, timeout=NODE_TIMEOUT)
+    return LOCAL.run(oarssh.agent_argv(node, verb, job_id), timeout=NODE_TIMEOUT)
 
 
 def _fan_out(nodes, verb, job_id):
@@ -159,7 +251,7 @@ def prologue(job_id, nodefile):
     """Allocate the job's instances and create them on all its nodes; 0 on success."""
     conf = config.load()
     node_cores = instances.nodes_from_nodefile(Path(nodefile).read_text())
-    with catalog.connect(conf) as conn:
+    with catalog.connect(conf) as conn, joblog.recording(conn, job_id):
         try:
             owner, spec = load_job(job_id)
             instances.visible_image(conn, spec.image or conf.default_image, owner)
@@ -170,6 +262,7 @@ def prologue(job_id, nodefile):
             print("oarcloud: %s" % e, file=sys.stderr)
             return 1
         nodes = sorted({r["node"] for r in rows})
+        LOG.info("job %s: creating %d instance(s) on %s", job_id, len(rows), ", ".join(nodes))
         started = time.monotonic()
         errors = {n: e for n, e in _fan_out(nodes, "create", job_id).items() if e}
         if errors:
@@ -188,41 +281,59 @@ def epilogue(job_id, nodefile):
     """Tear the job's instances down on all its nodes; 0 when every node is clean."""
     conf = config.load()
     nodes = set(instances.nodes_from_nodefile(Path(nodefile).read_text()))
-    with catalog.connect(conf) as conn:
+    with catalog.connect(conf) as conn, joblog.recording(conn, job_id):
         nodes |= {r["node"] for r in instances.for_job(conn, job_id)}
         errors = {n: e for n, e in _fan_out(sorted(nodes), "destroy", job_id).items() if e}
         instances.mark_job(conn, job_id, "deleted")
-    if errors:
-        LOG.error("job %s: teardown failed on %s", job_id, errors)
-        return 1
+        if errors:
+            LOG.error("job %s: teardown failed on %s", job_id, errors)
+            return 1
+        LOG.info("job %s: torn down on %s", job_id, ", ".join(sorted(nodes)))
     return 0
 
 
+NODE_VERBS = ("exec", "console", "proxy", "start", "stop", "reboot")
+
+
 def main(argv):
+    commands.set_path(paths.ROOT_PATH)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if argv == ["destroy-all"]:
-        try:
+    verb = argv[0] if argv else ""
+    try:
+        if verb == "destroy-all" and len(argv) == 1:
             destroy_local(None)
             return 0
-        except OarcloudError as e:
-            print("oarcloud destroy-all on %s: error: %s" % (this_node(), e), file=sys.stderr)
-            return 1
-    if len(argv) < 2 or argv[0] not in ("prologue", "epilogue", "create", "destroy") \
-            or not argv[1].isdigit():
-        print(__doc__, file=sys.stderr)
-        return 2
-    verb, job_id = argv[0], int(argv[1])
-    try:
+        if verb == "sweep" and all(a.isdigit() for a in argv[1:]):
+            problems = sweep([int(a) for a in argv[1:]])
+            for p in problems:
+                print("oarcloud sweep on %s: %s" % (this_node(), p), file=sys.stderr)
+            return 1 if problems else 0
+        if verb in NODE_VERBS and len(argv) >= 2:
+            domain, rest = argv[1], argv[2:]
+            if verb == "exec":
+                return exec_in(domain, rest[1:] if rest[:1] == ["--"] else rest)
+            if verb == "console":
+                return console(domain)
+            if verb == "proxy":
+                return proxy(domain, rest[0] if rest else "22")
+            print(power(domain, verb))
+            return 0
+        if verb not in ("prologue", "epilogue", "create", "destroy") or len(argv) < 2 \
+                or not argv[1].isdigit():
+            print(__doc__, file=sys.stderr)
+            return 2
+        job_id = int(argv[1])
         if verb in ("prologue", "epilogue"):
             if len(argv) < 3:
                 return 2
             return (prologue if verb == "prologue" else epilogue)(job_id, argv[2])
-        with catalog.connect() as conn:
+        with catalog.connect() as conn, joblog.recording(conn, job_id):
             if verb == "create":
                 try:
                     create_local(job_id, conn)
-                except OarcloudError:
+                except OarcloudError as e:
+                    LOG.error("job %s: creation failed on %s: %s", job_id, this_node(), e)
                     destroy_local(job_id)
                     raise
             else:

@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 
 from oarcloud_lib import daemons, netdev, ovs, paths
-from oarcloud_lib.commands import LOCAL
+from oarcloud_lib.commands import LOCAL, require_commands
 from oarcloud_lib.errors import NotReady, Refused
 from oarcloud_lib.oar import NODE_SSHD_CONFIG, NODE_SSHD_PIDFILE, OarServer
 from oarcloud_lib.progress import Progress
-from oarcloud_lib.serversetup import require_commands
 
 LOG = logging.getLogger(__name__)
 INTEGRATION_BRIDGE = "br-int"

@@ -15,6 +15,10 @@ LOG_DIR = Path("/var/log/oarcloud")
 HOOKS_INSTALL_DIR = Path("/usr/local/lib/oarcloud/hooks")
 OAR_CONF = Path("/etc/oar/oar.conf")
 LAB = Path("/var/lib/oarcloud-lab")
+HEAL_LOCKS = Path("/run/oarcloud/heal")
+# Hooks run as root with whatever environment OAR and oardodo pass: they use
+# this PATH, never the inherited one (ethtool, ip and friends live in sbin).
+ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def share_dir():

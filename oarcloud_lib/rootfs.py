@@ -21,6 +21,8 @@ LOG = logging.getLogger(__name__)
 # so the cache can be shared; above the usual /etc/subuid ranges.
 UID_BASE = 1000000
 UID_COUNT = 65536
+# The instance owner's uid inside the instance.
+USER_UID = 1000
 
 
 def shift_ownership(root, base=UID_BASE):
@@ -99,16 +101,43 @@ def remove(domain, base=paths.INSTANCES, runner=LOCAL):
     return True
 
 
-def write_file(root, relpath, content, mode=0o644, uid=0):
-    """Write a file inside an instance root, as instance uid (shifted)."""
+def _inside(root, relpath):
+    """The path of relpath in root, refusing any (symlinked) way out of root."""
     target = Path(root) / relpath.lstrip("/")
-    # Never follow a symlink planted in the image out of the instance root.
-    parent = target.parent
-    parent_real = os.path.realpath(parent)
-    if not parent_real.startswith(os.path.realpath(root) + os.sep) and \
-            parent_real != os.path.realpath(root):
-        raise NotReady(detail="refusing to write %s: it leaves the instance root" % relpath)
-    parent.mkdir(parents=True, exist_ok=True)
+    real_root = os.path.realpath(root)
+    parent_real = os.path.realpath(target.parent)
+    if parent_real != real_root and not parent_real.startswith(real_root + os.sep):
+        raise NotReady(detail="refusing %s: it leaves the instance root" % relpath)
+    return target
+
+
+def _makedirs(root, reldir, uid, mode=0o755):
+    """Create the missing directories of reldir in root, owned by instance uid."""
+    path = Path(root)
+    for part in Path(reldir.lstrip("/")).parts:
+        path = path / part
+        if not path.exists() and not path.is_symlink():
+            path.mkdir(mode=mode)
+            os.lchown(path, uid + UID_BASE, uid + UID_BASE)
+            os.chmod(path, mode)
+    _inside(root, reldir + "/x")  # and none of them leads out
+
+
+def read_file(root, relpath):
+    """The text of a file inside an instance root ('' when absent); never follows it out."""
+    target = _inside(root, relpath)
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
+    except (FileNotFoundError, OSError):
+        return ""
+    with os.fdopen(fd) as f:
+        return f.read()
+
+
+def write_file(root, relpath, content, mode=0o644, uid=0, dir_mode=0o755):
+    """Write a file inside an instance root, as instance uid (shifted)."""
+    _makedirs(root, os.path.dirname(relpath.lstrip("/")), uid, dir_mode)
+    target = _inside(root, relpath)
     if target.is_symlink():
         target.unlink()
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
@@ -116,3 +145,28 @@ def write_file(root, relpath, content, mode=0o644, uid=0):
         f.write(content)
     os.lchown(target, uid + UID_BASE, uid + UID_BASE)
     os.chmod(target, mode)
+
+
+def add_account(root, name, key=None, uid=USER_UID):
+    """The instance owner's account in the instance: passwd, group, shadow (no
+    password: keys only), a home with the owner's SSH key, and sudo when the
+    image has it.  Root in the instance is the owner's anyway."""
+    def append(relpath, line, mode):
+        text = read_file(root, relpath)
+        if not text and relpath != "/etc/shadow":
+            return
+        if any(l.split(":", 1)[0] == name for l in text.splitlines()):
+            return
+        write_file(root, relpath, text + ("" if text.endswith("\n") or not text else "\n") + line
+                   + "\n", mode=mode)
+    shell = "/bin/bash" if read_file(root, "/etc/shells").find("/bin/bash") >= 0 else "/bin/sh"
+    append("/etc/passwd", "%s:x:%d:%d::/home/%s:%s" % (name, uid, uid, name, shell), 0o644)
+    append("/etc/group", "%s:x:%d:" % (name, uid), 0o644)
+    append("/etc/shadow", "%s:*:19000:0:99999:7:::" % name, 0o640)
+    _makedirs(root, "/home/%s" % name, uid, 0o755)
+    if key:
+        write_file(root, "/home/%s/.ssh/authorized_keys" % name, key.strip() + "\n", mode=0o600,
+                   uid=uid, dir_mode=0o700)
+    if Path(root, "etc/sudoers.d").is_dir():
+        write_file(root, "/etc/sudoers.d/oarcloud", "%s ALL=(ALL) NOPASSWD:ALL\n" % name,
+                   mode=0o440)

@@ -4,11 +4,12 @@ Every step checks before it acts, so a second run changes nothing.
 """
 import logging
 import os
-import shutil
+from pathlib import Path
 
 from oarcloud_lib import catalog, config, jobspec, paths, templating
-from oarcloud_lib.commands import LOCAL
+from oarcloud_lib.commands import LOCAL, require_commands
 from oarcloud_lib.errors import NotReady
+from oarcloud_lib.nodesetup import ensure_hooks
 from oarcloud_lib.oar import AdmissionRules, OarConf, OarServer
 from oarcloud_lib.postgres import Cluster
 from oarcloud_lib.progress import Progress
@@ -18,18 +19,11 @@ RULE_MARKER = "# oarcloud: cloud job types (managed by oarcloud-admin setup serv
 # Just before OAR's job-type whitelist (priority 16) and after the default walltime.
 RULE_PRIORITY = 15
 SERVER_COMMANDS = ("pg_lsclusters", "pg_ctlcluster", "oar-database", "oaradmissionrules",
-                   "oarproperty", "oarnodesetting", "oarnodes", "Almighty")
+                   "oarproperty", "oarnodesetting", "oarnodes", "Almighty", "visudo")
 # Resource properties oarcloud relies on: name -> is varchar.
 PROPERTIES = {"cloud": True, "host": True, "cpu": False, "core": False}
+SUDOERS = Path("/etc/sudoers.d/oarcloud")
 HOOK_FILES = {"PROLOGUE_EXEC_FILE": "prologue", "EPILOGUE_EXEC_FILE": "epilogue"}
-
-
-def require_commands(names):
-    missing = [n for n in names if shutil.which(n) is None
-               and not os.path.exists(os.path.join("/usr/sbin", n))]
-    if missing:
-        raise NotReady(detail="missing commands %s: run ./install.sh (Debian packages)"
-                       % ", ".join(missing))
 
 
 def oar_settings(conf):
@@ -48,7 +42,31 @@ def oar_settings(conf):
         # resource manager would create one cgroup per job on every node and
         # emulated nodes share one kernel (see docs/design.md).
         "JOB_RESOURCE_MANAGER_PROPERTY_DB_FIELD": None,
+        # Nodes a failed hook left Suspected come back once clean (oarcloud_lib.healing).
+        "SUSPECTED_HEALING_EXEC_FILE": str(paths.HOOKS_INSTALL_DIR / "heal-nodes"),
+        "SUSPECTED_HEALING_TIMEOUT": "10",
+        "FINAUD_FREQUENCY": "30",
+        # Schedule at once on each submission (default: at most every 5 s), and
+        # keep 1 s (not 60) between a job's predicted end and the next start.
+        "SCHEDULER_MIN_TIME_BETWEEN_2_CALLS": "0",
+        "SCHEDULER_JOB_SECURITY_TIME": "1",
     }
+
+
+def ensure_sudoers(runner=LOCAL, path=SUDOERS):
+    """Users may run the broker as root (it checks what they own); checked by visudo."""
+    content = templating.render("sudoers.j2", broker=paths.HOOKS_INSTALL_DIR / "broker")
+    if path.exists() and path.read_text() == content:
+        return False
+    tmp = path.with_name(".oarcloud.tmp")  # sudo ignores names with a dot
+    tmp.write_text(content)
+    os.chmod(tmp, 0o440)
+    res = runner.run(["visudo", "-c", "-f", str(tmp)], check=False)
+    if res.code != 0:
+        tmp.unlink()
+        raise NotReady(detail="generated sudoers rule refused by visudo: %s" % res.err.strip())
+    tmp.replace(path)
+    return True
 
 
 def render_admission_rule():
@@ -113,6 +131,8 @@ def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL
     with catalog.connect(conf) as conn:
         applied = catalog.migrate(conn)
     progress.step("catalog schema", bool(applied), ", ".join(applied))
+    progress.step("hooks, broker and healer in %s" % paths.HOOKS_INSTALL_DIR, ensure_hooks())
+    progress.step("sudo rule for the instance broker", ensure_sudoers(runner))
     for d in (paths.STATE, paths.IMAGE_STORE, paths.LOG_DIR):  # noqa: the store is read by nodes
         if not d.is_dir():
             d.mkdir(parents=True, mode=0o755)

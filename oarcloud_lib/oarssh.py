@@ -1,0 +1,26 @@
+"""Running oarcloud's node agent as root on a node, the way OAR itself reaches nodes.
+
+OAR's server and nodes trust each other through the `oar` user's ssh key and
+the oar-node sshd (port 6667); on the node, oardodo (setuid, for group oar)
+gives root.  ssh joins its arguments into one remote shell line: every
+argument is quoted here, so values never become shell syntax on the node.
+"""
+import shlex
+import socket
+import sys
+
+OARDODO = "/usr/lib/oar/oardodo/oardodo"
+OAR_SSH = ["ssh", "-F", "/var/lib/oar/.ssh/config", "-i", "/var/lib/oar/.ssh/id_rsa",
+           "-p", "6667", "-l", "oar", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+
+
+def this_node():
+    return socket.gethostname()
+
+
+def agent_argv(node, verb, *args, tty=False):
+    """argv running `python -m oarcloud_lib.nodeagent verb args...` as root on node."""
+    argv = [sys.executable, "-m", "oarcloud_lib.nodeagent", verb, *[str(a) for a in args]]
+    if node == this_node():
+        return argv
+    return OAR_SSH + (["-tt"] if tty else ["-T"]) + [node, OARDODO] + [shlex.quote(a) for a in argv]
