@@ -62,13 +62,16 @@ def node_state(host, runner=LOCAL):
     return "Alive" if states == {"Alive"} else ",".join(sorted(s for s in states if s)) or "absent"
 
 
-def forget_ended_jobs(conn, host, live_jobs):
-    """Catalog rows of instances on host whose job OAR no longer runs."""
-    for row in instances.live(conn, node=host):
-        if row["job_id"] not in live_jobs:
-            reason = None if row["state"] == "running" else \
-                "the job ended before its instances were ready (prologue interrupted)"
-            instances.mark_job(conn, row["job_id"], "failed" if reason else "deleted", reason)
+def forget_ended_jobs(conn, host, live_jobs, runner=LOCAL):
+    """Catalog rows of instances on host whose job OAR no longer runs: failed
+    (with OAR's reason) if the job ended in Error, deleted otherwise."""
+    for job_id in sorted({r["job_id"] for r in instances.live(conn, node=host)} - set(live_jobs)):
+        job = oar.job_info(runner.out(["oarstat", "-fj", str(job_id), "-J"], timeout=30), job_id)
+        if job.get("state") == "Error":
+            instances.mark_job(conn, job_id, "failed", "the job ended in Error (%s)"
+                               % oar.job_reason(job))
+        else:
+            instances.mark_job(conn, job_id, "deleted")
 
 
 def heal_once(host, runner=LOCAL):
@@ -79,7 +82,7 @@ def heal_once(host, runner=LOCAL):
         return [l for l in (res.err or res.out).splitlines() if l.strip()][-3:] or \
             ["sweep failed (%s)" % res.code]
     with catalog.connect() as conn:
-        forget_ended_jobs(conn, host, live)
+        forget_ended_jobs(conn, host, live, runner)
     if node_state(host, runner) != "Alive":
         runner.run(["oarnodesetting", "-h", host, "-s", "Alive"], timeout=60)
         LOG.info("%s: clean and sound, back to Alive", host)
@@ -118,7 +121,7 @@ def cancel_resubmitted(runner=LOCAL):
     for job_id, job in current_jobs(runner).items():
         original = int(job.get("resubmit_job_id") or 0)
         if original and "cloud" in (job.get("types") or []) and \
-                job.get("state") in ("Waiting", "Hold", "toLaunch", "toAckReservation"):
+                job.get("state") not in ("Terminated", "Error", "Finishing", "toError"):
             runner.run(["oardel", job_id], check=False, timeout=60)
             LOG.warning("cancelled job %s: OAR resubmitted failed cloud job %s", job_id, original)
             with catalog.connect() as conn:

@@ -13,7 +13,7 @@ import psycopg
 from oarcloud_lib import instances, jobspec
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import CommandFailed, NotFound, NotReady, Refused
-from oarcloud_lib.oar import job_info
+from oarcloud_lib.oar import job_info, job_reason
 
 WALLTIME_RE = re.compile(r"^([0-9]{1,4}):([0-5][0-9])(?::([0-5][0-9]))?\Z")
 JOB_ID_RE = re.compile(r"^OAR_JOB_ID=([0-9]+)$", re.M)
@@ -112,7 +112,8 @@ def wait_running(conn, job_id, timeout=300, progress=None, runner=LOCAL):
         if rows and all(r["state"] == "running" for r in rows):
             return rows
         if job["state"] in ENDED:
-            raise NotReady(detail="job %s ended (%s) before its instances ran" % (job_id, job["state"]))
+            raise NotReady(detail="job %s ended (%s) before its instances ran: %s"
+                           % (job_id, job["state"], job_reason(job)))
         time.sleep(0.5)
     raise NotReady(detail="job %s: instances not running after %ss" % (job_id, timeout))
 

@@ -21,6 +21,7 @@ server's instance broker (oarcloud_lib.broker), which checks who owns what.
 """
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -44,7 +45,7 @@ INSTANCE_MTU = 1450  # 1500 on the underlay, less VXLAN's 50 bytes
 
 
 def load_job(job_id, runner=LOCAL):
-    """(owner, CloudSpec) of a cloud job, both validated.  Raises Refused."""
+    """(owner, CloudSpec, resubmission of) of a cloud job, validated.  Raises Refused."""
     job = job_info(runner.out(["oarstat", "-fj", str(job_id), "-J"], timeout=30), job_id)
     owner = job.get("owner") or job.get("job_user") or ""
     if not USER_RE.match(owner):
@@ -52,7 +53,7 @@ def load_job(job_id, runner=LOCAL):
     spec = jobspec.parse_types(job.get("types") or [])
     if spec is None:
         raise Refused(detail="job %s is not a cloud job" % job_id)
-    return owner, spec
+    return owner, spec, int(job.get("resubmit_job_id") or 0)
 
 
 # -- one node ------------------------------------------------------------------
@@ -72,6 +73,7 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
         if row["state"] == "running":
             continue
         instances.set_state(conn, row["domain"], "creating")
+        t_root = time.monotonic()
         image = instances.visible_image(conn, row["image"], owner)
         lower = rootfs.cached(image["sha256"], runner=runner)
         root = rootfs.prepare(row["domain"], lower, runner=runner)
@@ -88,12 +90,16 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
             nics=[{"bridge": INTEGRATION_BRIDGE, "mac": row["mac"], "port": row["domain"],
                    "ip": row["ip"], "prefix": instances.NETWORK.prefixlen, "gateway": None,
                    "mtu": INSTANCE_MTU}])
+        t_start = time.monotonic()
         guest = driver.define(spec)
+        t_started = time.monotonic()
         if guest.state() != "running":
             raise OarcloudError("instance %s did not start (state %s)" % (row["name"], guest.state()))
         tune_nics(guest.init_pid(), len(spec.nics), runner)
         instances.set_state(conn, row["domain"], "running")
-        LOG.info("job %s: %s (%s) running on %s", job_id, row["name"], row["domain"], this_node())
+        LOG.info("job %s: %s (%s) running on %s (root %.3fs, domain start %.3fs, nics %.3fs)",
+                 job_id, row["name"], row["domain"], this_node(), t_start - t_root,
+                 t_started - t_start, time.monotonic() - t_started)
 
 
 def tune_nics(init_pid, count, runner=LOCAL):
@@ -113,11 +119,17 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
     instances when job_id is None); idempotent."""
     driver = driver or LxcDriver()
     prefix = "oc" if job_id is None else "oc%d-" % job_id
-    domains = set(driver.names(prefix))
+    # Without libvirt, remove the rest anyway (and say so at the end).
+    try:
+        domains = set(driver.names(prefix))
+        libvirt_error = None
+    except OarcloudError as e:
+        domains, libvirt_error = set(), e
     domains |= {p.name for p in paths.INSTANCES.glob(prefix + "*")}
     domains |= {p for p in ovs.ports(INTEGRATION_BRIDGE, runner) if p.startswith(prefix)}
     for domain in sorted(domains):
-        driver.remove(domain)
+        if libvirt_error is None:
+            driver.remove(domain)
         ovs.delete_port(INTEGRATION_BRIDGE, domain, runner)
         rootfs.remove(domain, runner=runner)
         LOG.info("job %s: %s removed from %s", job_id, domain, this_node())
@@ -127,6 +139,8 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
         for port in left:
             if port.startswith("vx-"):
                 ovs.delete_port(INTEGRATION_BRIDGE, port, runner)
+    if libvirt_error is not None:
+        raise libvirt_error
     return sorted(domains)
 
 
@@ -192,6 +206,29 @@ def power(domain, verb, grace=10.0):
 
 # -- a node's health ---------------------------------------------------------------
 
+def stop_agents(job_id):
+    """Kill this node's agents still working on job_id (a prologue OAR killed leaves
+    its `create` children running).  Only our own agents, in this node's network."""
+    me = os.readlink("/proc/self/ns/net")
+    wanted = {"prologue", "create"}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path("/proc/%s/cmdline" % pid).read_bytes().split(b"\0")
+            if os.readlink("/proc/%s/ns/net" % pid) != me:
+                continue
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv]
+        if "oarcloud_lib.nodeagent" in args:
+            i = args.index("oarcloud_lib.nodeagent")
+            if args[i + 1:i + 2] and args[i + 1] in wanted and args[i + 2:i + 3] == [str(job_id)] \
+                    and int(pid) != os.getpid():
+                LOG.warning("sweep: stopping agent %s (%s job %s)", pid, args[i + 1], job_id)
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
 def sweep(running_jobs, driver=None, runner=LOCAL):
     """Remove every instance whose job is not in running_jobs, then check that the
     node can serve: libvirt answers, br-int exists, nothing of another job is
@@ -209,6 +246,7 @@ def sweep(running_jobs, driver=None, runner=LOCAL):
     for job in stale:
         if job[2:].isdigit():
             LOG.warning("sweep: removing leftovers of job %s on %s", job[2:], this_node())
+            stop_agents(int(job[2:]))
             destroy_local(int(job[2:]), driver=driver, runner=runner)
     if not running_jobs:
         destroy_local(None, driver=driver, runner=runner)  # stray tunnels too
@@ -253,7 +291,12 @@ def prologue(job_id, nodefile):
     node_cores = instances.nodes_from_nodefile(Path(nodefile).read_text())
     with catalog.connect(conf) as conn, joblog.recording(conn, job_id):
         try:
-            owner, spec = load_job(job_id)
+            owner, spec, original = load_job(job_id)
+            if original:
+                # The healer deletes it: failing here would make OAR resubmit it again.
+                LOG.warning("job %s is OAR's automatic resubmission of failed job %s:"
+                            " oarcloud creates nothing for it", job_id, original)
+                return 0
             instances.visible_image(conn, spec.image or conf.default_image, owner)
             rows = instances.allocate(conn, instances.plan(job_id, owner, spec, node_cores,
                                                            conf.default_image))

@@ -191,3 +191,11 @@ def job_info(jobs_json, job_id):
     if job is None:
         raise NotFound(what="OAR job", name=job_id)
     return job
+
+
+def job_reason(job):
+    """OAR's first event about a job, in one line (why it ended early)."""
+    events = [e for e in job.get("events") or [] if e.get("type") != "RESUBMIT_JOB_AUTOMATICALLY"]
+    if not events:
+        return "no reason given by OAR"
+    return ("%s: %s" % (events[0].get("type"), events[0].get("description") or "")).strip()[:300]

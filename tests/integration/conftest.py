@@ -56,7 +56,7 @@ def wait_job(job_id, states=("Terminated", "Error"), timeout=90):
 def lab():
     assert os.geteuid() == 0, "the integration tests need root (they run the lab)"
     was_up = Lab().state() is not None
-    admin("lab", "up", "--nodes", "2", check=True)
+    admin("lab", "up", "--nodes", "2", "--with-debian", check=True)
     yield Lab()
     if not was_up:
         admin("lab", "down", check=True)

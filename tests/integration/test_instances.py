@@ -30,15 +30,16 @@ def in_instance(node, domain, *argv):
 
 
 def node_leftovers(prefix="oc"):
-    """Domains, OVS ports and instance roots of oarcloud left on the nodes."""
+    """Domains, veths, OVS ports and instance roots of oarcloud left on the nodes."""
     left = {}
     for n in NODES:
         doms = node_exec(n, "virsh", "-c", "lxc:///system", "list", "--all", "--name").stdout.split()
         ports = node_exec(n, "ovs-vsctl", "list-ports", "br-int").stdout.split()
         roots = node_exec(n, "ls", "/var/lib/oarcloud/instances").stdout.split()
+        links = [x["ifname"] for x in json.loads(node_exec(n, "ip", "-j", "link").stdout)]
         mounts = [l for l in node_exec(n, "cat", "/proc/mounts").stdout.splitlines()
                   if "/var/lib/oarcloud/instances/" in l]
-        items = [x for x in doms + ports + roots if x.startswith(prefix)] + mounts
+        items = [x for x in doms + ports + roots + links if x.startswith(prefix)] + mounts
         if not [p for p in ports if p.startswith("oc")]:
             items += [p for p in ports if p.startswith("vx-")]  # tunnels go with the last instance
         if items:
@@ -102,10 +103,63 @@ def test_launch_on_two_nodes_list_show_delete(make_user):
 
 def test_launch_delete_cycles_leave_nothing(make_user):
     user = make_user()
-    for _ in range(3):
+    for _ in range(20):
         launch(user, "--nodes", "2", "--name", "cyc", "--count", "2")
         assert oarcloud(user, "delete", "cyc-0", "--wait").returncode == 0
     assert node_leftovers() == {}
+    # no address still allocated, no OAR job left
+    assert json.loads(oarcloud(user, "list", "--json", check=True).stdout) == []
+    out = run(["oarstat", "-u", user, "-J"]).stdout.strip()
+    assert not out.startswith("{") or json.loads(out) == {}
+
+
+def test_m1_bookworm_exec_ssh_power_and_logs(make_user):
+    """M1: a Debian instance; the user runs commands in it and logs in by ssh as themselves."""
+    user, other = make_user(), make_user()
+    (row,) = launch(user, "--image", "bookworm", "--name", "deb")
+    res = oarcloud(user, "exec", "deb", "--", "sh", "-c", "hostname; exit 7")
+    assert res.returncode == 7 and res.stdout.strip() == "deb", res.stdout + res.stderr
+    res = oarcloud(user, "ssh", "deb", "--", "id -un; sudo -n id -u")
+    assert res.returncode == 0 and res.stdout.split() == [user, "0"], res.stdout + res.stderr
+    # stop, start, reboot within the job's life
+    assert oarcloud(user, "stop", "deb", check=True).stdout.strip() == "deb: stopped"
+    shown = json.loads(oarcloud(user, "show", "deb", "--json", check=True).stdout)
+    assert shown["state"] == "stopped" and shown["job_state"] == "Running"
+    assert oarcloud(user, "exec", "deb", "--", "true").returncode != 0
+    assert oarcloud(user, "start", "deb", check=True).stdout.strip() == "deb: running"
+    assert oarcloud(user, "reboot", "deb", check=True).stdout.strip() == "deb: running"
+    assert oarcloud(user, "ssh", "deb", "--", "true").returncode == 0
+    logs = oarcloud(user, "logs", "deb", check=True).stdout
+    assert "deb (oc%d-0) running on %s" % (row["job_id"], row["node"]) in logs
+    assert "reboot deb" in logs
+    # another user can do none of it, and learns nothing
+    for args in (["exec", "deb", "--", "id"], ["ssh", "deb", "--", "id"], ["stop", "deb"],
+                 ["console", "deb"], ["logs", "deb"], ["delete", "deb"]):
+        res = oarcloud(other, *args)
+        assert res.returncode != 0 and "not found" in res.stderr, (args, res.stderr)
+    assert json.loads(oarcloud(other, "list", "--json", check=True).stdout) == []
+    assert oarcloud(user, "delete", "deb", "--wait").returncode == 0
+    assert node_leftovers("oc%d-" % row["job_id"]) == {}
+
+
+def test_tcp_between_nodes(make_user):
+    """M2 beyond ping: a 3 MB transfer over ssh between instances on two nodes
+    (TX offload off on the userspace datapath, MTU fitted to VXLAN)."""
+    user = make_user()
+    rows = launch(user, "--image", "bookworm", "--name", "tcp", "--nodes", "2")
+    assert len({r["node"] for r in rows}) == 2
+    key = oarcloud(user, "exec", "tcp-0", "--", "sh", "-c",
+                   "ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/t && cat /root/.ssh/t.pub",
+                   check=True).stdout
+    as_user(user, [USER_CLI, "exec", "tcp-1", "--", "sh", "-c",
+                   "echo '%s' >> /root/.ssh/authorized_keys" % key.strip()], check=True)
+    res = oarcloud(user, "exec", "tcp-0", "--", "sh", "-c",
+                   "head -c 3000000 /dev/urandom > /tmp/f && sha256sum < /tmp/f && "
+                   "timeout 60 ssh -i /root/.ssh/t -o StrictHostKeyChecking=no -o BatchMode=yes "
+                   "root@%s 'sha256sum' < /tmp/f" % rows[1]["ip"])
+    sums = res.stdout.split()
+    assert res.returncode == 0 and len(sums) == 4 and sums[0] == sums[2], res.stdout + res.stderr
+    assert oarcloud(user, "delete", "tcp-0", "--wait").returncode == 0
 
 
 @pytest.mark.parametrize("args,message", [

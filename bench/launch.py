@@ -1,0 +1,171 @@
+#!/opt/oarcloud/venv/bin/python
+"""Launch benchmark: `oarcloud launch --wait` for 1, 10 and 50 instances on the
+lab's nodes, split into OAR scheduling, hook work and domain start, beside a
+baseline measured in the same run: a bare `virsh start` of an equivalent
+domain (same template, same image, same overlay root) on a node.  Also the
+memory an idle instance takes.
+
+Run as root with the lab up (oarcloud-admin lab up --nodes 2):
+    bench/launch.py [--counts 1,10,50] [--repeat 5]
+Figures only; the goals (docs/benchmarks.md) are compared, never asserted.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from oarcloud_lib import catalog, joblog  # noqa: E402
+
+ADMIN = "/usr/local/bin/oarcloud-admin"
+USER_CLI = "/usr/local/bin/oarcloud"
+USER = "ocbench"
+VENV_PY = "/opt/oarcloud/venv/bin/python"
+
+# Run on a node: an instance-like domain started by bare virsh (no hooks, no OAR).
+BARE = r"""
+import subprocess, sys, time
+from oarcloud_lib import images, rootfs, catalog
+from oarcloud_lib.driver import DomainSpec
+from oarcloud_lib.nodesetup import INTEGRATION_BRIDGE
+with catalog.connect() as conn:
+    sha = images.get(conn, "tiny")["sha256"]
+lower = rootfs.cached(sha)
+name, times = "ocbench-0", []
+for i in range(int(sys.argv[1])):
+    root = rootfs.prepare(name, lower)
+    spec = DomainSpec(name=name, job_id=0, owner="bench", cores=1, memory=256 << 20,
+                      rootfs=str(root), uid_base=rootfs.UID_BASE,
+                      nics=[{"bridge": INTEGRATION_BRIDGE, "mac": "52:54:c6:13:ff:fe",
+                             "port": name, "ip": "198.18.255.254", "prefix": 16,
+                             "gateway": None, "mtu": 1450}])
+    open("/tmp/ocbench.xml", "w").write(spec.xml())
+    subprocess.run(["virsh", "-q", "-c", "lxc:///system", "define", "/tmp/ocbench.xml"],
+                   check=True, stdout=subprocess.DEVNULL)
+    t = time.monotonic()
+    subprocess.run(["virsh", "-q", "-c", "lxc:///system", "start", name], check=True,
+                   stdout=subprocess.DEVNULL)
+    times.append(time.monotonic() - t)
+    subprocess.run(["virsh", "-q", "-c", "lxc:///system", "destroy", name], stdout=subprocess.DEVNULL)
+    subprocess.run(["virsh", "-q", "-c", "lxc:///system", "undefine", name], stdout=subprocess.DEVNULL)
+    rootfs.remove(name)
+print(" ".join("%.4f" % t for t in times))
+"""
+
+
+def run(argv, **kw):
+    return subprocess.run(argv, capture_output=True, text=True, **kw)
+
+
+def as_user(argv):
+    home = os.path.expanduser("~" + USER)
+    env = dict(os.environ, HOME=home, PWD=home, USER=USER, LOGNAME=USER)
+    return run(["runuser", "-u", USER, "--", *argv], cwd=home, env=env)
+
+
+def bare_start(repeat):
+    res = run([ADMIN, "lab", "exec", "node-1", "--", VENV_PY, "-c", BARE, str(repeat)],
+              cwd=str(Path(__file__).resolve().parent.parent))
+    if res.returncode != 0:
+        sys.exit("bare virsh start failed: %s" % res.stderr)
+    return [float(x) for x in res.stdout.split()]
+
+
+def stamp(text):
+    return datetime.fromisoformat(text).timestamp()
+
+
+def launch(count, nodes):
+    t0 = time.time()
+    res = as_user([USER_CLI, "launch", "--count", str(count), "--nodes", str(nodes),
+                   "--walltime", "0:20", "--wait", "--json"])
+    t_running = time.time()
+    if res.returncode != 0:
+        sys.exit("launch of %d failed: %s" % (count, res.stderr))
+    rows = json.loads(res.stdout)
+    job_id = rows[0]["job_id"]
+    # reachable: a command runs in the last instance (through the broker)
+    ok = as_user([USER_CLI, "exec", rows[-1]["name"], "--", "true"]).returncode == 0
+    t_reach = time.time()
+    with catalog.connect() as conn:
+        events = joblog.events(conn, job_id)
+    first = stamp(next(e["at"] for e in events if "creating" in e["message"]))
+    done = stamp(next(e["at"] for e in events if " node(s) in " in e["message"]))
+    starts = [float(e["message"].split("domain start ")[1].split("s")[0])
+              for e in events if "domain start" in e["message"]]
+    mem = idle_memory(rows)
+    as_user([USER_CLI, "delete", rows[0]["name"], "--wait"])
+    return {"count": count, "nodes": nodes, "total": t_running - t0, "reachable": t_reach - t0,
+            "reached": ok, "scheduling": first - t0, "hooks": done - first,
+            "after_hooks": t_running - done, "domain_start_mean": statistics.mean(starts),
+            "hook_per_instance": (done - first) / max(1, count / nodes),
+            "memory": mem}
+
+
+def idle_memory(rows):
+    """Mean used memory of the instances (libvirt: the container's cgroup), and
+    of the libvirt_lxc controller process beside each."""
+    used, ctl = [], []
+    for r in rows[:10]:
+        domain = "oc%d-%d" % (r["job_id"], rows.index(r))
+        info = run([ADMIN, "lab", "exec", r["node"], "--", "virsh", "-c", "lxc:///system",
+                    "dominfo", domain]).stdout
+        for line in info.splitlines():
+            if line.startswith("Used memory:"):
+                used.append(int(line.split()[2]) * 1024)
+            if line.startswith("Id:") and line.split()[1].isdigit():
+                status = Path("/proc/%s/status" % line.split()[1]).read_text()
+                ctl += [int(l.split()[1]) * 1024 for l in status.splitlines()
+                        if l.startswith("VmRSS:")]
+    return {"instance": statistics.mean(used) if used else None,
+            "controller": statistics.mean(ctl) if ctl else None}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--counts", default="1,10,50")
+    ap.add_argument("--repeat", type=int, default=5, help="runs of the 1-instance case")
+    args = ap.parse_args()
+    run([ADMIN, "user", "add", USER])
+    try:
+        bare = bare_start(args.repeat)
+        base = statistics.median(bare)
+        print("baseline: bare virsh start of an equivalent domain: median %.3fs (%d runs)"
+              % (base, len(bare)))
+        results = []
+        for count in [int(c) for c in args.counts.split(",")]:
+            runs = args.repeat if count == 1 else 1
+            for _ in range(runs):
+                results.append(launch(count, 1 if count == 1 else 2))
+        print("%-6s %-5s %8s %9s %10s %7s %11s %12s %9s %12s" % (
+            "COUNT", "NODES", "TOTAL", "REACHABLE", "SCHEDULING", "HOOKS", "AFTER_HOOKS",
+            "HOOK/INST", "START", "HOOK/BARE"))
+        for r in results:
+            print("%-6d %-5d %7.2fs %8.2fs %9.2fs %6.2fs %10.2fs %11.3fs %8.3fs %11.2fx" % (
+                r["count"], r["nodes"], r["total"], r["reachable"], r["scheduling"], r["hooks"],
+                r["after_hooks"], r["hook_per_instance"], r["domain_start_mean"],
+                r["hook_per_instance"] / base))
+        ones = [r["reachable"] for r in results if r["count"] == 1]
+        if ones:
+            print("1 instance, submit to reachable: median %.2fs (goal < 3 s)"
+                  % statistics.median(ones))
+        for r in results:
+            if r["count"] >= 10:
+                print("%d instances on %d nodes reachable in %.1fs (goal for 50: < 60 s)"
+                      % (r["count"], r["nodes"], r["reachable"]))
+        mem = [r["memory"] for r in results if r["memory"]["instance"]]
+        if mem:
+            print("idle instance memory: %.1f MiB in the container + %.1f MiB libvirt_lxc "
+                  "controller" % (statistics.mean(m["instance"] for m in mem) / 2**20,
+                                  statistics.mean(m["controller"] for m in mem) / 2**20))
+    finally:
+        run([ADMIN, "user", "del", USER])
+
+
+if __name__ == "__main__":
+    main()
