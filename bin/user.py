@@ -71,9 +71,10 @@ class Launch(Command):
         spec = jobspec.parse_types(types)
         jobs.check_walltime(self.walltime)
         with jobs.connect_as_user() as conn:
+            from oarcloud_lib import instances
             if spec.image:
-                from oarcloud_lib import instances
                 instances.visible_image(conn, spec.image, None)
+            instances.check_networks(conn, spec.networks, None)
             jobs.check_names_free(conn, spec, self.nodes)
             job_id = jobs.submit(spec, self.nodes, self.walltime)
             if not self.wait:

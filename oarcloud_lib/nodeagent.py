@@ -61,11 +61,13 @@ def load_job(job_id, runner=LOCAL):
 def create_local(job_id, conn, driver=None, runner=LOCAL):
     """Create this node's instances of the job (already allocated in the catalog)."""
     driver = driver or LxcDriver()
-    peers = sorted({r["node"] for r in instances.for_job(conn, job_id)} - {this_node()})
-    for peer in peers:
+    every = instances.for_job(conn, job_id)
+    for peer in sorted({r["node"] for r in every} - {this_node()}):
         ip = socket.gethostbyname(peer)
         ovs.ensure_tunnel(INTEGRATION_BRIDGE, ovs.tunnel_port_name(ip), ip, TUNNEL_KEY, runner)
-    rows = instances.for_job(conn, job_id, node=this_node())
+    rows = [r for r in every if r["node"] == this_node()]
+    # Every instance of the job knows the others by name.
+    hosts = "127.0.0.1 localhost\n" + "".join("%s %s\n" % (r["ip"], r["name"]) for r in every)
     owner = rows[0]["owner"] if rows else None
     key = conn.execute("SELECT ssh_pubkey FROM accounts WHERE name = %s", (owner,)).fetchone() \
         if owner else None
@@ -78,7 +80,7 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
         lower = rootfs.cached(image["sha256"], runner=runner)
         root = rootfs.prepare(row["domain"], lower, runner=runner)
         rootfs.write_file(root, "/etc/hostname", row["name"] + "\n")
-        rootfs.write_file(root, "/etc/hosts", "127.0.0.1 localhost\n%s %s\n" % (row["ip"], row["name"]))
+        rootfs.write_file(root, "/etc/hosts", hosts)
         if key:
             rootfs.write_file(root, "/root/.ssh/authorized_keys", key[0] + "\n", mode=0o600,
                               dir_mode=0o700)
@@ -298,6 +300,7 @@ def prologue(job_id, nodefile):
                             " oarcloud creates nothing for it", job_id, original)
                 return 0
             instances.visible_image(conn, spec.image or conf.default_image, owner)
+            instances.check_networks(conn, spec.networks, owner)
             rows = instances.allocate(conn, instances.plan(job_id, owner, spec, node_cores,
                                                            conf.default_image))
         except OarcloudError as e:

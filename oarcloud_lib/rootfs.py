@@ -113,10 +113,11 @@ def _inside(root, relpath):
 
 def _makedirs(root, reldir, uid, mode=0o755):
     """Create the missing directories of reldir in root, owned by instance uid."""
-    path = Path(root)
+    path, rel = Path(root), ""
     for part in Path(reldir.lstrip("/")).parts:
-        path = path / part
+        path, rel = path / part, rel + "/" + part
         if not path.exists() and not path.is_symlink():
+            _inside(root, rel)  # its parent, symlinks resolved, is in root
             path.mkdir(mode=mode)
             os.lchown(path, uid + UID_BASE, uid + UID_BASE)
             os.chmod(path, mode)

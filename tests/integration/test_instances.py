@@ -81,11 +81,13 @@ def test_launch_on_two_nodes_list_show_delete(make_user):
         assert set(r) >= {"name", "node", "ip", "state", "job_id"}
         doms = node_exec(r["node"], "virsh", "-c", "lxc:///system", "list", "--name").stdout.split()
         assert "oc%d-%d" % (r["job_id"], rows.index(r)) in doms
-    # M2: the two instances, on two nodes, ping each other (VXLAN between the nodes)
+    # M2: the two instances, on two nodes, ping each other (VXLAN between the nodes),
+    # by address and by name
     for a, b in ((0, 1), (1, 0)):
-        res = in_instance(rows[a]["node"], "oc%d-%d" % (rows[a]["job_id"], a),
-                          "ping", "-c", "2", "-W", "2", rows[b]["ip"])
-        assert res.returncode == 0, res.stdout + res.stderr
+        for target in (rows[b]["ip"], rows[b]["name"]):
+            res = in_instance(rows[a]["node"], "oc%d-%d" % (rows[a]["job_id"], a),
+                              "ping", "-c", "2", "-W", "2", target)
+            assert res.returncode == 0, res.stdout + res.stderr
     listed = json.loads(oarcloud(user, "list", "--json", check=True).stdout)
     assert sorted(x["name"] for x in listed) == sorted(r["name"] for r in rows)
     shown = json.loads(oarcloud(user, "show", rows[0]["name"], "--json", check=True).stdout)
@@ -175,6 +177,8 @@ def test_tcp_between_nodes(make_user):
     (["--walltime", "abc"], "bad walltime"),
     (["--walltime", "0:00"], "bad walltime"),
     (["--nodes", "0"], "--nodes"),
+    (["--network", "someone-elses"], "network not found"),
+    (["--network", "../net"], "bad value for network"),
 ])
 def test_bad_launch_input_is_refused_before_anything(make_user, args, message):
     user = make_user()
