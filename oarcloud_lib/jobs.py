@@ -94,27 +94,32 @@ def find(conn, name):
 
 
 def wait_running(conn, job_id, timeout=300, progress=None, runner=LOCAL):
-    """Wait until every instance of the job runs; returns the rows.  Raises NotReady."""
+    """Wait until every instance of the job runs; returns the rows.  Raises NotReady.
+
+    The catalog is read often (cheap); OAR (oarstat, a Perl start-up) once a second."""
     deadline = time.monotonic() + timeout
-    last = None
+    last, job, asked = None, {"state": "Waiting"}, 0.0
     while time.monotonic() < deadline:
         rows = [r for r in mine(conn, include_deleted=True) if r["job_id"] == job_id]
-        job = job_state(job_id, runner)
+        failed = [r for r in rows if r["state"] == "failed"]
+        if failed:
+            raise NotReady(detail="job %s failed: %s" % (job_id, failed[0]["error"]))
+        if rows and all(r["state"] == "running" for r in rows):
+            if progress:
+                progress("job %s: %d instance(s) running" % (job_id, len(rows)))
+            return rows
+        if time.monotonic() - asked >= 1.0:
+            job, asked = job_state(job_id, runner), time.monotonic()
+            if job["state"] in ENDED:
+                raise NotReady(detail="job %s ended (%s) before its instances ran: %s"
+                               % (job_id, job["state"], job_reason(job)))
         states = sorted(r["state"] for r in rows)
         seen = (job["state"], tuple(states))
         if progress and seen != last:
             progress("job %s %s; instances: %s" % (job_id, job["state"],
                                                    ", ".join(states) or "not yet allocated"))
             last = seen
-        failed = [r for r in rows if r["state"] == "failed"]
-        if failed:
-            raise NotReady(detail="job %s failed: %s" % (job_id, failed[0]["error"]))
-        if rows and all(r["state"] == "running" for r in rows):
-            return rows
-        if job["state"] in ENDED:
-            raise NotReady(detail="job %s ended (%s) before its instances ran: %s"
-                           % (job_id, job["state"], job_reason(job)))
-        time.sleep(0.5)
+        time.sleep(0.1)
     raise NotReady(detail="job %s: instances not running after %ss" % (job_id, timeout))
 
 

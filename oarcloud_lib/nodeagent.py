@@ -19,6 +19,7 @@ the command line; everything else is read from OAR and the catalog and
 validated again here.  The per-instance verbs are reached only through the
 server's instance broker (oarcloud_lib.broker), which checks who owns what.
 """
+import contextlib
 import logging
 import os
 import signal
@@ -42,6 +43,7 @@ NODE_TIMEOUT = 90
 # VXLAN key of the flat instance network (per-network keys come with private networks).
 TUNNEL_KEY = 1
 INSTANCE_MTU = 1450  # 1500 on the underlay, less VXLAN's 50 bytes
+CREATE_PARALLEL = 4  # instances started at once on one node
 
 
 def load_job(job_id, runner=LOCAL):
@@ -71,37 +73,45 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
     owner = rows[0]["owner"] if rows else None
     key = conn.execute("SELECT ssh_pubkey FROM accounts WHERE name = %s", (owner,)).fetchone() \
         if owner else None
-    for row in rows:
-        if row["state"] == "running":
-            continue
-        instances.set_state(conn, row["domain"], "creating")
-        t_root = time.monotonic()
-        image = instances.visible_image(conn, row["image"], owner)
-        lower = rootfs.cached(image["sha256"], runner=runner)
-        root = rootfs.prepare(row["domain"], lower, runner=runner)
-        rootfs.write_file(root, "/etc/hostname", row["name"] + "\n")
-        rootfs.write_file(root, "/etc/hosts", hosts)
-        if key:
-            rootfs.write_file(root, "/root/.ssh/authorized_keys", key[0] + "\n", mode=0o600,
-                              dir_mode=0o700)
-        rootfs.add_account(root, owner, key[0] if key else None)
-        spec = DomainSpec(
-            name=row["domain"], job_id=job_id, owner=owner, cores=row["cores"],
-            memory=row["memory"], rootfs=str(root), uid_base=rootfs.UID_BASE,
-            uid_count=rootfs.UID_COUNT,
-            nics=[{"bridge": INTEGRATION_BRIDGE, "mac": row["mac"], "port": row["domain"],
-                   "ip": row["ip"], "prefix": instances.NETWORK.prefixlen, "gateway": None,
-                   "mtu": INSTANCE_MTU}])
-        t_start = time.monotonic()
-        guest = driver.define(spec)
-        t_started = time.monotonic()
-        if guest.state() != "running":
-            raise OarcloudError("instance %s did not start (state %s)" % (row["name"], guest.state()))
-        tune_nics(guest.init_pid(), len(spec.nics), runner)
-        instances.set_state(conn, row["domain"], "running")
-        LOG.info("job %s: %s (%s) running on %s (root %.3fs, domain start %.3fs, nics %.3fs)",
-                 job_id, row["name"], row["domain"], this_node(), t_start - t_root,
-                 t_started - t_start, time.monotonic() - t_started)
+    key = key[0] if key else None
+
+    def one(row):
+        if row["state"] != "running":
+            _create_one(job_id, row, conn, driver, owner, key, hosts, runner)
+    # A few at a time: a domain start waits on libvirt and the kernel, not on us.
+    with ThreadPoolExecutor(max_workers=CREATE_PARALLEL) as pool:
+        list(pool.map(one, rows))
+
+
+def _create_one(job_id, row, conn, driver, owner, key, hosts, runner):
+    instances.set_state(conn, row["domain"], "creating")
+    t_root = time.monotonic()
+    image = instances.visible_image(conn, row["image"], owner)
+    lower = rootfs.cached(image["sha256"], runner=runner)
+    root = rootfs.prepare(row["domain"], lower, runner=runner)
+    rootfs.write_file(root, "/etc/hostname", row["name"] + "\n")
+    rootfs.write_file(root, "/etc/hosts", hosts)
+    if key:
+        rootfs.write_file(root, "/root/.ssh/authorized_keys", key + "\n", mode=0o600,
+                          dir_mode=0o700)
+    rootfs.add_account(root, owner, key)
+    spec = DomainSpec(
+        name=row["domain"], job_id=job_id, owner=owner, cores=row["cores"],
+        memory=row["memory"], rootfs=str(root), uid_base=rootfs.UID_BASE,
+        uid_count=rootfs.UID_COUNT,
+        nics=[{"bridge": INTEGRATION_BRIDGE, "mac": row["mac"], "port": row["domain"],
+               "ip": row["ip"], "prefix": instances.NETWORK.prefixlen, "gateway": None,
+               "mtu": INSTANCE_MTU}])
+    t_start = time.monotonic()
+    guest = driver.define(spec)
+    t_started = time.monotonic()
+    if guest.state() != "running":
+        raise OarcloudError("instance %s did not start (state %s)" % (row["name"], guest.state()))
+    tune_nics(guest.init_pid(), len(spec.nics), runner)
+    instances.set_state(conn, row["domain"], "running")
+    LOG.info("job %s: %s (%s) running on %s (root %.3fs, domain start %.3fs, nics %.3fs)",
+             job_id, row["name"], row["domain"], this_node(), t_start - t_root,
+             t_started - t_start, time.monotonic() - t_started)
 
 
 def tune_nics(init_pid, count, runner=LOCAL):
@@ -265,8 +275,25 @@ def sweep(running_jobs, driver=None, runner=LOCAL):
 # -- the coordinator (first node) ------------------------------------------------
 
 def _on_node(node, verb, job_id):
-    """Run `verb JOB_ID` on node: here directly, elsewhere over OAR's ssh."""
+    """Run `verb JOB_ID` on node: here in this process, elsewhere over OAR's ssh."""
+    if node == this_node():
+        return node_verb(verb, job_id, record=False)  # the coordinator records already
     return LOCAL.run(oarssh.agent_argv(node, verb, job_id), timeout=NODE_TIMEOUT)
+
+
+def node_verb(verb, job_id, record=True):
+    """create or destroy the job's instances on this node; a failed create is undone."""
+    with catalog.connect() as conn, \
+            (joblog.recording(conn, job_id) if record else contextlib.nullcontext()):
+        if verb == "create":
+            try:
+                create_local(job_id, conn)
+            except OarcloudError as e:
+                LOG.error("job %s: creation failed on %s: %s", job_id, this_node(), e)
+                destroy_local(job_id)
+                raise
+        else:
+            destroy_local(job_id)
 
 
 def _fan_out(nodes, verb, job_id):
@@ -374,16 +401,7 @@ def main(argv):
             if len(argv) < 3:
                 return 2
             return (prologue if verb == "prologue" else epilogue)(job_id, argv[2])
-        with catalog.connect() as conn, joblog.recording(conn, job_id):
-            if verb == "create":
-                try:
-                    create_local(job_id, conn)
-                except OarcloudError as e:
-                    LOG.error("job %s: creation failed on %s: %s", job_id, this_node(), e)
-                    destroy_local(job_id)
-                    raise
-            else:
-                destroy_local(job_id)
+        node_verb(verb, job_id)
         return 0
     except OarcloudError as e:
         print("oarcloud %s on %s: error: %s" % (verb, this_node(), e), file=sys.stderr)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from conftest import admin, node_exec, run, wait_job
+from oarcloud_lib import catalog, instances
 from test_instances import NODES, launch, node_leftovers, oarcloud
 
 
@@ -95,18 +96,21 @@ def _agent_pids(verb, job_id):
 
 def test_prologue_killed_half_way(lab, make_user):
     user = make_user()
-    job = submitted(user, "--nodes", "1", "--count", "6", "--name", "killed")
+    job = submitted(user, "--nodes", "1", "--count", "12", "--name", "killed")
     deadline = time.monotonic() + 60
-    while not _agent_pids("create", job):  # the prologue is creating instances
-        assert time.monotonic() < deadline, "the prologue never started creating"
-        time.sleep(0.05)
-    for pid in _agent_pids("prologue", job):
+    with catalog.connect() as conn:
+        while not [r for r in instances.for_job(conn, job) if r["state"] == "running"]:
+            assert time.monotonic() < deadline, "the prologue never started creating"
+            time.sleep(0.02)
+    pids = _agent_pids("prologue", job)
+    assert pids, "the prologue ended before it could be killed"
+    for pid in pids:
         os.kill(pid, signal.SIGKILL)
     assert wait_job(str(job))["state"] == "Error"
     wait_alive()
     assert node_leftovers() == {} and no_cloud_jobs_left() == []
     rows = json.loads(oarcloud(user, "list", "--json", check=True).stdout)
-    assert len(rows) == 6 and {r["state"] for r in rows} == {"failed"}, rows
+    assert len(rows) == 12 and {r["state"] for r in rows} == {"failed"}, rows
     assert "PROLOGUE_ERROR" in rows[0]["error"], rows[0]
     serves_next_job(user)
 
