@@ -110,10 +110,11 @@ class Show(Command):
 
     def run_command(self, name):
         from oarcloud_lib import jobs
+        from oarcloud_lib.oar import get_job
         with jobs.connect_as_user() as conn:
             row = jobs.find(conn, name)
         out = _public(row)
-        job = jobs.job_state(row["job_id"])
+        job = get_job(row["job_id"])
         out["job_state"] = job.get("state")
         out["walltime_left"] = jobs.walltime_left(job)
         if self.json:

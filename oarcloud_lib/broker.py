@@ -22,7 +22,7 @@ import sys
 from oarcloud_lib import accounts, catalog, instances, joblog, jobspec, oarssh
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, Refused
-from oarcloud_lib.oar import job_info
+from oarcloud_lib.oar import get_job
 
 LOG = logging.getLogger("oarcloud.broker")
 INTERACTIVE = ("exec", "console", "proxy")
@@ -52,8 +52,7 @@ def owned_instance(conn, owner, name):
     row = rows[0]
     if row["state"] not in ("running", "stopped"):
         raise Conflict(what="instance", detail="%s is %s" % (name, row["state"]))
-    job = job_info(LOCAL.out(["oarstat", "-fj", str(row["job_id"]), "-J"], timeout=30),
-                   row["job_id"])
+    job = get_job(row["job_id"])
     if job.get("state") != "Running":
         raise Conflict(what="instance", detail="%s: its job %s is %s" % (name, row["job_id"],
                                                                          job.get("state")))

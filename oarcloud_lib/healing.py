@@ -66,7 +66,7 @@ def forget_ended_jobs(conn, host, live_jobs, runner=LOCAL):
     """Catalog rows of instances on host whose job OAR no longer runs: failed
     (with OAR's reason) if the job ended in Error, deleted otherwise."""
     for job_id in sorted({r["job_id"] for r in instances.live(conn, node=host)} - set(live_jobs)):
-        job = oar.job_info(runner.out(["oarstat", "-fj", str(job_id), "-J"], timeout=30), job_id)
+        job = oar.get_job(job_id, runner)
         if job.get("state") == "Error":
             instances.mark_job(conn, job_id, "failed", "the job ended in Error (%s)"
                                % oar.job_reason(job))

@@ -17,7 +17,7 @@ from pathlib import Path
 from oarcloud_lib import accounts, commands, jobspec, paths
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError, Refused
-from oarcloud_lib.oar import job_info
+from oarcloud_lib.oar import get_job
 
 LOG = logging.getLogger("oarcloud.hooks")
 PHASES = ("prologue", "epilogue")
@@ -35,8 +35,7 @@ def check_args(args):
 
 
 def job_types(job_id, runner=LOCAL):
-    job = job_info(runner.out(["oarstat", "-fj", str(job_id), "-J"], timeout=30), job_id)
-    return job.get("types") or []
+    return get_job(job_id, runner).get("types") or []
 
 
 def _setup_log():

@@ -13,7 +13,7 @@ import psycopg
 from oarcloud_lib import instances, jobspec
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import CommandFailed, NotFound, NotReady, Refused
-from oarcloud_lib.oar import job_info, job_reason
+from oarcloud_lib.oar import get_job, job_reason
 
 WALLTIME_RE = re.compile(r"^([0-9]{1,4}):([0-5][0-9])(?::([0-5][0-9]))?\Z")
 JOB_ID_RE = re.compile(r"^OAR_JOB_ID=([0-9]+)$", re.M)
@@ -52,15 +52,6 @@ def submit(spec, nodes=1, walltime="1:00:00", runner=LOCAL):
         lines = [l for l in (res.out + res.err).splitlines() if "ADMISSION" in l or "rror" in l]
         raise Refused(detail="oarsub refused the job: %s" % (" ".join(lines) or res.err.strip()))
     return int(m.group(1))
-
-
-def job_state(job_id, runner=LOCAL):
-    """The OAR job dict (state, start_time, walltime, events...)."""
-    res = runner.run(["oarstat", "-fj", str(job_id), "-J"], check=False, timeout=30)
-    try:
-        return job_info(res.out, job_id)
-    except ValueError:
-        raise NotFound(what="OAR job", name=job_id) from None
 
 
 def mine(conn, include_deleted=False):
@@ -109,7 +100,7 @@ def wait_running(conn, job_id, timeout=300, progress=None, runner=LOCAL):
                 progress("job %s: %d instance(s) running" % (job_id, len(rows)))
             return rows
         if time.monotonic() - asked >= 1.0:
-            job, asked = job_state(job_id, runner), time.monotonic()
+            job, asked = get_job(job_id, runner), time.monotonic()
             if job["state"] in ENDED:
                 raise NotReady(detail="job %s ended (%s) before its instances ran: %s"
                                % (job_id, job["state"], job_reason(job)))
@@ -133,7 +124,7 @@ def wait_ended(conn, job_id, timeout=120, runner=LOCAL):
     """Wait until the job has ended and its instances are torn down.  Raises NotReady."""
     def gone():
         live = [r for r in mine(conn) if r["job_id"] == job_id]
-        return not live and job_state(job_id, runner)["state"] in ENDED
+        return not live and get_job(job_id, runner)["state"] in ENDED
     deadline = time.monotonic() + timeout
     while not gone():
         if time.monotonic() > deadline:

@@ -22,6 +22,7 @@ server's instance broker (oarcloud_lib.broker), which checks who owns what.
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -29,14 +30,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from oarcloud_lib import catalog, commands, config, instances, joblog, jobspec, oarssh, ovs, paths, rootfs
-from oarcloud_lib.oarssh import this_node
+from oarcloud_lib import (catalog, commands, config, instances, joblog, jobspec, oarssh, ovs,
+                          paths, rootfs)
 from oarcloud_lib.accounts import NAME_RE as USER_RE
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.driver import DomainSpec, LxcDriver
 from oarcloud_lib.errors import OarcloudError, Refused
-from oarcloud_lib.oar import job_info
+from oarcloud_lib.oar import get_job
 from oarcloud_lib.nodesetup import INTEGRATION_BRIDGE, ovs_datapath
+from oarcloud_lib.oarssh import this_node
 
 LOG = logging.getLogger("oarcloud.nodeagent")
 NODE_TIMEOUT = 90
@@ -44,11 +46,12 @@ NODE_TIMEOUT = 90
 TUNNEL_KEY = 1
 INSTANCE_MTU = 1450  # 1500 on the underlay, less VXLAN's 50 bytes
 CREATE_PARALLEL = 4  # instances started at once on one node
+JOB_OF_NAME = re.compile(r"^oc([0-9]{1,9})-")
 
 
 def load_job(job_id, runner=LOCAL):
     """(owner, CloudSpec, resubmission of) of a cloud job, validated.  Raises Refused."""
-    job = job_info(runner.out(["oarstat", "-fj", str(job_id), "-J"], timeout=30), job_id)
+    job = get_job(job_id, runner)
     owner = job.get("owner") or job.get("job_user") or ""
     if not USER_RE.match(owner):
         raise Refused(detail="job %s has an unexpected owner %r" % (job_id, owner[:40]))
@@ -165,7 +168,8 @@ def _guest(domain, driver=None):
 
 
 def instance_env():
-    return {"PATH": paths.ROOT_PATH, "HOME": "/root", "TERM": os.environ.get("TERM", "dumb"), "LANG": "C.UTF-8"}
+    return {"PATH": paths.ROOT_PATH, "HOME": "/root", "LANG": "C.UTF-8",
+            "TERM": os.environ.get("TERM", "dumb")}
 
 
 def exec_in(domain, argv):
@@ -218,57 +222,62 @@ def power(domain, verb, grace=10.0):
 
 # -- a node's health ---------------------------------------------------------------
 
+def _job_of(name):
+    """The job id in an oarcloud name (domain, port, instance directory), or None."""
+    m = JOB_OF_NAME.match(name)
+    return int(m.group(1)) if m else None
+
+
 def stop_agents(job_id):
     """Kill this node's agents still working on job_id (a prologue OAR killed leaves
-    its `create` children running).  Only our own agents, in this node's network."""
+    the `create` it ran on other nodes running).  Only our own agents, in this
+    node's network."""
     me = os.readlink("/proc/self/ns/net")
-    wanted = {"prologue", "create"}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            argv = Path("/proc/%s/cmdline" % pid).read_bytes().split(b"\0")
-            if os.readlink("/proc/%s/ns/net" % pid) != me:
+            args = Path("/proc/%s/cmdline" % pid).read_bytes().decode(errors="replace").split("\0")
+            if os.readlink("/proc/%s/ns/net" % pid) != me or int(pid) == os.getpid():
                 continue
         except OSError:
             continue
-        args = [a.decode(errors="replace") for a in argv]
-        if "oarcloud_lib.nodeagent" in args:
-            i = args.index("oarcloud_lib.nodeagent")
-            if args[i + 1:i + 2] and args[i + 1] in wanted and args[i + 2:i + 3] == [str(job_id)] \
-                    and int(pid) != os.getpid():
-                LOG.warning("sweep: stopping agent %s (%s job %s)", pid, args[i + 1], job_id)
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        if "oarcloud_lib.nodeagent" not in args:
+            continue
+        i = args.index("oarcloud_lib.nodeagent")
+        if args[i + 1:i + 3] in (["prologue", str(job_id)], ["create", str(job_id)]):
+            LOG.warning("sweep: stopping agent %s (%s job %s)", pid, args[i + 1], job_id)
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
 
 def sweep(running_jobs, driver=None, runner=LOCAL):
     """Remove every instance whose job is not in running_jobs, then check that the
     node can serve: libvirt answers, br-int exists, nothing of another job is
     left.  Returns the problems found (empty: the node is sound)."""
     driver = driver or LxcDriver()
-    keep = {"oc%d-" % j for j in running_jobs}
-    problems = []
+    running = set(running_jobs)
+
+    def names():
+        return driver.names("oc") + [p.name for p in paths.INSTANCES.glob("oc*")]
     try:
-        found = set(driver.names("oc"))
+        found = names()
     except OarcloudError as e:
         return ["libvirt: %s" % e]
-    found |= {p.name for p in paths.INSTANCES.glob("oc*")}
-    found |= {p for p in ovs.ports(INTEGRATION_BRIDGE, runner) if p.startswith("oc")}
-    stale = sorted({d.split("-")[0] for d in found if not any(d.startswith(k) for k in keep)})
-    for job in stale:
-        if job[2:].isdigit():
-            LOG.warning("sweep: removing leftovers of job %s on %s", job[2:], this_node())
-            stop_agents(int(job[2:]))
-            destroy_local(int(job[2:]), driver=driver, runner=runner)
-    if not running_jobs:
+    found += [p for p in ovs.ports(INTEGRATION_BRIDGE, runner) if p.startswith("oc")]
+    for job_id in sorted({_job_of(n) for n in found} - running - {None}):
+        LOG.warning("sweep: removing leftovers of job %s on %s", job_id, this_node())
+        stop_agents(job_id)
+        destroy_local(job_id, driver=driver, runner=runner)
+    if not running:
         destroy_local(None, driver=driver, runner=runner)  # stray tunnels too
+    problems = []
     if runner.run(["ovs-vsctl", "--timeout=5", "br-exists", INTEGRATION_BRIDGE],
                   check=False).code != 0:
         problems.append("open vswitch: bridge %s missing" % INTEGRATION_BRIDGE)
-    left = [d for d in driver.names("oc") if not any(d.startswith(k) for k in keep)]
-    left += [p.name for p in paths.INSTANCES.glob("oc*") if not any(p.name.startswith(k) for k in keep)]
+    left = sorted(n for n in names() if _job_of(n) not in running)
     if left:
-        problems.append("left after sweeping: %s" % ", ".join(sorted(left)))
+        problems.append("left after sweeping: %s" % ", ".join(left))
     return problems
 
 

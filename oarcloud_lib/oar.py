@@ -184,6 +184,15 @@ def resources_by_host(oarnodes_json):
     return hosts
 
 
+def get_job(job_id, runner=LOCAL):
+    """The OAR job dict (state, types, owner, events...) from oarstat.  Raises NotFound."""
+    res = runner.run(["oarstat", "-fj", str(job_id), "-J"], check=False, timeout=30)
+    try:
+        return job_info(res.out, job_id)
+    except ValueError:
+        raise NotFound(what="OAR job", name=job_id) from None
+
+
 def job_info(jobs_json, job_id):
     """The job dict of `oarstat -fj ID -J` output.  Raises NotFound."""
     data = json.loads(jobs_json or "{}")
