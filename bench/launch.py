@@ -30,15 +30,15 @@ VENV_PY = "/opt/oarcloud/venv/bin/python"
 # Run on a node: an instance-like domain started by bare virsh (no hooks, no OAR).
 BARE = r"""
 import subprocess, sys, time
-from oarcloud_lib import images, rootfs, catalog
+from oarcloud_lib import images, imagecache, rootfs, catalog
 from oarcloud_lib.driver import DomainSpec
 from oarcloud_lib.nodesetup import INTEGRATION_BRIDGE
 with catalog.connect() as conn:
     sha = images.get(conn, "tiny")["sha256"]
-lower = rootfs.cached(sha)
+lower = imagecache.ensure(sha, "tiny")
 name, times = "ocbench-0", []
 for i in range(int(sys.argv[1])):
-    root = rootfs.prepare(name, lower)
+    root = rootfs.prepare(name, [lower], [sha])
     spec = DomainSpec(name=name, job_id=0, owner="bench", cores=1, memory=256 << 20,
                       rootfs=str(root), uid_base=rootfs.UID_BASE,
                       nics=[{"bridge": INTEGRATION_BRIDGE, "mac": "52:54:c6:13:ff:fe",

@@ -208,6 +208,74 @@ class NodeHeal(Command):
         return 0 if not any(out.values()) else 1
 
 
+@Admin.subcommand("image")
+class ImageAdmin(Group):
+    """The site's images: every user's, builds, saves in progress."""
+
+
+@ImageAdmin.subcommand("list")
+class ImageAdminList(Command):
+    """Every image in the catalog, private ones included."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        from oarcloud_lib import catalog, images
+        from oarcloud_cli.user_images import IMAGE_COLUMNS, _public
+        with catalog.connect() as conn:
+            rows = [_public(r) for r in images.list_usable(conn)]
+        if self.json:
+            print_json([{k: v for k, v in r.items() if not k.endswith("_h")} for r in rows])
+        else:
+            print_table(rows, IMAGE_COLUMNS)
+
+
+@ImageAdmin.subcommand("build")
+class ImageAdminBuild(Command):
+    """Build a public Debian image with debootstrap (minbase, sshd under tini).
+    Idempotent: an image already built and in the store is left as it is."""
+
+    debootstrap = cli.SwitchAttr(["--debootstrap"], str, mandatory=True,
+                                 help="Debian suite, e.g. bookworm")
+    name = cli.SwitchAttr(["--name"], str, mandatory=True, help="the image's name")
+    mirror = cli.SwitchAttr(["--mirror"], str, help="Debian mirror (default: apt's)")
+
+    def run_command(self):
+        from oarcloud_lib import catalog, images
+        print("building %s with debootstrap %s (a few minutes)..." % (self.name, self.debootstrap))
+        with catalog.connect() as conn:
+            built = images.ensure_site_image(
+                conn, self.name, lambda root: images.build_debootstrap_rootfs(
+                    root, self.debootstrap, self.mirror), "Debian %s (debootstrap)"
+                % self.debootstrap)
+        print("image %s %s" % (self.name, "built" if built else "already there, nothing changed"))
+
+
+@ImageAdmin.subcommand("saves")
+class ImageAdminSaves(Command):
+    """Saves of every user; --run carries out the kept ones now (what OAR's server
+    epilogue starts in the background)."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+    run = cli.Flag(["--run"], help="run the saver now, in the foreground")
+
+    def run_command(self):
+        from oarcloud_lib import catalog, saves
+        if self.run:
+            saves.work(window=0)
+        with catalog.connect() as conn:
+            rows = saves.select(conn)
+        for r in rows:
+            r.update(created=str(r["created"]), updated=str(r["updated"]),
+                     updated_h=str(r["updated"])[:19])
+        if self.json:
+            print_json([{k: v for k, v in r.items() if not k.endswith("_h")} for r in rows])
+        else:
+            print_table(rows, [("id", "ID"), ("owner", "OWNER"), ("image", "IMAGE"),
+                               ("domain", "DOMAIN"), ("state", "STATE"), ("node", "NODE"),
+                               ("updated_h", "UPDATED"), ("error", "ERROR")])
+
+
 def main():
     Admin.run()
 

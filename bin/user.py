@@ -57,6 +57,9 @@ class Launch(Command):
     memory = cli.SwitchAttr(["--memory"], str, help="memory per instance, e.g. 512M, 2G")
     walltime = cli.SwitchAttr(["--walltime"], str, default="1:00:00", help="HH:MM[:SS]")
     network = cli.SwitchAttr(["--network"], str, list=True, help="network (repeatable)")
+    save_on_exit = cli.SwitchAttr(["--save-on-exit"], str, help="when the job ends (walltime or "
+                                  "delete), save each instance's changes as this new image "
+                                  "(NAME-0, NAME-1... with several instances)")
     wait = cli.Flag(["--wait"], help="wait until every instance runs, then show them")
     json = cli.Flag(["--json"], help="machine-readable output")
 
@@ -64,18 +67,21 @@ class Launch(Command):
         from oarcloud_lib import jobs, jobspec
         types = ["cloud"]
         for key, value in (("image", self.image), ("name", self.name), ("count", self.count),
-                           ("cores", self.cores), ("memory", self.memory)):
+                           ("cores", self.cores), ("memory", self.memory),
+                           ("save", self.save_on_exit)):
             if value is not None:
                 types.append("cloud.%s=%s" % (key, value))
         types += ["cloud.network=%s" % n for n in self.network]
         spec = jobspec.parse_types(types)
         jobs.check_walltime(self.walltime)
         with jobs.connect_as_user() as conn:
-            from oarcloud_lib import instances
+            from oarcloud_lib import images, instances, saves
             if spec.image:
-                instances.visible_image(conn, spec.image, None)
+                images.usable(conn, spec.image)
             instances.check_networks(conn, spec.networks, None)
             jobs.check_names_free(conn, spec, self.nodes)
+            for name in saves.names_on_exit(spec, spec.count or self.nodes):
+                images.check_new_name(conn, name)
             job_id = jobs.submit(spec, self.nodes, self.walltime)
             if not self.wait:
                 if self.json:
@@ -87,6 +93,9 @@ class Launch(Command):
             rows = jobs.wait_running(conn, job_id, progress=say)
         _print_rows([_public(r) for r in rows], self.json)
         return 0
+
+
+User.subcommand("image", "oarcloud_cli.user_images.ImageCmd")
 
 
 @User.subcommand("list")

@@ -23,6 +23,10 @@ class SiteConfig:
     catalog_user: str = "oarcloud"
     default_image: str = "tiny"
     hook_timeout: int = 120
+    # Bytes of unpacked images a node keeps in its cache (least recently used go first).
+    node_cache_budget: int = 20 << 30
+    # Who may make an image public: its owner ("owner") or only admins ("admin").
+    image_publish_policy: str = "owner"
 
     def fill_secrets(self):
         for name in ("oar_db_password", "oar_db_ro_password", "catalog_password"):

@@ -129,6 +129,13 @@ class Guest:
     def reboot(self):
         self._call("reboot", self._dom.reboot, 0)
 
+    def suspend(self):
+        """Freeze every process (the freezer cgroup), e.g. for a consistent save."""
+        self._call("suspend", self._dom.suspend)
+
+    def resume(self):
+        self._if_there(self._dom.resume)
+
     def start(self):
         self._call("start", self._dom.create)
 

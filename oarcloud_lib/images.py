@@ -1,10 +1,13 @@
-"""Images: root filesystem tarballs (zstd) in the server's store, listed in the catalog.
+"""Images in the catalog: names, owners, rights, layers; and the site's builds.
 
-The store keeps one file per content, named by its sha256; the catalog maps
-names to it.  This module builds the lab's images (a busybox `tiny` one, a
-debootstrap `bookworm` one); importing, saving and node caches build on it.
+An image is a file of the store (oarcloud_lib.imagestore) under a name.  A
+saved image is a layer (the instance's changes) over its parent; launching it
+stacks the chain of layers (depth 0 is a whole root filesystem).  Rights: the
+owner and the users it is shared with may launch or save from a private
+image; everybody may use a public one; only its owner (or an admin) may
+share, publish or delete it.  Another user's private image is "not found",
+exactly like a missing one.
 """
-import hashlib
 import logging
 import os
 import re
@@ -12,14 +15,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from oarcloud_lib import jobspec, paths
+from oarcloud_lib import imagestore, jobspec
 from oarcloud_lib.commands import LOCAL
-from oarcloud_lib.errors import NotReady, Refused
+from oarcloud_lib.errors import Conflict, NotFound, NotReady, Refused
 
 LOG = logging.getLogger(__name__)
 NAME_RE = re.compile(jobspec.IMAGE_RE + r"\Z")
 BUSYBOX = "/bin/busybox"
-ZSTD = "zstd -T0 -3"
 
 
 def check_name(name):
@@ -27,14 +29,6 @@ def check_name(name):
         raise Refused(detail="bad image name %r: 1-64 letters, digits, '.', '_' or '-', "
                              "starting with a letter or digit, no '..'" % (name,))
     return name
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_busybox_rootfs(root, runner=LOCAL):
@@ -114,58 +108,175 @@ def apt_mirror(sources=("/etc/apt/sources.list.d/debian.sources", "/etc/apt/sour
     raise NotReady(detail="no Debian mirror found in apt's sources; pass one explicitly")
 
 
-def pack(root, store=paths.IMAGE_STORE, runner=LOCAL):
-    """tar | zstd root into the store; returns (path, sha256, size).  Atomic."""
-    store = Path(store)
-    store.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=store, prefix=".incoming-", suffix=".tar.zst")
-    os.close(fd)
-    try:
-        runner.run(["tar", "--numeric-owner", "--xattrs", "-I", ZSTD, "-C", str(root),
-                    "-cf", tmp, "."], timeout=3600)
-        digest = sha256_file(tmp)
-        final = store / ("%s.tar.zst" % digest)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return final, digest, final.stat().st_size
+# A chain deeper than this is flattened at save (each level is one more
+# overlay lower directory on every launch).
+MAX_DEPTH = 8
+COLUMNS = ("name", "owner", "visibility", "format", "size", "sha256", "parent", "depth",
+           "unpacked", "created", "description")
+PUBLISH_POLICIES = ("owner", "admin")
+
+
+def _rows(cur):
+    return [dict(zip(COLUMNS, r)) for r in cur.fetchall()]
 
 
 def get(conn, name):
-    row = conn.execute("SELECT name, owner, visibility, format, size, sha256, parent, created,"
-                       " description FROM images WHERE name = %s", (name,)).fetchone()
-    if row is None:
-        return None
-    keys = ("name", "owner", "visibility", "format", "size", "sha256", "parent", "created",
-            "description")
-    return dict(zip(keys, row))
+    rows = _rows(conn.execute("SELECT %s FROM images WHERE name = %%s" % ", ".join(COLUMNS),
+                              (name,)))
+    return rows[0] if rows else None
+
+
+def usable(conn, name, user=None):
+    """The image row if user may launch or save from it (user None: a user's own
+    connection, where row-level security already hides the rest).  Raises NotFound."""
+    check_name(name)
+    sql = "SELECT %s FROM images i WHERE i.name = %%s" % ", ".join("i." + c for c in COLUMNS)
+    args = [name]
+    if user is not None:
+        sql += (" AND (i.visibility = 'public' OR i.owner = %s OR EXISTS (SELECT 1 FROM"
+                " image_shares s WHERE s.image = i.name AND s.account = %s))")
+        args += [user, user]
+    rows = _rows(conn.execute(sql, args))
+    if not rows:
+        raise NotFound(what="image", name=name)
+    return rows[0]
+
+
+def list_usable(conn, user=None):
+    sql = "SELECT %s FROM images i" % ", ".join("i." + c for c in COLUMNS)
+    args = []
+    if user is not None:
+        sql += (" WHERE i.visibility = 'public' OR i.owner = %s OR EXISTS (SELECT 1 FROM"
+                " image_shares s WHERE s.image = i.name AND s.account = %s)")
+        args = [user, user]
+    return _rows(conn.execute(sql + " ORDER BY i.name", args))
+
+
+def shares(conn, name):
+    return [r[0] for r in conn.execute("SELECT account FROM image_shares WHERE image = %s"
+                                       " ORDER BY account", (name,))]
+
+
+def chain(conn, name):
+    """The image and the parents it is a layer over, top first."""
+    out = [get(conn, name)]
+    while out[-1] is not None and out[-1]["depth"] > 0:
+        if len(out) > MAX_DEPTH + 1:
+            raise Conflict(what="image", detail="%s: its chain of layers is too deep" % name)
+        out.append(get(conn, out[-1]["parent"]))
+    if out[-1] is None:
+        raise NotFound(what="image", name=name)
+    return out
+
+
+def check_new_name(conn, name):
+    """A name for a new image: well formed, and neither an image nor asked by a save."""
+    check_name(name)
+    if get(conn, name) is not None:
+        raise Conflict(what="image", detail="an image named %s exists (pick another name)" % name)
+    if conn.execute("SELECT 1 FROM image_saves WHERE image = %s AND state IN"
+                    " ('pending', 'kept', 'saving')", (name,)).fetchone():
+        raise Conflict(what="image", detail="a save to %s is under way" % name)
+    return name
 
 
 def register(conn, name, sha256, size, owner=None, visibility="private", parent=None,
-             description=""):
+             depth=0, unpacked=0, description=""):
     conn.execute("INSERT INTO images (name, owner, visibility, format, size, sha256, parent,"
-                 " description) VALUES (%s, %s, %s, 'tar.zst', %s, %s, %s, %s)",
-                 (name, owner, visibility, size, sha256, parent, description))
+                 " depth, unpacked, description) VALUES (%s, %s, %s, 'tar.zst', %s, %s, %s, %s,"
+                 " %s, %s)", (name, owner, visibility, size, sha256, parent, depth, unpacked,
+                              description))
 
 
-def ensure_site_image(conn, name, build, description, store=paths.IMAGE_STORE, runner=LOCAL):
+def owned(conn, name, user, admin=False):
+    """The image row if user may change it (its owner, or an admin).  Raises
+    NotFound when user may not even see it, Refused when they may only use it."""
+    row = get(conn, name) if admin else usable(conn, name, user)
+    if row is None:
+        raise NotFound(what="image", name=name)
+    if not admin and row["owner"] != user:
+        raise Refused(detail="image %s is not yours (owner: %s)" % (name, row["owner"] or "the site"))
+    return row
+
+
+def share(conn, name, user, account, admin=False):
+    """Let account use the image; True if it could not before."""
+    owned(conn, name, user, admin)
+    if conn.execute("SELECT 1 FROM accounts WHERE name = %s", (account,)).fetchone() is None:
+        raise NotFound(what="oarcloud user", name=account)
+    with conn.transaction():
+        added = conn.execute("INSERT INTO image_shares (image, account) VALUES (%s, %s)"
+                             " ON CONFLICT DO NOTHING", (name, account)).rowcount == 1
+        conn.execute("UPDATE images SET visibility = 'shared' WHERE name = %s"
+                     " AND visibility = 'private'", (name,))
+    return added
+
+
+def publish(conn, name, user, admin=False, policy="owner"):
+    """Make the image public; True if it was not.  Owners may publish when the
+    site's policy is `owner`; only admins when it is `admin`."""
+    if policy not in PUBLISH_POLICIES:
+        raise NotReady(detail="bad image publish policy %r in the site config" % policy)
+    if policy == "admin" and not admin:
+        raise Refused(detail="on this site only admins publish images (ask one)")
+    row = owned(conn, name, user, admin)
+    # A public layer is useless over a parent others may not read.
+    for parent in chain(conn, name)[1:]:
+        if parent["visibility"] != "public":
+            raise Refused(detail="image %s is a layer over %s, which is not public: publish "
+                          "that first" % (name, parent["name"]))
+    if row["visibility"] == "public":
+        return False
+    conn.execute("UPDATE images SET visibility = 'public' WHERE name = %s", (name,))
+    return True
+
+
+def users_of(conn, name):
+    """Why the image cannot go: its live instances, its layers, its pending saves."""
+    why = ["instance %s (job %s)" % r for r in conn.execute(
+        "SELECT name, job_id FROM instances WHERE image = %s AND state NOT IN"
+        " ('deleted', 'failed') ORDER BY job_id, idx", (name,))]
+    why += ["image %s (a layer over it)" % r for r in conn.execute(
+        "SELECT name FROM images WHERE parent = %s AND depth > 0 ORDER BY name", (name,))]
+    why += ["the save to %s of instance %s" % r for r in conn.execute(
+        "SELECT s.image, i.name FROM image_saves s JOIN instances i ON i.domain = s.domain"
+        " WHERE i.image = %s AND s.state IN ('pending', 'kept', 'saving')", (name,))]
+    return why
+
+
+def delete(conn, name, user, admin=False, store=None):
+    """Delete the image (and its store file when no other image has the same
+    content).  Refused while anything uses it."""
+    with conn.transaction():
+        conn.execute("LOCK TABLE images IN SHARE ROW EXCLUSIVE MODE")
+        row = owned(conn, name, user, admin)
+        why = users_of(conn, name)
+        if why:
+            raise Conflict(what="image", detail="%s is in use by %s" % (name, ", ".join(why[:5])))
+        conn.execute("DELETE FROM images WHERE name = %s", (name,))
+        last = conn.execute("SELECT 1 FROM images WHERE sha256 = %s",
+                            (row["sha256"],)).fetchone() is None
+    if last:
+        imagestore.remove(row["sha256"], store)
+    return row
+
+
+def ensure_site_image(conn, name, build, description, store=None):
     """Build and register a public site image unless it is there and intact; True if built."""
     check_name(name)
     row = get(conn, name)
-    if row and (Path(store) / ("%s.tar.zst" % row["sha256"])).exists():
+    if row and imagestore.path_of(row["sha256"], store).exists():
         return False
     with tempfile.TemporaryDirectory(prefix="oarcloud-image-") as tmp:
         root = Path(tmp) / "rootfs"
         root.mkdir()
         build(root)
-        _, digest, size = pack(root, store, runner)
+        digest, size, unpacked = imagestore.pack(root, store)
     with conn.transaction():
         if row:
-            conn.execute("UPDATE images SET sha256 = %s, size = %s WHERE name = %s",
-                         (digest, size, name))
+            conn.execute("UPDATE images SET sha256 = %s, size = %s, unpacked = %s, depth = 0"
+                         " WHERE name = %s", (digest, size, unpacked, name))
         else:
-            register(conn, name, digest, size, visibility="public", description=description)
+            register(conn, name, digest, size, visibility="public", unpacked=unpacked,
+                     description=description)
     return True

@@ -8,7 +8,6 @@ import logging
 import re
 from collections import Counter
 
-from oarcloud_lib import images as images_mod
 from oarcloud_lib.errors import NotFound, Refused
 
 LOG = logging.getLogger(__name__)
@@ -68,18 +67,6 @@ def plan(job_id, owner, spec, node_cores, default_image):
                      "name": name, "owner": owner, "node": node,
                      "image": spec.image or default_image, "cores": cores, "memory": memory})
     return rows
-
-
-def visible_image(conn, name, owner):
-    """The image row if owner may use it.  Raises NotFound (also when not allowed)."""
-    images_mod.check_name(name)
-    row = conn.execute(
-        "SELECT i.name, i.sha256 FROM images i WHERE i.name = %s AND (i.visibility = 'public'"
-        " OR i.owner = %s OR EXISTS (SELECT 1 FROM image_shares s WHERE s.image = i.name"
-        " AND s.account = %s))", (name, owner, owner)).fetchone()
-    if row is None:
-        raise NotFound(what="image", name=name)
-    return {"name": row[0], "sha256": row[1]}
 
 
 def check_networks(conn, names, owner):

@@ -89,8 +89,13 @@ def wait_running(conn, job_id, timeout=300, progress=None, runner=LOCAL):
 
     The catalog is read often (cheap); OAR (oarstat, a Perl start-up) once a second."""
     deadline = time.monotonic() + timeout
-    last, job, asked = None, {"state": "Waiting"}, 0.0
+    last, job, asked, event = None, {"state": "Waiting"}, 0.0, 0
     while time.monotonic() < deadline:
+        if progress:  # what the nodes say (first fetch of an image, ...)
+            for event, node, message in conn.execute(
+                    "SELECT id, node, message FROM job_events WHERE job_id = %s AND id > %s"
+                    " ORDER BY id", (job_id, event)).fetchall():
+                progress("  %s: %s" % (node, message))
         rows = [r for r in mine(conn, include_deleted=True) if r["job_id"] == job_id]
         failed = [r for r in rows if r["state"] == "failed"]
         if failed:

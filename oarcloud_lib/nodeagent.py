@@ -9,6 +9,10 @@
                                   instances of every other job, then check the node is sound)
     python -m oarcloud_lib.nodeagent exec|console|start|stop|reboot DOMAIN [-- ARGS]
     python -m oarcloud_lib.nodeagent proxy DOMAIN PORT          (stdio <-> the instance's PORT)
+    python -m oarcloud_lib.nodeagent save DOMAIN [flatten]      (the instance's changes, frozen,
+                                                                 as a tar stream on stdout)
+    python -m oarcloud_lib.nodeagent export-kept|drop-kept DOMAIN [flatten]
+                                  (changes kept at the job's end for --save-on-exit)
 
 The coordinator plans and allocates the job's instances in the catalog, then
 runs `create` on every node of the job in parallel (locally, or over OAR's own
@@ -23,6 +27,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -30,8 +35,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from oarcloud_lib import (catalog, commands, config, instances, joblog, jobspec, oarssh, ovs,
-                          paths, rootfs)
+from oarcloud_lib import (catalog, commands, config, imagecache, images, instances, joblog,
+                          jobspec, layer, oarssh, ovs, paths, rootfs, saves)
 from oarcloud_lib.accounts import NAME_RE as USER_RE
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.driver import DomainSpec, LxcDriver
@@ -66,6 +71,7 @@ def load_job(job_id, runner=LOCAL):
 def create_local(job_id, conn, driver=None, runner=LOCAL):
     """Create this node's instances of the job (already allocated in the catalog)."""
     driver = driver or LxcDriver()
+    conf = config.load()
     every = instances.for_job(conn, job_id)
     for peer in sorted({r["node"] for r in every} - {this_node()}):
         ip = socket.gethostbyname(peer)
@@ -80,18 +86,30 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
 
     def one(row):
         if row["state"] != "running":
-            _create_one(job_id, row, conn, driver, owner, key, hosts, runner)
-    # A few at a time: a domain start waits on libvirt and the kernel, not on us.
-    with ThreadPoolExecutor(max_workers=CREATE_PARALLEL) as pool:
-        list(pool.map(one, rows))
+            _create_one(job_id, row, conn, driver, owner, key, hosts, stacks[row["image"]],
+                        runner)
+    with imagecache.using():
+        stacks = {image: image_stack(conn, image, owner)
+                  for image in sorted({r["image"] for r in rows})}
+        # A few at a time: a domain start waits on libvirt and the kernel, not on us.
+        with ThreadPoolExecutor(max_workers=CREATE_PARALLEL) as pool:
+            list(pool.map(one, rows))
+    imagecache.evict(conf.node_cache_budget)
 
 
-def _create_one(job_id, row, conn, driver, owner, key, hosts, runner):
+def image_stack(conn, image, owner):
+    """(lower directories, their checksums) of an image the owner may use, top
+    first, each in this node's cache (fetched, checked)."""
+    images.usable(conn, image, owner)  # rights, again on the node
+    chain = images.chain(conn, image)
+    return ([imagecache.ensure(c["sha256"], c["name"]) for c in chain],
+            [c["sha256"] for c in chain])
+
+
+def _create_one(job_id, row, conn, driver, owner, key, hosts, stack, runner):
     instances.set_state(conn, row["domain"], "creating")
     t_root = time.monotonic()
-    image = instances.visible_image(conn, row["image"], owner)
-    lower = rootfs.cached(image["sha256"], runner=runner)
-    root = rootfs.prepare(row["domain"], lower, runner=runner)
+    root = rootfs.prepare(row["domain"], *stack, runner=runner)
     rootfs.write_file(root, "/etc/hostname", row["name"] + "\n")
     rootfs.write_file(root, "/etc/hosts", hosts)
     if key:
@@ -146,6 +164,8 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
         if libvirt_error is None:
             driver.remove(domain)
         ovs.delete_port(INTEGRATION_BRIDGE, domain, runner)
+        if conn is not None and libvirt_error is None:
+            keep_changes(conn, domain, runner)
         rootfs.remove(domain, runner=runner)
         LOG.info("job %s: %s removed from %s", job_id, domain, this_node())
     # Tunnels serve the node's instances: with none left, none are needed.
@@ -157,6 +177,30 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
     if libvirt_error is not None:
         raise libvirt_error
     return sorted(domains)
+
+
+def keep_changes(conn, domain, runner=LOCAL):
+    """If the instance's owner asked to save it when its job ends, keep its
+    changes (the overlay's upper directory) for the server's saver; True if kept."""
+    save = saves.pending(conn, domain)
+    if save is None:
+        return False
+    d = rootfs.instance_dir(domain)
+    if not (d / "upper").is_dir():
+        saves.set_state(conn, save["id"], "failed", "the instance's root was not found on %s"
+                        % this_node())
+        return False
+    rootfs.unmount(domain, runner=runner)
+    kept = paths.KEPT / domain
+    if kept.exists():
+        shutil.rmtree(kept)
+    kept.mkdir(parents=True)
+    os.rename(d / "upper", kept / "upper")
+    os.rename(d / "layers", kept / "layers")
+    saves.set_state(conn, save["id"], "kept", node=this_node())
+    LOG.info("%s: changes kept on %s for the save to image %s", domain, this_node(),
+             save["image"])
+    return True
 
 
 # -- one instance, for its owner (through the broker) -----------------------------
@@ -218,6 +262,58 @@ def power(domain, verb, grace=10.0):
         power(domain, "start")
     LOG.info("%s: %s on %s, now %s", domain, verb, this_node(), guest.state())
     return guest.state()
+
+
+def _owner_of(domain):
+    with catalog.connect() as conn:
+        row = conn.execute("SELECT owner FROM instances WHERE domain = %s", (domain,)).fetchone()
+    if row is None:
+        raise Refused(detail="no instance %s in the catalog" % domain)
+    return row[0]
+
+
+def save(domain, flatten=False):
+    """Write the running instance's changes (or its whole root, flattened) as a
+    tar stream on stdout, with the instance frozen meanwhile."""
+    guest = _guest(domain)
+    skip = layer.injected(_owner_of(domain))
+    d = rootfs.instance_dir(domain)
+    frozen = False
+    try:
+        guest.suspend()
+        frozen = True
+    except OarcloudError as e:
+        LOG.warning("%s: could not freeze (%s): syncing instead", domain, e)
+        LOCAL.run(["nsenter", "-t", str(guest.init_pid()), "-m", "--", "sync"], check=False)
+    try:
+        count = layer.export(d / ("root" if flatten else "upper"), sys.stdout.buffer, skip)
+    finally:
+        if frozen:
+            guest.resume()
+    LOG.info("%s: %d entries saved from %s%s", domain, count, this_node(),
+             " (flattened)" if flatten else "")
+
+
+def export_kept(domain, flatten=False):
+    """Write the changes kept at the job's end as a tar stream on stdout."""
+    if not instances.DOMAIN_RE.match(domain):
+        raise Refused(detail="bad domain name %r" % domain[:40])
+    kept = paths.KEPT / domain
+    if not (kept / "upper").is_dir():
+        raise Refused(detail="no changes kept for %s on %s" % (domain, this_node()))
+    skip = layer.injected(_owner_of(domain))
+    if not flatten:
+        return layer.export(kept / "upper", sys.stdout.buffer, skip)
+    cache = imagecache.cache_dir()
+    lowers = [cache / sha / "rootfs" for sha in (kept / "layers").read_text().split()]
+    with layer.merged(kept / "upper", lowers) as root:
+        return layer.export(root, sys.stdout.buffer, skip)
+
+
+def drop_kept(domain):
+    if not instances.DOMAIN_RE.match(domain):
+        raise Refused(detail="bad domain name %r" % domain[:40])
+    shutil.rmtree(paths.KEPT / domain, ignore_errors=True)
 
 
 # -- a node's health ---------------------------------------------------------------
@@ -302,7 +398,7 @@ def node_verb(verb, job_id, record=True):
                 destroy_local(job_id)
                 raise
         else:
-            destroy_local(job_id)
+            destroy_local(job_id, conn)
 
 
 def _fan_out(nodes, verb, job_id):
@@ -335,10 +431,14 @@ def prologue(job_id, nodefile):
                 LOG.warning("job %s is OAR's automatic resubmission of failed job %s:"
                             " oarcloud creates nothing for it", job_id, original)
                 return 0
-            instances.visible_image(conn, spec.image or conf.default_image, owner)
+            images.usable(conn, spec.image or conf.default_image, owner)
             instances.check_networks(conn, spec.networks, owner)
-            rows = instances.allocate(conn, instances.plan(job_id, owner, spec, node_cores,
-                                                           conf.default_image))
+            planned = instances.plan(job_id, owner, spec, node_cores, conf.default_image)
+            wanted = saves.names_on_exit(spec, len(planned))
+            for name in wanted:
+                images.check_new_name(conn, name)
+            rows = instances.allocate(conn, planned)
+            saves.request_on_exit(conn, rows, wanted)
         except OarcloudError as e:
             LOG.error("job %s refused: %s", job_id, e)
             print("oarcloud: %s" % e, file=sys.stderr)
@@ -350,6 +450,7 @@ def prologue(job_id, nodefile):
         if errors:
             reason = "; ".join("%s: %s" % (n, _one_line(e)) for n, e in sorted(errors.items()))
             LOG.error("job %s: creation failed, undoing on all nodes: %s", job_id, reason)
+            saves.fail_job(conn, job_id, "the instances were not created: " + reason)
             _fan_out(sorted(node_cores), "destroy", job_id)
             instances.mark_job(conn, job_id, "failed", reason)
             print("oarcloud: %s" % reason, file=sys.stderr)
@@ -374,7 +475,8 @@ def epilogue(job_id, nodefile):
     return 0
 
 
-NODE_VERBS = ("exec", "console", "proxy", "start", "stop", "reboot")
+NODE_VERBS = ("exec", "console", "proxy", "start", "stop", "reboot", "save", "export-kept",
+              "drop-kept")
 
 
 def main(argv):
@@ -399,6 +501,12 @@ def main(argv):
                 return console(domain)
             if verb == "proxy":
                 return proxy(domain, rest[0] if rest else "22")
+            if verb in ("save", "export-kept"):
+                (save if verb == "save" else export_kept)(domain, rest[:1] == ["flatten"])
+                return 0
+            if verb == "drop-kept":
+                drop_kept(domain)
+                return 0
             print(power(domain, verb))
             return 0
         if verb not in ("prologue", "epilogue", "create", "destroy") or len(argv) < 2 \

@@ -11,6 +11,8 @@ STATE = Path("/var/lib/oarcloud")
 IMAGE_STORE = Path("/srv/oarcloud/images")
 CACHE = STATE / "cache"
 INSTANCES = STATE / "instances"
+# Changes of ended instances waiting for the server's saver (--save-on-exit).
+KEPT = STATE / "kept"
 LOG_DIR = Path("/var/log/oarcloud")
 HOOKS_INSTALL_DIR = Path("/usr/local/lib/oarcloud/hooks")
 OAR_CONF = Path("/etc/oar/oar.conf")

@@ -1,90 +1,56 @@
 """Instance root filesystems on a node: an image cache and per-instance overlays.
 
-The cache holds each image once, unpacked and shifted into the instances' uid
-range (root in an instance is UID_BASE on the node); an instance's root is an
-overlay of that (read-only lower) and its own upper directory, so N instances
-of an image cost one unpacked copy plus what each changes.
+The node's cache (oarcloud_lib.imagecache) holds each image layer once,
+unpacked and shifted into the instances' uid range (root in an instance is
+UID_BASE on the node); an instance's root is an overlay of those (read-only
+lowers) and its own upper directory, so N instances of an image cost one
+unpacked copy plus what each changes.
 """
-import fcntl
 import logging
 import os
 import shutil
 from pathlib import Path
 
-from oarcloud_lib import images, paths
+from oarcloud_lib import imagecache, paths
 from oarcloud_lib.commands import LOCAL
-from oarcloud_lib.errors import NotFound, NotReady
+from oarcloud_lib.errors import NotReady
 
 LOG = logging.getLogger(__name__)
-# Instances map their uids 0..65535 to UID_BASE..UID_BASE+65535 on the node:
-# root in an instance is not root on the node.  One range per node for now,
-# so the cache can be shared; above the usual /etc/subuid ranges.
-UID_BASE = 1000000
-UID_COUNT = 65536
+UID_BASE = imagecache.UID_BASE
+UID_COUNT = imagecache.UID_COUNT
 # The instance owner's uid inside the instance.
 USER_UID = 1000
-
-
-def shift_ownership(root, base=UID_BASE):
-    """Add base to the owner and group of every file under root (no symlink following)."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
-            st = os.lstat(name)
-            if st.st_uid < base:
-                mode = st.st_mode
-                os.lchown(name, st.st_uid + base, st.st_gid + base)
-                # chown clears setuid/setgid bits: put them back (not on symlinks).
-                if mode & 0o6000 and not os.path.islink(name):
-                    os.chmod(name, mode & 0o7777)
-
-
-def cached(sha256, cache=paths.CACHE, store=paths.IMAGE_STORE, runner=LOCAL):
-    """The unpacked, shifted image with this checksum, fetched from the store if needed."""
-    cache = Path(cache)
-    final = cache / sha256
-    if (final / ".ready").exists():
-        return final / "rootfs"
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / (".%s.lock" % sha256), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (final / ".ready").exists():
-            return final / "rootfs"
-        source = Path(store) / ("%s.tar.zst" % sha256)
-        if not source.exists():
-            raise NotFound(what="image file in the store", name=str(source))
-        if images.sha256_file(source) != sha256:
-            raise NotReady(detail="image %s in the store is corrupt (checksum differs)" % sha256)
-        tmp = cache / (".%s.tmp" % sha256)
-        shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "rootfs").mkdir(parents=True)
-        runner.run(["tar", "--numeric-owner", "--xattrs", "-I", "zstd", "-C", str(tmp / "rootfs"),
-                    "-xf", str(source)], timeout=1800)
-        shift_ownership(tmp / "rootfs")
-        (tmp / ".ready").touch()
-        shutil.rmtree(final, ignore_errors=True)
-        os.rename(tmp, final)
-    return final / "rootfs"
 
 
 def instance_dir(domain, base=paths.INSTANCES):
     return Path(base) / domain
 
 
-def prepare(domain, lower, base=paths.INSTANCES, runner=LOCAL):
-    """Mount the instance's overlay root; returns its path.  Idempotent."""
+def prepare(domain, lowers, layers=(), base=paths.INSTANCES, runner=LOCAL):
+    """Mount the instance's overlay root over lowers (cache entries, top first);
+    returns its path.  layers (their checksums) are recorded so that the cache
+    keeps them while the instance exists.  Idempotent."""
     d = instance_dir(domain, base)
     root = d / "root"
     if os.path.ismount(root):
         return root
     for sub in ("upper", "work", "root"):
         (d / sub).mkdir(parents=True, exist_ok=True)
-    st = os.stat(lower)
+    (d / "layers").write_text("".join("%s\n" % sha for sha in layers))
+    st = os.stat(lowers[0])
     os.chown(d / "upper", st.st_uid, st.st_gid)
     os.chmod(d / "upper", st.st_mode & 0o7777)
-    runner.run(["mount", "-t", "overlay", "overlay", "-o",
-                "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, d / "upper", d / "work"),
-                str(root)])
+    runner.run(["mount", "-t", "overlay", "overlay", "-o", "lowerdir=%s,upperdir=%s,workdir=%s"
+                % (":".join(map(str, lowers)), d / "upper", d / "work"), str(root)])
     return root
+
+
+def unmount(domain, base=paths.INSTANCES, runner=LOCAL):
+    root = instance_dir(domain, base) / "root"
+    if os.path.ismount(root):
+        runner.run(["umount", str(root)], check=False)
+        if os.path.ismount(root):
+            runner.run(["umount", "-l", str(root)])
 
 
 def remove(domain, base=paths.INSTANCES, runner=LOCAL):
@@ -92,11 +58,7 @@ def remove(domain, base=paths.INSTANCES, runner=LOCAL):
     d = instance_dir(domain, base)
     if not d.exists():
         return False
-    root = d / "root"
-    if os.path.ismount(root):
-        runner.run(["umount", str(root)], check=False)
-        if os.path.ismount(root):
-            runner.run(["umount", "-l", str(root)])
+    unmount(domain, base, runner)
     shutil.rmtree(d)
     return True
 

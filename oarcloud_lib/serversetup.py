@@ -45,6 +45,9 @@ def oar_settings(conf):
         # Nodes a failed hook left Suspected come back once clean (oarcloud_lib.healing).
         "SUSPECTED_HEALING_EXEC_FILE": str(paths.HOOKS_INSTALL_DIR / "heal-nodes"),
         "SUSPECTED_HEALING_TIMEOUT": "10",
+        # --save-on-exit: the epilogue keeps an instance's changes, the server's
+        # saver (started here, detached) stores them (oarcloud_lib.saves).
+        "SERVER_EPILOGUE_EXEC_FILE": str(paths.HOOKS_INSTALL_DIR / "server-epilogue"),
         "FINAUD_FREQUENCY": "30",
         # Schedule at once on each submission (default: at most every 5 s), and
         # keep 1 s (not 60) between a job's predicted end and the next start.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from conftest import admin, node_exec, run
 
-from oarcloud_lib import lab as labmod
+from oarcloud_lib import imagestore, lab as labmod
 from oarcloud_lib.lab import Lab
 
 DAEMON_COMMS = {"ovsdb-server", "ovs-vswitchd", "libvirtd", "virtlogd", "Almighty", "postgres",
@@ -127,5 +127,5 @@ def test_tiny_image_is_in_catalog_and_store(lab):
         row = images.get(conn, "tiny")
     assert row["visibility"] == "public" and row["format"] == "tar.zst"
     stored = paths.IMAGE_STORE / ("%s.tar.zst" % row["sha256"])
-    assert images.sha256_file(stored) == row["sha256"]
+    assert imagestore.sha256_file(stored) == row["sha256"]
     assert stored.stat().st_size == row["size"]

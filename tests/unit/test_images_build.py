@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from oarcloud_lib import images
+from oarcloud_lib import images, imagestore
 
 pytestmark = pytest.mark.skipif(not os.path.exists(images.BUSYBOX), reason="needs busybox-static")
 
@@ -15,12 +15,14 @@ def test_tiny_rootfs_and_pack(tmp_path):
     images.build_busybox_rootfs(root)
     assert os.access(root / "bin/busybox", os.X_OK)
     assert os.readlink(root / "sbin/init") == "../bin/busybox"
-    path, digest, size = images.pack(root, tmp_path / "store")
-    assert path.name == "%s.tar.zst" % digest and path.stat().st_size == size
-    assert images.sha256_file(path) == digest
+    digest, size, unpacked = imagestore.pack(root, tmp_path / "store")
+    path = imagestore.path_of(digest, tmp_path / "store")
+    assert path.stat().st_size == size and unpacked > 1 << 20  # busybox itself
+    assert imagestore.sha256_file(path) == digest
     listing = subprocess.run(["tar", "-I", "zstd", "-tf", str(path)], capture_output=True,
                              text=True, check=True).stdout.split()
-    assert "./sbin/init" in listing and not any(n.startswith("/") for n in listing)
+    assert "sbin/init" in listing and listing[0] == "./"
+    assert not any(n.startswith("/") or n.startswith("./") and n != "./" for n in listing)
     assert not list((tmp_path / "store").glob(".incoming-*"))
 
 

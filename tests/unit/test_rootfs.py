@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from oarcloud_lib import rootfs
+from oarcloud_lib import imagecache, rootfs
 from oarcloud_lib.errors import NotReady
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
@@ -15,7 +15,7 @@ def test_shift_ownership_keeps_setuid(tmp_path):
     f.write_text("x")
     os.chmod(f, 0o4755)
     (tmp_path / "link").symlink_to("/etc/passwd")
-    rootfs.shift_ownership(tmp_path, base=rootfs.UID_BASE)
+    imagecache.shift_ownership(tmp_path, base=rootfs.UID_BASE)
     st = os.stat(f)
     assert st.st_uid == rootfs.UID_BASE and st.st_mode & 0o7777 == 0o4755
     assert os.lstat(tmp_path / "link").st_uid == rootfs.UID_BASE

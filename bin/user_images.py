@@ -1,0 +1,225 @@
+"""oarcloud image ...: the user's images (F.u.2, F.u.3).
+
+Listing reads the catalog as the user (row-level security shows only the
+images they may use); everything that writes (the store belongs to root)
+goes through the broker, which checks who asks.
+"""
+import os
+import subprocess
+
+from plumbum import cli
+
+from oarcloud_cli.common import Command, Group, print_json, print_table
+
+IMAGE_COLUMNS = [("name", "NAME"), ("owner_h", "OWNER"), ("visibility", "VISIBILITY"),
+                 ("size_h", "SIZE"), ("unpacked_h", "UNPACKED"), ("parent_h", "PARENT"),
+                 ("created_h", "CREATED"), ("description", "DESCRIPTION")]
+SAVE_COLUMNS = [("id", "ID"), ("image", "IMAGE"), ("instance", "INSTANCE"), ("job_id", "JOB"),
+                ("state", "STATE"), ("node", "NODE"), ("updated_h", "UPDATED"),
+                ("error", "ERROR")]
+CHUNK = 1 << 20
+
+
+def _mb(n):
+    return "%.1fM" % (n / (1 << 20)) if n < 10 << 20 else "%dM" % (n >> 20)
+
+
+def _public(row):
+    out = {k: row[k] for k in ("name", "owner", "visibility", "format", "size", "sha256",
+                               "parent", "depth", "unpacked", "description")}
+    out["created"] = str(row["created"])
+    out.update(owner_h=row["owner"] or "(site)", size_h=_mb(row["size"]),
+               unpacked_h=_mb(row["unpacked"]) if row["unpacked"] else "-",
+               created_h=str(row["created"])[:16],
+               parent_h=("%s (layer %d)" % (row["parent"], row["depth"]) if row["depth"]
+                         else row["parent"] or "-"))
+    return out
+
+
+def _broker(*args):
+    from oarcloud_lib import paths
+    return ["sudo", "-n", str(paths.HOOKS_INSTALL_DIR / "broker"), *args]
+
+
+def _exec_broker(*args):
+    argv = _broker(*args)
+    os.execvp(argv[0], argv)
+
+
+class ImageCmd(Group):
+    """Images: list, import, build, save, share, publish, delete."""
+
+
+@ImageCmd.subcommand("list")
+class ImageList(Command):
+    """The images you may launch: public ones, yours, those shared with you."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        from oarcloud_lib import images, jobs
+        with jobs.connect_as_user() as conn:
+            rows = [_public(r) for r in images.list_usable(conn)]
+        if self.json:
+            print_json([{k: v for k, v in r.items() if not k.endswith("_h")} for r in rows])
+        else:
+            print_table(rows, IMAGE_COLUMNS)
+
+
+@ImageCmd.subcommand("show")
+class ImageShow(Command):
+    """One image: owner, visibility, size, checksum, its chain of layers, shares."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self, name):
+        from oarcloud_lib import images, jobs
+        with jobs.connect_as_user() as conn:
+            row = images.usable(conn, name)
+            out = {k: v for k, v in _public(row).items() if not k.endswith("_h")}
+            out["chain"] = [c["name"] for c in images.chain(conn, name)]
+            out["shared_with"] = images.shares(conn, name)
+        if self.json:
+            print_json(out)
+            return
+        for k in ("name", "owner", "visibility", "description", "format", "size", "unpacked",
+                  "sha256", "parent", "depth", "chain", "shared_with", "created"):
+            v = out.get(k)
+            if isinstance(v, list):
+                v = " <- ".join(v) if k == "chain" else ", ".join(v) or "-"
+            print("%-12s %s" % (k + ":", "-" if v is None else v))
+
+
+def _source(path):
+    """(argv of a decompressor or None, what) for a tarball; refuses anything else."""
+    from oarcloud_lib.errors import Refused
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head[:2] == b"\x1f\x8b":
+        return ["gzip", "-dc"], "gzip"
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return ["zstd", "-dcq"], "zstd"
+    if head[257:262] == b"ustar" or head == b"\0" * len(head):
+        return None, "tar"
+    raise Refused(detail="%s is not a tar archive (.tar, .tar.gz or .tar.zst) nor a directory"
+                  % path)
+
+
+@ImageCmd.subcommand("import")
+class ImageImport(Command):
+    """Import a root filesystem as your (private) image: a tarball (.tar, .tar.gz,
+    .tar.zst) or a directory (its files become root's in the image).  Refused: paths
+    that leave the root, device nodes other than the usual /dev ones."""
+
+    name = cli.SwitchAttr(["--name"], str, mandatory=True, help="the new image's name")
+    description = cli.SwitchAttr(["--description"], str, default="", help="free text")
+
+    def run_command(self, path):
+        from oarcloud_lib import images, progress
+        from oarcloud_lib.errors import CommandFailed, NotFound, Refused
+        images.check_name(self.name)
+        if not os.path.exists(path):
+            raise NotFound(what="file or directory", name=path)
+        if os.path.isdir(path):
+            # As the user: only what the user may read goes in.
+            feeder = subprocess.Popen(["tar", "--numeric-owner", "--owner=0", "--group=0", "-C",
+                                       path, "-cf", "-", "."], stdout=subprocess.PIPE)
+            source, total, decompress = feeder.stdout, None, None
+        else:
+            decompress, _ = _source(path)
+            feeder, source, total = None, open(path, "rb"), os.path.getsize(path)
+        broker = subprocess.Popen(_broker("image-import", self.name, self.description),
+                                  stdin=subprocess.PIPE)
+        dec = None
+        sink = broker.stdin
+        if decompress:
+            dec = subprocess.Popen(decompress, stdin=subprocess.PIPE, stdout=broker.stdin)
+            broker.stdin.close()
+            sink = dec.stdin
+        meter = progress.Meter("import %s" % self.name, total)
+        done = 0
+        try:
+            for chunk in iter(lambda: source.read(CHUNK), b""):
+                sink.write(chunk)
+                done += len(chunk)
+                meter(done)
+            meter(done, final=True)
+        except BrokenPipeError:
+            pass  # the broker refused: it says why
+        finally:
+            source.close()
+            try:
+                sink.close()
+            except BrokenPipeError:
+                pass
+        for proc in (feeder, dec):
+            if proc is not None and proc.wait() != 0 and broker.wait() == 0:
+                raise CommandFailed(code=proc.returncode, argv=proc.args[0], stderr=path)
+        return broker.wait()
+
+
+@ImageCmd.subcommand("build")
+class ImageBuild(Command):
+    """Build a public Debian image with debootstrap (admins)."""
+
+    debootstrap = cli.SwitchAttr(["--debootstrap"], str, mandatory=True,
+                                 help="Debian suite, e.g. bookworm")
+    name = cli.SwitchAttr(["--name"], str, mandatory=True, help="the new image's name")
+
+    def run_command(self):
+        _exec_broker("image-build", self.debootstrap, self.name)
+
+
+@ImageCmd.subcommand("save")
+class ImageSave(Command):
+    """Save a running instance as a new private image: only its changes, as a layer
+    over its image (the instance is frozen meanwhile), or the whole root with --flatten."""
+
+    flatten = cli.Flag(["--flatten"], help="a whole image, not a layer over the parent")
+
+    def run_command(self, instance, newname):
+        _exec_broker("image-save", instance, newname, *(["flatten"] if self.flatten else []))
+
+
+@ImageCmd.subcommand("share")
+class ImageShare(Command):
+    """Let another user launch (and save from) your image."""
+
+    def run_command(self, name, user):
+        _exec_broker("image-share", name, user)
+
+
+@ImageCmd.subcommand("publish")
+class ImagePublish(Command):
+    """Make your image public (on sites whose policy lets owners publish; admins always)."""
+
+    def run_command(self, name):
+        _exec_broker("image-publish", name)
+
+
+@ImageCmd.subcommand("delete")
+class ImageDelete(Command):
+    """Delete your image (refused while an instance, a layer or a save uses it)."""
+
+    def run_command(self, name):
+        _exec_broker("image-delete", name)
+
+
+@ImageCmd.subcommand("saves")
+class ImageSaves(Command):
+    """Your saves: live ones and those asked with launch --save-on-exit."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        from oarcloud_lib import jobs, saves
+        with jobs.connect_as_user() as conn:
+            rows = saves.select(conn)
+            names = {r["domain"]: r["name"] for r in jobs.mine(conn, include_deleted=True)}
+        for r in rows:
+            r.update(instance=names.get(r["domain"], r["domain"]), created=str(r["created"]),
+                     updated=str(r["updated"]), updated_h=str(r["updated"])[:19])
+        if self.json:
+            print_json([{k: v for k, v in r.items() if not k.endswith("_h")} for r in rows])
+        else:
+            print_table(rows, SAVE_COLUMNS)
