@@ -13,7 +13,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from oarcloud_lib import catalog, daemons
+from oarcloud_lib import catalog, daemons, imagestore
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import CommandFailed, Conflict, NotFound, Refused
 
@@ -169,6 +169,19 @@ def _end_jobs(name, runner, timeout=90):
                        % ", ".join(map(str, _user_jobs(name, runner))))
 
 
+def _images_to_drop(conn, name):
+    """Checksums of the account's images; refuses while another user's layer
+    stands on one of them (it would lose its parent)."""
+    deps = conn.execute("SELECT c.name, c.owner, c.parent FROM images c JOIN images p"
+                        " ON c.parent = p.name WHERE p.owner = %s AND c.depth > 0"
+                        " AND c.owner IS DISTINCT FROM %s ORDER BY c.name", (name, name)).fetchall()
+    if deps:
+        raise Conflict(what="user %s" % name, detail="image %s of %s is a layer over %s's image "
+                       "%s: it must go first; nothing changed" % (deps[0][0], deps[0][1] or "the site",
+                                                                  name, deps[0][2]))
+    return [r[0] for r in conn.execute("SELECT sha256 FROM images WHERE owner = %s", (name,))]
+
+
 def delete(name, conn=None, runner=LOCAL):
     """Delete the account: its OAR jobs, its catalog rows, its Unix account if ours."""
     check_name(name)
@@ -176,6 +189,7 @@ def delete(name, conn=None, runner=LOCAL):
         row = _row(conn, name)
         if row is None:
             raise NotFound(what="oarcloud user", name=name)
+        theirs = _images_to_drop(conn, name)
         _end_jobs(name, runner)
         with conn.transaction():
             conn.execute("DELETE FROM accounts WHERE name = %s", (name,))
@@ -187,3 +201,6 @@ def delete(name, conn=None, runner=LOCAL):
                     raise Conflict(what="user %s" % name,
                                    detail="Unix account not removed (%s); nothing changed" % e) \
                         from None
+        for sha in theirs:  # the store files no image names any more
+            if conn.execute("SELECT 1 FROM images WHERE sha256 = %s", (sha,)).fetchone() is None:
+                imagestore.remove(sha)

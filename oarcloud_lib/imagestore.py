@@ -4,16 +4,15 @@ Everything that enters the store passes through `ingest`, which reads a plain
 tar stream (an import, a save from a node, a site build) member by member,
 refuses what a root filesystem image must not hold, and writes a normalized
 archive: names relative to the root, numeric owners in the instances' range,
-only the extended attributes an overlay layer needs.  The file is written
-under a temporary name and renamed once complete and checksummed, so a crash
-or a kill never leaves a half image under a real name.
+only the extended attributes an overlay layer needs.  The file has no name
+until it is complete and checksummed, so a crash or a kill never leaves a
+half image (nor a temporary file) in the store.
 """
 import hashlib
 import logging
 import os
 import subprocess
 import tarfile
-import tempfile
 from pathlib import Path, PurePosixPath
 
 from oarcloud_lib import paths
@@ -128,16 +127,16 @@ class _Counting:
 def ingest(src, store=None, progress=None):
     """Validate the plain tar stream src and store it; returns (sha256, size, unpacked bytes).
 
-    Raises Refused for an archive that is not a clean root filesystem: nothing
-    is stored then."""
+    The file is written unnamed (O_TMPFILE) and linked under its checksum only
+    once complete: whatever kills the writer, the store holds no trace of it.
+    Raises Refused for an archive that is not a clean root filesystem."""
     store = Path(store or paths.IMAGE_STORE)
     store.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=store, prefix=".incoming-", suffix=".tar.zst")
+    fd = os.open(store, os.O_TMPFILE | os.O_RDWR, 0o644)
     checker = Checker()
     zstd = None
     try:
-        with os.fdopen(fd, "wb") as out:
-            zstd = subprocess.Popen(ZSTD_PACK, stdin=subprocess.PIPE, stdout=out)
+        zstd = subprocess.Popen(ZSTD_PACK, stdin=subprocess.PIPE, stdout=fd)
         with tarfile.open(fileobj=_Counting(src, progress), mode="r|") as tin, \
                 tarfile.open(fileobj=zstd.stdin, mode="w|", format=tarfile.PAX_FORMAT,
                              copybufsize=CHUNK) as tout:
@@ -149,19 +148,29 @@ def ingest(src, store=None, progress=None):
             raise CommandFailed(code=zstd.returncode, argv=" ".join(ZSTD_PACK), stderr="")
         if checker.members == 0:
             raise Refused(detail="the archive is empty")
-        digest = sha256_file(tmp)
-        os.chmod(tmp, 0o644)
-        final = path_of(digest, store)
-        os.replace(tmp, final)
-        return digest, final.stat().st_size, checker.bytes
+        os.fchmod(fd, 0o644)
+        h = hashlib.sha256()
+        os.lseek(fd, 0, os.SEEK_SET)
+        for chunk in iter(lambda: os.read(fd, CHUNK), b""):
+            h.update(chunk)
+        final = path_of(h.hexdigest(), store)
+        if not final.exists():
+            # linkat(AT_SYMLINK_FOLLOW) of the fd's /proc link names the unnamed file
+            # (a directory fd makes Python call linkat, not link).
+            dirfd = os.open(store, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.link("/proc/self/fd/%d" % fd, final.name, dst_dir_fd=dirfd,
+                        follow_symlinks=True)
+            finally:
+                os.close(dirfd)
+        return h.hexdigest(), os.fstat(fd).st_size, checker.bytes
     except tarfile.TarError as e:
         raise Refused(detail="not a valid tar archive: %s" % e) from None
     finally:
         if zstd is not None and zstd.poll() is None:
             zstd.kill()
             zstd.wait()
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.close(fd)
 
 
 def pack(root, store=None):

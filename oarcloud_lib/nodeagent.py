@@ -399,6 +399,7 @@ def node_verb(verb, job_id, record=True):
                 raise
         else:
             destroy_local(job_id, conn)
+            imagecache.evict(config.load().node_cache_budget)
 
 
 def _fan_out(nodes, verb, job_id):

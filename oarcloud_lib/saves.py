@@ -8,8 +8,8 @@ merged root becomes a depth-0 image (its parent kept for the record).
 
 Live (`oarcloud image save INSTANCE NAME`): the broker asks the node agent for
 the changes of the frozen instance (`save`), streams them through the
-store's ingest (validated, compressed, checksummed, renamed into place once
-whole) and registers the image.
+store's ingest (validated, compressed, checksummed, named only once whole)
+and registers the image.
 
 At the job's end (`oarcloud launch --save-on-exit NAME`): OAR's epilogue has
 a timeout, and an instance's changes can be large, so the epilogue only
@@ -129,21 +129,15 @@ def _store_and_register(conn, save, parent, flatten, verb, progress=None):
 
 
 def save_live(conn, owner, row, name, flatten=False, progress=None):
-    """Save the owner's running instance row as image name; returns the image row."""
+    """Save the owner's running instance row as image name; returns the image row.
+    Nothing is written to the catalog before the image is whole in the store."""
     images.check_new_name(conn, name)
     parent = images.usable(conn, row["image"], owner)["name"]
-    save_id = conn.execute(
-        "INSERT INTO image_saves (domain, job_id, owner, image, flatten, node, state) VALUES"
-        " (%s, %s, %s, %s, %s, %s, 'saving') RETURNING id",
-        (row["domain"], row["job_id"], owner, name, flatten, row["node"])).fetchone()[0]
-    save = {"id": save_id, "domain": row["domain"], "job_id": row["job_id"], "owner": owner,
-            "image": name, "node": row["node"], "instance": row["name"]}
-    try:
-        image = _store_and_register(conn, save, parent, flatten, "save", progress)
-    except BaseException as e:
-        set_state(conn, save_id, "failed", str(e)[:2000] or type(e).__name__)
-        raise
-    set_state(conn, save_id, "done")
+    save = {"domain": row["domain"], "job_id": row["job_id"], "owner": owner, "image": name,
+            "node": row["node"], "instance": row["name"]}
+    image = _store_and_register(conn, save, parent, flatten, "save", progress)
+    joblog.add_event(conn, row["job_id"], "INFO", "%s saved as image %s (%d MB, depth %d)"
+                     % (row["name"], name, image["size"] >> 20, image["depth"]), node=row["node"])
     return image
 
 
@@ -187,7 +181,8 @@ def work(window=KEEP_WINDOW, runner=LOCAL):
         deadline = time.monotonic() + window
         with catalog.connect() as conn:
             while True:
-                for save in select(conn, "state = 'kept'"):
+                # A save found `saving` here lost its worker (this one holds the lock).
+                for save in select(conn, "state IN ('kept', 'saving')"):
                     finish_kept(conn, save)
                 waiting = [s for s in select(conn, "state = 'pending'")
                            if oar.get_job(s["job_id"], runner).get("state") in
