@@ -207,7 +207,8 @@ class Lab:
             progress.step("image tiny (busybox)", images.ensure_site_image(
                 conn, "tiny", images.build_busybox_rootfs, "busybox, for tests"))
             if with_debian:
-                progress.say("  building bookworm with debootstrap (a few minutes)...")
+                if images.get(conn, "bookworm") is None:
+                    progress.say("  building bookworm with debootstrap (a few minutes)...")
                 progress.step("image bookworm (debootstrap, sshd)", images.ensure_site_image(
                     conn, "bookworm", images.build_debootstrap_rootfs, "Debian 12 with sshd"))
         return progress.done()
