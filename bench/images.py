@@ -23,14 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchlib import ADMIN, TREE, USER_CLI, VENV_PY, run, run_as
 from oarcloud_lib import catalog, images, imagestore, joblog  # noqa: E402
 
-ADMIN = "/usr/local/bin/oarcloud-admin"
-USER_CLI = "/usr/local/bin/oarcloud"
 USER = "ocbimg"
-VENV_PY = "/opt/oarcloud/venv/bin/python"
-TREE = str(Path(__file__).resolve().parent.parent)
 
 # On a node: first deploy of an image (cold cache) vs bare zstd -dc | tar -x.
 DEPLOY = r"""
@@ -61,14 +57,8 @@ print(" ".join("%.4f,%.4f" % p for p in out))
 """
 
 
-def run(argv, **kw):
-    return subprocess.run(argv, capture_output=True, text=True, **kw)
-
-
 def as_user(argv, check=True):
-    home = os.path.expanduser("~" + USER)
-    env = dict(os.environ, HOME=home, PWD=home, USER=USER, LOGNAME=USER)
-    res = run(["runuser", "-u", USER, "--", *argv], cwd=home, env=env)
+    res = run_as(USER, argv)
     if check and res.returncode != 0:
         sys.exit("%s failed: %s" % (" ".join(argv[:4]), res.stderr))
     return res

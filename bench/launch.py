@@ -11,21 +11,16 @@ Figures only; the goals (docs/benchmarks.md) are compared, never asserted.
 """
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchlib import ADMIN, TREE, USER_CLI, VENV_PY, run, run_as
 from oarcloud_lib import catalog, joblog  # noqa: E402
 
-ADMIN = "/usr/local/bin/oarcloud-admin"
-USER_CLI = "/usr/local/bin/oarcloud"
 USER = "ocbench"
-VENV_PY = "/opt/oarcloud/venv/bin/python"
 
 # Run on a node: an instance-like domain started by bare virsh (no hooks, no OAR).
 BARE = r"""
@@ -58,19 +53,13 @@ print(" ".join("%.4f" % t for t in times))
 """
 
 
-def run(argv, **kw):
-    return subprocess.run(argv, capture_output=True, text=True, **kw)
-
-
 def as_user(argv):
-    home = os.path.expanduser("~" + USER)
-    env = dict(os.environ, HOME=home, PWD=home, USER=USER, LOGNAME=USER)
-    return run(["runuser", "-u", USER, "--", *argv], cwd=home, env=env)
+    return run_as(USER, argv)
 
 
 def bare_start(repeat):
     res = run([ADMIN, "lab", "exec", "node-1", "--", VENV_PY, "-c", BARE, str(repeat)],
-              cwd=str(Path(__file__).resolve().parent.parent))
+              cwd=TREE)
     if res.returncode != 0:
         sys.exit("bare virsh start failed: %s" % res.stderr)
     return [float(x) for x in res.stdout.split()]

@@ -24,6 +24,29 @@ def print_table(rows, columns):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
+def print_fields(out, keys, width=14):
+    """One `key: value` line per key that has a value (a `_h` suffix names the
+    human-readable form of a field); lists joined with ', '."""
+    for k in keys:
+        v = out.get(k)
+        if v is None:
+            continue
+        if isinstance(v, list):
+            v = ", ".join(v) or "-"
+        print("%-*s %s" % (width, k.replace("_h", "") + ":", v))
+
+
+def broker_argv(verb, *args):
+    """The instance and image broker, as root through sudo: it checks who asks."""
+    from oarcloud_lib import paths
+    return ["sudo", "-n", str(paths.HOOKS_INSTALL_DIR / "broker"), verb, *args]
+
+
+def exec_broker(verb, *args):
+    argv = broker_argv(verb, *args)
+    os.execvp(argv[0], argv)
+
+
 class Group(cli.Application):
     """A command group: without a subcommand, show its help."""
 

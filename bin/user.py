@@ -4,7 +4,8 @@ import sys
 
 from plumbum import cli
 
-from oarcloud_cli.common import VERSION, Command, Group, is_root, print_json, print_table
+from oarcloud_cli.common import (VERSION, Command, Group, broker_argv, exec_broker, is_root,
+                                 print_fields, print_json, print_table)
 
 
 class User(Group):
@@ -129,10 +130,8 @@ class Show(Command):
         if self.json:
             print_json(out)
         else:
-            for k in ("name", "state", "error", "node", "ip", "image", "cores", "memory_h",
-                      "job_id", "job_state", "walltime_left", "created"):
-                if out.get(k) is not None:
-                    print("%-14s %s" % (k.replace("_h", "") + ":", out[k]))
+            print_fields(out, ("name", "state", "error", "node", "ip", "image", "cores",
+                               "memory_h", "job_id", "job_state", "walltime_left", "created"))
 
 
 @User.subcommand("delete")
@@ -160,14 +159,12 @@ def _checked(name):
 
 
 def _broker_argv(verb, name, *args):
-    """The broker (as root through sudo), which checks that name is the caller's."""
-    from oarcloud_lib import paths
-    return ["sudo", "-n", str(paths.HOOKS_INSTALL_DIR / "broker"), verb, _checked(name), *args]
+    """The broker, which checks that the instance name is the caller's."""
+    return broker_argv(verb, _checked(name), *args)
 
 
 def _broker(verb, name, *args):
-    argv = _broker_argv(verb, name, *args)
-    os.execvp(argv[0], argv)
+    exec_broker(verb, _checked(name), *args)
 
 
 @User.subcommand("exec")

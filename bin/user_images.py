@@ -9,7 +9,8 @@ import subprocess
 
 from plumbum import cli
 
-from oarcloud_cli.common import Command, Group, print_json, print_table
+from oarcloud_cli.common import (Command, Group, broker_argv, exec_broker, print_fields,
+                                 print_json, print_table)
 
 IMAGE_COLUMNS = [("name", "NAME"), ("owner_h", "OWNER"), ("visibility", "VISIBILITY"),
                  ("size_h", "SIZE"), ("unpacked_h", "UNPACKED"), ("parent_h", "PARENT"),
@@ -34,16 +35,6 @@ def _public(row):
                parent_h=("%s (layer %d)" % (row["parent"], row["depth"]) if row["depth"]
                          else row["parent"] or "-"))
     return out
-
-
-def _broker(*args):
-    from oarcloud_lib import paths
-    return ["sudo", "-n", str(paths.HOOKS_INSTALL_DIR / "broker"), *args]
-
-
-def _exec_broker(*args):
-    argv = _broker(*args)
-    os.execvp(argv[0], argv)
 
 
 class ImageCmd(Group):
@@ -77,17 +68,15 @@ class ImageShow(Command):
         with jobs.connect_as_user() as conn:
             row = images.usable(conn, name)
             out = {k: v for k, v in _public(row).items() if not k.endswith("_h")}
-            out["chain"] = [c["name"] for c in images.chain(conn, name)]
+            out["chain"] = [c["name"] for c in images.chain(conn, row)]
             out["shared_with"] = images.shares(conn, name)
         if self.json:
             print_json(out)
             return
-        for k in ("name", "owner", "visibility", "description", "format", "size", "unpacked",
-                  "sha256", "parent", "depth", "chain", "shared_with", "created"):
-            v = out.get(k)
-            if isinstance(v, list):
-                v = " <- ".join(v) if k == "chain" else ", ".join(v) or "-"
-            print("%-12s %s" % (k + ":", "-" if v is None else v))
+        out["chain"] = " <- ".join(out["chain"])
+        print_fields(out, ("name", "owner", "visibility", "description", "format", "size",
+                           "unpacked", "sha256", "parent", "depth", "chain", "shared_with",
+                           "created"), width=12)
 
 
 def _source(path):
@@ -128,7 +117,7 @@ class ImageImport(Command):
         else:
             decompress, _ = _source(path)
             feeder, source, total = None, open(path, "rb"), os.path.getsize(path)
-        broker = subprocess.Popen(_broker("image-import", self.name, self.description),
+        broker = subprocess.Popen(broker_argv("image-import", self.name, self.description),
                                   stdin=subprocess.PIPE)
         dec = None
         sink = broker.stdin
@@ -167,7 +156,7 @@ class ImageBuild(Command):
     name = cli.SwitchAttr(["--name"], str, mandatory=True, help="the new image's name")
 
     def run_command(self):
-        _exec_broker("image-build", self.debootstrap, self.name)
+        exec_broker("image-build", self.debootstrap, self.name)
 
 
 @ImageCmd.subcommand("save")
@@ -178,7 +167,7 @@ class ImageSave(Command):
     flatten = cli.Flag(["--flatten"], help="a whole image, not a layer over the parent")
 
     def run_command(self, instance, newname):
-        _exec_broker("image-save", instance, newname, *(["flatten"] if self.flatten else []))
+        exec_broker("image-save", instance, newname, *(["flatten"] if self.flatten else []))
 
 
 @ImageCmd.subcommand("share")
@@ -186,7 +175,7 @@ class ImageShare(Command):
     """Let another user launch (and save from) your image."""
 
     def run_command(self, name, user):
-        _exec_broker("image-share", name, user)
+        exec_broker("image-share", name, user)
 
 
 @ImageCmd.subcommand("publish")
@@ -194,7 +183,7 @@ class ImagePublish(Command):
     """Make your image public (on sites whose policy lets owners publish; admins always)."""
 
     def run_command(self, name):
-        _exec_broker("image-publish", name)
+        exec_broker("image-publish", name)
 
 
 @ImageCmd.subcommand("delete")
@@ -202,7 +191,7 @@ class ImageDelete(Command):
     """Delete your image (refused while an instance, a layer or a save uses it)."""
 
     def run_command(self, name):
-        _exec_broker("image-delete", name)
+        exec_broker("image-delete", name)
 
 
 @ImageCmd.subcommand("saves")

@@ -17,13 +17,12 @@ worker repeats, until the node is Alive again or HEAL_WINDOW has passed:
 import fcntl
 import json
 import logging
-import os
 import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from oarcloud_lib import catalog, commands, instances, joblog, oar, oarssh, paths
+from oarcloud_lib import catalog, commands, hooks, instances, joblog, oar, oarssh, paths
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError
 
@@ -145,19 +144,14 @@ def main(argv):
     """heal-nodes (from OAR, hosts on stdin) or heal-nodes --worker HOST..."""
     commands.set_path(paths.ROOT_PATH)
     if argv[:1] == ["--worker"]:
-        paths.LOG_DIR.mkdir(parents=True, exist_ok=True)
-        logging.basicConfig(level=logging.INFO, filename=str(paths.LOG_DIR / "healing.log"),
-                            format="%(asctime)s %(levelname)s %(message)s")
+        hooks.log_to_file("healing.log")
         worker([h for h in argv[1:] if HOST_OK.match(h)])
         return 0
     hosts = hosts_from_stdin(sys.stdin.read())
     if not hosts:
         return 0
-    argv = [sys.executable, "-m", "oarcloud_lib.healing", "--worker", *hosts]
-    if os.geteuid() != 0:
-        argv = [oarssh.OARDODO] + argv
     # Detached: OAR's main loop waits for this script, not for the worker.
-    LOCAL.spawn(argv)
+    oarssh.spawn_root_worker("oarcloud_lib.healing", "--worker", *hosts)
     return 0
 
 

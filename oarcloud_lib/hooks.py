@@ -38,15 +38,18 @@ def job_types(job_id, runner=LOCAL):
     return get_job(job_id, runner).get("types") or []
 
 
-def _setup_log():
+def log_to_file(name, logger=None):
+    """Records of logger (the root logger by default), INFO and up, to
+    /var/log/oarcloud/NAME (stderr when it cannot be written)."""
     try:
         paths.LOG_DIR.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(paths.LOG_DIR / "hooks.log")
+        handler = logging.FileHandler(paths.LOG_DIR / name)
     except OSError:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    LOG.addHandler(handler)
-    LOG.setLevel(logging.INFO)
+    logger = logger or logging.getLogger()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def run_phase(phase, job_id, user, nodefile, hooks_dir=None, runner=LOCAL):
@@ -67,7 +70,7 @@ def main(phase, args):
     """Entry point of the installed prologue/epilogue; returns the exit code for OAR."""
     assert phase in PHASES
     commands.set_path(paths.ROOT_PATH)
-    _setup_log()
+    log_to_file("hooks.log", LOG)
     try:
         job_id, user, nodefile = check_args(args)
         spec = jobspec.parse_types(job_types(job_id))

@@ -157,15 +157,17 @@ def shares(conn, name):
                                        " ORDER BY account", (name,))]
 
 
-def chain(conn, name):
-    """The image and the parents it is a layer over, top first."""
-    out = [get(conn, name)]
-    while out[-1] is not None and out[-1]["depth"] > 0:
+def chain(conn, top):
+    """The image row top and the parents it is a layer over, top first."""
+    out = [top]
+    while out[-1]["depth"] > 0:
         if len(out) > MAX_DEPTH + 1:
-            raise Conflict(what="image", detail="%s: its chain of layers is too deep" % name)
-        out.append(get(conn, out[-1]["parent"]))
-    if out[-1] is None:
-        raise NotFound(what="image", name=name)
+            raise Conflict(what="image", detail="%s: its chain of layers is too deep"
+                           % top["name"])
+        parent = get(conn, out[-1]["parent"])
+        if parent is None:
+            raise NotFound(what="image", name=out[-1]["parent"])
+        out.append(parent)
     return out
 
 
@@ -221,7 +223,7 @@ def publish(conn, name, user, admin=False, policy="owner"):
         raise Refused(detail="on this site only admins publish images (ask one)")
     row = owned(conn, name, user, admin)
     # A public layer is useless over a parent others may not read.
-    for parent in chain(conn, name)[1:]:
+    for parent in chain(conn, row)[1:]:
         if parent["visibility"] != "public":
             raise Refused(detail="image %s is a layer over %s, which is not public: publish "
                           "that first" % (name, parent["name"]))

@@ -28,16 +28,21 @@ def check_name(name):
     return name
 
 
+def _ipv4_network(text, what):
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError as e:
+        raise Refused(detail="bad %s %r: %s" % (what, text, e)) from None
+    if net.version != 4:
+        raise Refused(detail="bad %s %s: IPv4 only" % (what, text))
+    return net
+
+
 def check_cidr(text, reserved=()):
     """An IPv4 network a user may create: a /16 to a /29, private use, written as
     its network address, overlapping none of reserved (the underlay, the site's
     own ranges).  Raises Refused."""
-    try:
-        net = ipaddress.ip_network(text, strict=True)
-    except ValueError as e:
-        raise Refused(detail="bad CIDR %r: %s" % (text, e)) from None
-    if net.version != 4:
-        raise Refused(detail="bad CIDR %s: IPv4 only" % text)
+    net = _ipv4_network(text, "CIDR")
     if not MIN_PREFIX <= net.prefixlen <= MAX_PREFIX:
         raise Refused(detail="bad CIDR %s: the prefix must be between /%d and /%d"
                       % (text, MIN_PREFIX, MAX_PREFIX))
@@ -90,12 +95,7 @@ def check_rule(direction, proto, port=None, remote=None):
         ports = check_port(port)
     net = None
     if remote is not None:
-        try:
-            net = ipaddress.ip_network(remote, strict=True)
-        except ValueError as e:
-            raise Refused(detail="bad remote CIDR %r: %s" % (remote, e)) from None
-        if net.version != 4:
-            raise Refused(detail="bad remote CIDR %s: IPv4 only" % remote)
+        net = _ipv4_network(remote, "remote CIDR")
     return direction, proto, ports, net
 
 

@@ -100,8 +100,7 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
 def image_stack(conn, image, owner):
     """(lower directories, their checksums) of an image the owner may use, top
     first, each in this node's cache (fetched, checked)."""
-    images.usable(conn, image, owner)  # rights, again on the node
-    chain = images.chain(conn, image)
+    chain = images.chain(conn, images.usable(conn, image, owner))  # rights, again on the node
     return ([imagecache.ensure(c["sha256"], c["name"]) for c in chain],
             [c["sha256"] for c in chain])
 

@@ -5,6 +5,7 @@ the oar-node sshd (port 6667); on the node, oardodo (setuid, for group oar)
 gives root.  ssh joins its arguments into one remote shell line: every
 argument is quoted here, so values never become shell syntax on the node.
 """
+import os
 import shlex
 import socket
 import sys
@@ -16,6 +17,16 @@ OAR_SSH = ["ssh", "-F", "/var/lib/oar/.ssh/config", "-i", "/var/lib/oar/.ssh/id_
 
 def this_node():
     return socket.gethostname()
+
+
+def spawn_root_worker(module, *args):
+    """Start `python -m module args...` as root, detached (own session), and return
+    at once: what OAR's server-side hooks do, since OAR waits for them."""
+    from oarcloud_lib.commands import LOCAL
+    argv = [sys.executable, "-m", module, *args]
+    if os.geteuid() != 0:
+        argv = [OARDODO] + argv
+    return LOCAL.spawn(argv)
 
 
 def agent_argv(node, verb, *args, tty=False):

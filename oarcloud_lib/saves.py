@@ -24,13 +24,13 @@ the catalog row is written only after the file is complete.
 """
 import fcntl
 import logging
-import os
 import subprocess
 import sys
 import tempfile
 import time
 
-from oarcloud_lib import catalog, commands, images, imagestore, instances, joblog, oar, oarssh, paths
+from oarcloud_lib import (catalog, commands, hooks, images, imagestore, instances, joblog, oar,
+                          oarssh, paths)
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import CommandFailed, OarcloudError, Refused
 
@@ -80,9 +80,9 @@ def fail_job(conn, job_id, reason):
                  " WHERE job_id = %s AND state = 'pending'", (reason[:2000], job_id))
 
 
-def layout(conn, parent, flatten):
-    """(flatten, depth) of a save over parent: past MAX_DEPTH it is flattened."""
-    depth = images.get(conn, parent)["depth"] + 1
+def layout(parent, flatten):
+    """(flatten, depth) of a save over the parent row: past MAX_DEPTH it is flattened."""
+    depth = parent["depth"] + 1
     if flatten or depth > images.MAX_DEPTH:
         return True, 0
     return False, depth
@@ -114,10 +114,10 @@ def receive(node, verb, domain, flatten, progress=None):
 
 
 def _store_and_register(conn, save, parent, flatten, verb, progress=None):
-    flatten, depth = layout(conn, parent, flatten)
+    flatten, depth = layout(parent, flatten)
     sha, size, unpacked = receive(save["node"], verb, save["domain"], flatten, progress)
     try:
-        images.register(conn, save["image"], sha, size, owner=save["owner"], parent=parent,
+        images.register(conn, save["image"], sha, size, owner=save["owner"], parent=parent["name"],
                         depth=depth, unpacked=unpacked,
                         description="saved from instance %s (job %s)%s"
                         % (save["instance"], save["job_id"], ", flattened" if flatten else ""))
@@ -132,7 +132,7 @@ def save_live(conn, owner, row, name, flatten=False, progress=None):
     """Save the owner's running instance row as image name; returns the image row.
     Nothing is written to the catalog before the image is whole in the store."""
     images.check_new_name(conn, name)
-    parent = images.usable(conn, row["image"], owner)["name"]
+    parent = images.usable(conn, row["image"], owner)
     save = {"domain": row["domain"], "job_id": row["job_id"], "owner": owner, "image": name,
             "node": row["node"], "instance": row["name"]}
     image = _store_and_register(conn, save, parent, flatten, "save", progress)
@@ -153,7 +153,10 @@ def finish_kept(conn, save):
         images.check_name(save["image"])
         if images.get(conn, save["image"]) is not None:
             raise Refused(detail="an image named %s appeared meanwhile" % save["image"])
-        image = _store_and_register(conn, save, inst[1], save["flatten"], "export-kept")
+        parent = images.get(conn, inst[1])
+        if parent is None:
+            raise Refused(detail="the instance's image %s is gone" % inst[1])
+        image = _store_and_register(conn, save, parent, save["flatten"], "export-kept")
     except OarcloudError as e:
         set_state(conn, save["id"], "failed", str(e)[:2000])
         joblog.add_event(conn, save["job_id"], "ERROR", "save of %s to image %s failed: %s"
@@ -201,9 +204,7 @@ def main(argv):
     """server-epilogue JOB_ID (from OAR: start the worker, return 0 at once) or --worker."""
     commands.set_path(paths.ROOT_PATH)
     if argv[:1] == ["--worker"]:
-        paths.LOG_DIR.mkdir(parents=True, exist_ok=True)
-        logging.basicConfig(level=logging.INFO, filename=str(paths.LOG_DIR / "saver.log"),
-                            format="%(asctime)s %(levelname)s %(message)s")
+        hooks.log_to_file("saver.log")
         try:
             work()
         except OarcloudError as e:
@@ -212,10 +213,7 @@ def main(argv):
         return 0
     # OAR stops every queue when the server epilogue fails: never fail, never wait.
     try:
-        argv = [sys.executable, "-m", "oarcloud_lib.saves", "--worker"]
-        if os.geteuid() != 0:
-            argv = [oarssh.OARDODO] + argv
-        LOCAL.spawn(argv)
+        oarssh.spawn_root_worker("oarcloud_lib.saves", "--worker")
     except Exception:  # noqa: BLE001
         pass
     return 0

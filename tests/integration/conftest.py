@@ -52,6 +52,21 @@ def wait_job(job_id, states=("Terminated", "Error"), timeout=90):
                                                                     job["state"]))
 
 
+def pids_where(match):
+    """Pids of the processes whose argument list (bytes) satisfies match: the
+    processes a test started and wants to find again (it kills by pid only)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if match(args):
+            pids.append(int(pid))
+    return pids
+
+
 @pytest.fixture(scope="session")
 def lab():
     assert os.geteuid() == 0, "the integration tests need root (they run the lab)"

@@ -5,9 +5,8 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
-from conftest import admin, node_exec, run, wait_job
+from conftest import admin, node_exec, pids_where, run, wait_job
 from oarcloud_lib import catalog, instances
 from test_instances import NODES, launch, node_leftovers, oarcloud
 
@@ -82,16 +81,8 @@ def test_libvirtd_down_on_one_node(lab, make_user):
 
 
 def _agent_pids(verb, job_id):
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            args = Path("/proc/%s/cmdline" % pid).read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"oarcloud_lib.nodeagent" in args and verb.encode() in args \
-                and str(job_id).encode() in args:
-            pids.append(int(pid))
-    return pids
+    return pids_where(lambda args: b"oarcloud_lib.nodeagent" in args and verb.encode() in args
+                      and str(job_id).encode() in args)
 
 
 def test_prologue_killed_half_way(lab, make_user):

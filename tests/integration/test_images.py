@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 
-from conftest import USER_CLI, node_exec, wait_job
+from conftest import USER_CLI, node_exec, pids_where, wait_job
 from test_instances import NODES, launch, node_leftovers, oarcloud
 
 from oarcloud_lib import catalog, images, imagestore, paths
@@ -218,16 +218,8 @@ def test_a_corrupt_node_cache_entry_is_fetched_again(make_user):
 
 
 def _broker_pids(image):
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            args = Path("/proc/%s/cmdline" % pid).read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"image-save" in args and image.encode() in args and \
-                any(a.endswith(b"/broker") for a in args) and args[0] != b"sudo":
-            pids.append(int(pid))
-    return pids
+    return pids_where(lambda args: b"image-save" in args and image.encode() in args
+                      and any(a.endswith(b"/broker") for a in args) and args[0] != b"sudo")
 
 
 def test_a_save_killed_half_way_leaves_catalog_and_store_as_before(make_user):
