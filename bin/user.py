@@ -54,10 +54,14 @@ class Launch(Command):
     name = cli.SwitchAttr(["--name"], str, help="instance name (with --count: NAME-0, NAME-1...)")
     count = cli.SwitchAttr(["--count"], int, help="number of instances (default: one per node)")
     nodes = cli.SwitchAttr(["--nodes"], int, default=1, help="nodes to reserve")
-    cores = cli.SwitchAttr(["--cores"], int, help="cores per instance")
+    cores = cli.SwitchAttr(["--cores"], int, help="cores per instance (the job then reserves "
+                                                        "only those cores of its nodes)")
     memory = cli.SwitchAttr(["--memory"], str, help="memory per instance, e.g. 512M, 2G")
     walltime = cli.SwitchAttr(["--walltime"], str, default="1:00:00", help="HH:MM[:SS]")
-    network = cli.SwitchAttr(["--network"], str, list=True, help="network (repeatable)")
+    network = cli.SwitchAttr(["--network"], str, list=True,
+                             help="attach this network of yours (repeatable: one NIC each; "
+                                  "default: your `default` network)")
+    ip = cli.SwitchAttr(["--ip"], str, help="fixed address in the first network (one instance)")
     save_on_exit = cli.SwitchAttr(["--save-on-exit"], str, help="when the job ends (walltime or "
                                   "delete), save each instance's changes as this new image "
                                   "(NAME-0, NAME-1... with several instances)")
@@ -69,7 +73,7 @@ class Launch(Command):
         types = ["cloud"]
         for key, value in (("image", self.image), ("name", self.name), ("count", self.count),
                            ("cores", self.cores), ("memory", self.memory),
-                           ("save", self.save_on_exit)):
+                           ("save", self.save_on_exit), ("ip", self.ip)):
             if value is not None:
                 types.append("cloud.%s=%s" % (key, value))
         types += ["cloud.network=%s" % n for n in self.network]
@@ -79,7 +83,10 @@ class Launch(Command):
             from oarcloud_lib import images, instances, saves
             if spec.image:
                 images.usable(conn, spec.image)
-            instances.check_networks(conn, spec.networks, None)
+            from oarcloud_lib import networks
+            nets = networks.named(conn, jobs.current_user(), spec.networks)
+            if spec.ip:
+                networks.check_fixed_ip(conn, spec, nets, self.nodes)
             jobs.check_names_free(conn, spec, self.nodes)
             for name in saves.names_on_exit(spec, spec.count or self.nodes):
                 images.check_new_name(conn, name)
@@ -97,6 +104,7 @@ class Launch(Command):
 
 
 User.subcommand("image", "oarcloud_cli.user_images.ImageCmd")
+User.subcommand("net", "oarcloud_cli.user_networks.NetCmd")
 
 
 @User.subcommand("list")

@@ -22,15 +22,24 @@ catalog read-only to them):
     broker image-save INSTANCE NAME [flatten]
     broker image-share NAME USER     broker image-publish NAME     broker image-delete NAME
     broker image-build SUITE NAME    (admins: debootstrap)
+
+and of private networks (the nodes that host a network follow each change):
+
+    broker net-create NAME CIDR [GATEWAY]    broker net-delete NAME
+    broker net-rule-add NAME DIRECTION PROTO PORT|- REMOTE|-    broker net-rule-del NAME ID
+    broker net-expose INSTANCE PORT PROTO [NETWORK]    broker net-unexpose INSTANCE PORT PROTO
+    broker net-vpn NAME CLIENT       (the client's OpenVPN file on stdout)
 """
 import logging
 import os
 import pwd
 import re
+import socket
 import sys
+import time
 
 from oarcloud_lib import (accounts, catalog, config, images, imagestore, instances, joblog,
-                          jobspec, oarssh, progress, saves)
+                          jobspec, networks, oarssh, progress, saves)
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, Refused
 from oarcloud_lib.oar import get_job
@@ -41,6 +50,9 @@ POWER = ("start", "stop", "reboot")
 SUITE_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}\Z")
 IMAGE_VERBS = {"image-import": (1, 2), "image-save": (2, 3), "image-share": (2, 2),
                "image-publish": (1, 1), "image-delete": (1, 1), "image-build": (2, 2)}
+NET_VERBS = {"net-create": (2, 3), "net-delete": (1, 1), "net-rule-add": (5, 5),
+             "net-rule-del": (2, 2), "net-expose": (3, 4), "net-unexpose": (3, 3),
+             "net-vpn": (2, 2)}
 
 
 def caller(environ=os.environ):
@@ -124,21 +136,84 @@ def image_verb(conn, user, verb, args):
     raise Refused(detail="unknown verb %s" % verb)
 
 
+def _apply(conn, network_ids, extra_nodes=()):
+    """Have the nodes hosting these networks follow the catalog; what to print."""
+    from oarcloud_lib import nodeagent
+    nodes = sorted(set(networks.hosting_nodes(conn, network_ids)) | set(extra_nodes))
+    started = time.monotonic()
+    errors = nodeagent.sync_nodes(nodes)
+    if errors:
+        raise OarcloudError("saved, but not applied on %s (the node's next change retries)"
+                            % ", ".join(sorted(errors)))
+    return "applied on %d node(s) in %.2fs" % (len(nodes), time.monotonic() - started) \
+        if nodes else "no instance uses it yet"
+
+
+def net_verb(conn, user, verb, args):
+    """The network verbs; returns what to print."""
+    if verb == "net-create":
+        row = networks.create(conn, user, args[0], args[1], args[2] if len(args) > 2 else None,
+                              reserved=networks.reserved_ranges(config.load()))
+        return "network %s created: %s, gateway %s (VXLAN %d)" % (
+            row["name"], row["cidr"], row["gateway"], row["vni"])
+    if verb == "net-delete":
+        vpn_node = networks.delete(conn, user, args[0])
+        if vpn_node:
+            _apply(conn, [], [vpn_node])
+        return "network %s deleted" % args[0]
+    if verb == "net-rule-add":
+        port, remote = (None if a == "-" else a for a in args[3:5])
+        row, rule_id, added = networks.add_rule(conn, user, args[0], args[1], args[2], port,
+                                                remote)
+        if not added:
+            return "rule %d already in network %s" % (rule_id, row["name"])
+        return "rule %d added to network %s: %s" % (rule_id, row["name"], _apply(conn, [row["id"]]))
+    if verb == "net-rule-del":
+        row = networks.delete_rule(conn, user, args[0], args[1])
+        return "rule %s deleted from network %s: %s" % (args[1], row["name"],
+                                                        _apply(conn, [row["id"]]))
+    if verb in ("net-expose", "net-unexpose"):
+        inst = owned_instance(conn, user, args[0])
+        if verb == "net-unexpose":
+            networks.unexpose(conn, inst, args[1], args[2])
+            _apply(conn, [], [inst["node"]])
+            return "%s port %s/%s no longer published" % (args[0], args[1], args[2])
+        exp, added = networks.expose(conn, inst, args[1], args[2], args[3] if len(args) > 3
+                                     else None)
+        if added:
+            _apply(conn, [], [inst["node"]])
+        net = networks.get(conn, user, exp["network"])
+        out = "%s %s/%s (%s) published at %s:%d" % (
+            args[0], exp["port"], exp["proto"], exp["ip"], socket.gethostbyname(exp["node"]),
+            exp["node_port"])
+        if not networks.allows_ingress(networks.rules(conn, [net["id"]])[net["id"]],
+                                       exp["proto"], exp["port"]):
+            out += ("\nnote: no ingress rule lets it in yet: oarcloud net rule add %s"
+                    " --direction ingress --proto %s --port %d" % (net["name"], exp["proto"],
+                                                                   exp["port"]))
+        return out
+    if verb == "net-vpn":
+        from oarcloud_lib import vpn
+        return vpn.client_file(conn, user, args[0], args[1], _apply)
+    raise Refused(detail="unknown verb %s" % verb)
+
+
 def main(argv):
     # Warnings on the terminal; the job's events (INFO) go to the catalog.
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setLevel(logging.WARNING)
     logging.basicConfig(level=logging.INFO, handlers=[stderr], format="%(message)s")
     verb = argv[0] if argv else ""
-    if verb in IMAGE_VERBS:
-        low, high = IMAGE_VERBS[verb]
+    if verb in IMAGE_VERBS or verb in NET_VERBS:
+        low, high = IMAGE_VERBS.get(verb) or NET_VERBS[verb]
         if not low <= len(argv) - 1 <= high:
             print(__doc__, file=sys.stderr)
             return 2
         try:
             user = caller()
             with catalog.connect() as conn:
-                print(image_verb(conn, user, verb, argv[1:]))
+                print((image_verb if verb in IMAGE_VERBS else net_verb)(conn, user, verb,
+                                                                        argv[1:]))
             return 0
         except OarcloudError as e:
             print("oarcloud %s: error: %s" % (verb.replace("-", " "), e), file=sys.stderr)

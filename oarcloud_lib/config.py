@@ -27,6 +27,9 @@ class SiteConfig:
     node_cache_budget: int = 20 << 30
     # Who may make an image public: its owner ("owner") or only admins ("admin").
     image_publish_policy: str = "owner"
+    # Each user's default network (created on their first launch); every user
+    # gets the same range, isolated from the others'.
+    default_network_cidr: str = "198.18.0.0/20"
 
     def fill_secrets(self):
         for name in ("oar_db_password", "oar_db_ro_password", "catalog_password"):

@@ -3,17 +3,14 @@
 Pure planning (which instance goes where, with what) is separate from the
 catalog writes, so that it can be tested on its own.
 """
-import ipaddress
 import logging
 import re
 from collections import Counter
 
-from oarcloud_lib.errors import NotFound, Refused
+from oarcloud_lib import networks
+from oarcloud_lib.errors import Refused
 
 LOG = logging.getLogger(__name__)
-# One flat instance network until per-user private networks exist.
-NETWORK = ipaddress.ip_network("198.18.0.0/16")
-FIRST_HOST = 10
 DEFAULT_MEMORY = 256 << 20
 MAX_MEMORY = 256 << 30
 COLUMNS = ("domain", "job_id", "idx", "name", "owner", "node", "image", "cores", "memory",
@@ -31,12 +28,6 @@ def domain_name(job_id, idx):
 def instance_name(base, count, idx):
     """What the user calls instance idx of a job of count instances named base."""
     return base if count == 1 else "%s-%d" % (base, idx)
-
-
-def mac_for(ip):
-    """A locally administered MAC derived from the (unique) address."""
-    b = ipaddress.ip_address(ip).packed
-    return "52:54:%02x:%02x:%02x:%02x" % tuple(b)
 
 
 def nodes_from_nodefile(text):
@@ -69,29 +60,17 @@ def plan(job_id, owner, spec, node_cores, default_image):
     return rows
 
 
-def check_networks(conn, names, owner):
-    """Every network named must be one owner may attach.  Raises NotFound.
-
-    Private networks (F.u.3) are not in the catalog yet: until they are, only
-    the flat instance network exists, and any named network is unknown."""
-    if names:
-        raise NotFound(what="network", name=names[0])
-
-
-def _free_addresses(used, n):
-    out = []
-    for i, ip in enumerate(NETWORK.hosts()):
-        if i + 1 < FIRST_HOST:
-            continue
-        if str(ip) not in used:
-            out.append(str(ip))
-            if len(out) == n:
-                return out
-    raise Refused(detail="no free address left in %s" % NETWORK)
+def resolve_networks(conn, owner, names, default_cidr, reserved=()):
+    """The network rows an instance of owner's attaches to, in order: the named
+    ones (the owner's own: another user's network is not found), or the owner's
+    default network (also when named), created on first use.  Raises NotFound, Refused."""
+    return [networks.ensure_default(conn, owner, default_cidr, reserved)
+            if name == networks.DEFAULT_NAME else networks.get(conn, owner, name)
+            for name in names or [networks.DEFAULT_NAME]]
 
 
-def allocate(conn, rows):
-    """Insert the rows with fresh addresses; returns them.  Idempotent per job."""
+def allocate(conn, rows, nets, fixed_ip=None):
+    """Insert the rows with an address in each network; returns them.  Idempotent per job."""
     if not rows:
         return []
     job_id = rows[0]["job_id"]
@@ -105,15 +84,15 @@ def allocate(conn, rows):
         clash = {r["name"] for r in rows} & {n for _, n in taken}
         if clash:
             raise Refused(detail="you already have a live instance named %s" % ", ".join(sorted(clash)))
-        used = {str(r[0]) for r in conn.execute(
-            "SELECT host(ip) FROM instances WHERE state NOT IN ('deleted', 'failed')"
-            " AND ip IS NOT NULL")}
-        for row, ip in zip(rows, _free_addresses(used, len(rows))):
-            row.update(ip=ip, mac=mac_for(ip))
+        for row in rows:
+            row.update(ip=None, mac=None)
             conn.execute("INSERT INTO instances (domain, job_id, idx, name, owner, node, image,"
-                         " cores, memory, ip, mac) VALUES (%(domain)s, %(job_id)s, %(idx)s,"
-                         " %(name)s, %(owner)s, %(node)s, %(image)s, %(cores)s, %(memory)s,"
-                         " %(ip)s, %(mac)s)", row)
+                         " cores, memory) VALUES (%(domain)s, %(job_id)s, %(idx)s,"
+                         " %(name)s, %(owner)s, %(node)s, %(image)s, %(cores)s, %(memory)s)", row)
+        networks.attach(conn, rows, nets, fixed_ip)
+        for row in rows:
+            conn.execute("UPDATE instances SET ip = %(ip)s, mac = %(mac)s WHERE domain = %(domain)s",
+                         row)
     return for_job(conn, job_id)
 
 
@@ -151,8 +130,13 @@ def set_state(conn, domain, state, error=None):
 
 
 def mark_job(conn, job_id, state, error=None, only_live=True):
+    """Set the state of the job's instances; deleted or failed ones give their
+    addresses back.  Returns the networks whose addresses were released."""
     sql = "UPDATE instances SET state = %s, error = coalesce(%s, error), updated = now()" \
           " WHERE job_id = %s"
     if only_live:
         sql += " AND state NOT IN ('deleted', 'failed')"
     conn.execute(sql, (state, error, job_id))
+    if state in ("deleted", "failed"):
+        return networks.release(conn, [r["domain"] for r in for_job(conn, job_id)])
+    return []

@@ -21,6 +21,12 @@ ENDED = ("Terminated", "Error")
 CATALOG_DB = os.environ.get("OARCLOUD_DB", "oarcloud")
 
 
+def current_user():
+    """The calling Unix user's name (the catalog's row-level security agrees)."""
+    import pwd
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
 def connect_as_user():
     """The catalog, as the calling Unix user.  Raises NotReady."""
     try:
@@ -44,8 +50,14 @@ def submit(spec, nodes=1, walltime="1:00:00", runner=LOCAL):
     argv = ["oarsub"]
     for t in spec.to_types():
         argv += ["-t", t]
+    # Whole nodes, unless the instances say how many cores they need: then only
+    # those cores of each node (other jobs may share the nodes).
+    resources = "nodes=%d" % nodes
+    if spec.cores:
+        per_node = -(-(spec.count or nodes) // nodes) * spec.cores
+        resources = "/nodes=%d/core=%d" % (nodes, per_node)
     # The job's own command keeps it alive until its walltime or `delete`.
-    argv += ["-l", "nodes=%d,walltime=%s" % (nodes, check_walltime(walltime)), "sleep infinity"]
+    argv += ["-l", "%s,walltime=%s" % (resources, check_walltime(walltime)), "sleep infinity"]
     res = runner.run(argv, check=False, timeout=60)
     m = JOB_ID_RE.search(res.out)
     if res.code != 0 or not m:

@@ -24,6 +24,7 @@ KEYS = {
     "cores": r"[1-9][0-9]{0,2}",
     "memory": r"[1-9][0-9]{0,6}[KMGT]?",
     "network": NAME_RE,
+    "ip": r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}",
     "save": IMAGE_RE,
 }
 REPEATABLE = {"network"}
@@ -34,6 +35,7 @@ DESCRIPTIONS = {
     "cores": "cores per instance (default: the job's cores on the node, split)",
     "memory": "memory per instance, e.g. 512M or 2G (default: site default)",
     "network": "private network to attach (repeatable; default: the user's default)",
+    "ip": "fixed IPv4 address in the first network (one instance only)",
     "save": "image name to save the instance to when the job ends",
 }
 NAME_PATTERN = re.compile(NAME_RE + r"\Z")
@@ -52,11 +54,12 @@ class CloudSpec:
     memory: int | None = None  # bytes
     networks: list = field(default_factory=list)
     save: str | None = None
+    ip: str | None = None
 
     def to_types(self):
         """The `-t` values that express this spec (inverse of parse_types)."""
         types = ["cloud"]
-        for key in ("image", "name", "count", "cores", "save"):
+        for key in ("image", "name", "count", "cores", "save", "ip"):
             value = getattr(self, key)
             if value is not None:
                 types.append("cloud.%s=%s" % (key, value))

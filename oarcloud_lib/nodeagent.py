@@ -5,6 +5,8 @@
     python -m oarcloud_lib.nodeagent create JOB_ID              (every node of the job)
     python -m oarcloud_lib.nodeagent destroy JOB_ID             (every node of the job)
     python -m oarcloud_lib.nodeagent destroy-all                (this node: every instance)
+    python -m oarcloud_lib.nodeagent net-sync                   (this node: networks as the
+                                                                 catalog says, oarcloud_lib.netnode)
     python -m oarcloud_lib.nodeagent sweep [RUNNING_JOB...]     (this node: remove the
                                   instances of every other job, then check the node is sound)
     python -m oarcloud_lib.nodeagent exec|console|start|stop|reboot DOMAIN [-- ARGS]
@@ -29,14 +31,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from oarcloud_lib import (catalog, commands, config, imagecache, images, instances, joblog,
-                          jobspec, layer, oarssh, ovs, paths, rootfs, saves)
+                          jobspec, layer, netnode, networks, oarssh, ovs, paths, rootfs, saves)
 from oarcloud_lib.accounts import NAME_RE as USER_RE
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.driver import DomainSpec, LxcDriver
@@ -47,11 +48,10 @@ from oarcloud_lib.oarssh import this_node
 
 LOG = logging.getLogger("oarcloud.nodeagent")
 NODE_TIMEOUT = 90
-# VXLAN key of the flat instance network (per-network keys come with private networks).
-TUNNEL_KEY = 1
 INSTANCE_MTU = 1450  # 1500 on the underlay, less VXLAN's 50 bytes
 CREATE_PARALLEL = 4  # instances started at once on one node
 JOB_OF_NAME = re.compile(r"^oc([0-9]{1,9})-")
+NIC_SUFFIX = re.compile(r"n[0-9]$")  # the ports of an instance's NICs after the first
 
 
 def load_job(job_id, runner=LOCAL):
@@ -73,10 +73,8 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
     driver = driver or LxcDriver()
     conf = config.load()
     every = instances.for_job(conn, job_id)
-    for peer in sorted({r["node"] for r in every} - {this_node()}):
-        ip = socket.gethostbyname(peer)
-        ovs.ensure_tunnel(INTEGRATION_BRIDGE, ovs.tunnel_port_name(ip), ip, TUNNEL_KEY, runner)
     rows = [r for r in every if r["node"] == this_node()]
+    nics = networks.nics_of(conn, [r["domain"] for r in rows])
     # Every instance of the job knows the others by name.
     hosts = "127.0.0.1 localhost\n" + "".join("%s %s\n" % (r["ip"], r["name"]) for r in every)
     owner = rows[0]["owner"] if rows else None
@@ -86,14 +84,16 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
 
     def one(row):
         if row["state"] != "running":
-            _create_one(job_id, row, conn, driver, owner, key, hosts, stacks[row["image"]],
-                        runner)
+            _create_one(job_id, row, nics[row["domain"]], conn, driver, owner, key, hosts,
+                        stacks[row["image"]], runner)
     with imagecache.using():
         stacks = {image: image_stack(conn, image, owner)
                   for image in sorted({r["image"] for r in rows})}
         # A few at a time: a domain start waits on libvirt and the kernel, not on us.
         with ThreadPoolExecutor(max_workers=CREATE_PARALLEL) as pool:
             list(pool.map(one, rows))
+    # Their ports are on br-int: now the flows, tunnels and gateway that serve them.
+    netnode.sync(conn, runner)
     imagecache.evict(conf.node_cache_budget)
 
 
@@ -105,7 +105,7 @@ def image_stack(conn, image, owner):
             [c["sha256"] for c in chain])
 
 
-def _create_one(job_id, row, conn, driver, owner, key, hosts, stack, runner):
+def _create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, runner):
     instances.set_state(conn, row["domain"], "creating")
     t_root = time.monotonic()
     root = rootfs.prepare(row["domain"], *stack, runner=runner)
@@ -119,9 +119,9 @@ def _create_one(job_id, row, conn, driver, owner, key, hosts, stack, runner):
         name=row["domain"], job_id=job_id, owner=owner, cores=row["cores"],
         memory=row["memory"], rootfs=str(root), uid_base=rootfs.UID_BASE,
         uid_count=rootfs.UID_COUNT,
-        nics=[{"bridge": INTEGRATION_BRIDGE, "mac": row["mac"], "port": row["domain"],
-               "ip": row["ip"], "prefix": instances.NETWORK.prefixlen, "gateway": None,
-               "mtu": INSTANCE_MTU}])
+        nics=[{"bridge": INTEGRATION_BRIDGE, "mac": n["mac"], "port": n["port"], "ip": n["ip"],
+               "prefix": n["prefix"], "gateway": n["gateway"], "mtu": INSTANCE_MTU}
+              for n in nics])
     t_start = time.monotonic()
     guest = driver.define(spec)
     t_started = time.monotonic()
@@ -158,21 +158,22 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
     except OarcloudError as e:
         domains, libvirt_error = set(), e
     domains |= {p.name for p in paths.INSTANCES.glob(prefix + "*")}
-    domains |= {p for p in ovs.ports(INTEGRATION_BRIDGE, runner) if p.startswith(prefix)}
+    ports = [p for p in ovs.ports(INTEGRATION_BRIDGE, runner) if p.startswith(prefix)]
+    domains |= {NIC_SUFFIX.sub("", p) for p in ports}
     for domain in sorted(domains):
         if libvirt_error is None:
             driver.remove(domain)
-        ovs.delete_port(INTEGRATION_BRIDGE, domain, runner)
+        for port in ports:
+            if NIC_SUFFIX.sub("", port) == domain:
+                ovs.delete_port(INTEGRATION_BRIDGE, port, runner)
         if conn is not None and libvirt_error is None:
             keep_changes(conn, domain, runner)
         rootfs.remove(domain, runner=runner)
         LOG.info("job %s: %s removed from %s", job_id, domain, this_node())
-    # Tunnels serve the node's instances: with none left, none are needed.
-    left = ovs.ports(INTEGRATION_BRIDGE, runner)
-    if not any(p.startswith("oc") for p in left):
-        for port in left:
-            if port.startswith("vx-"):
-                ovs.delete_port(INTEGRATION_BRIDGE, port, runner)
+    # Flows, tunnels and gateways of the networks no longer served here go too.
+    if not netnode.sync_quietly(conn, runner) and not any(
+            p.startswith("oc") for p in ovs.ports(INTEGRATION_BRIDGE, runner)):
+        netnode.clear(runner)  # catalog unreachable, nothing left to serve: all of it
     if libvirt_error is not None:
         raise libvirt_error
     return sorted(domains)
@@ -403,14 +404,32 @@ def node_verb(verb, job_id, record=True):
 
 def _fan_out(nodes, verb, job_id):
     """Run verb on every node in parallel; returns {node: error or None}."""
+    return _parallel(nodes, lambda node: _on_node(node, verb, job_id))
+
+
+def _parallel(nodes, work):
     def one(node):
         try:
-            _on_node(node, verb, job_id)
+            work(node)
             return None
         except OarcloudError as e:
             return str(e)
     with ThreadPoolExecutor(max_workers=min(32, len(nodes)) or 1) as pool:
         return dict(zip(nodes, pool.map(one, nodes)))
+
+
+def sync_nodes(nodes):
+    """Bring the networking of these nodes up to date with the catalog (`net-sync`
+    on each, in parallel); returns {node: error} for the nodes that failed."""
+    def one(node):
+        if node == this_node():
+            netnode.sync()
+        else:
+            LOCAL.run(oarssh.agent_argv(node, "net-sync"), timeout=NODE_TIMEOUT)
+    errors = {n: e for n, e in _parallel(list(nodes), one).items() if e}
+    for node, error in sorted(errors.items()):
+        LOG.error("network sync on %s failed: %s", node, _one_line(error))
+    return errors
 
 
 def _one_line(text):
@@ -432,12 +451,14 @@ def prologue(job_id, nodefile):
                             " oarcloud creates nothing for it", job_id, original)
                 return 0
             images.usable(conn, spec.image or conf.default_image, owner)
-            instances.check_networks(conn, spec.networks, owner)
+            nets = instances.resolve_networks(conn, owner, spec.networks,
+                                              conf.default_network_cidr,
+                                              networks.reserved_ranges(conf))
             planned = instances.plan(job_id, owner, spec, node_cores, conf.default_image)
             wanted = saves.names_on_exit(spec, len(planned))
             for name in wanted:
                 images.check_new_name(conn, name)
-            rows = instances.allocate(conn, planned)
+            rows = instances.allocate(conn, planned, nets, spec.ip)
             saves.request_on_exit(conn, rows, wanted)
         except OarcloudError as e:
             LOG.error("job %s refused: %s", job_id, e)
@@ -452,9 +473,13 @@ def prologue(job_id, nodefile):
             LOG.error("job %s: creation failed, undoing on all nodes: %s", job_id, reason)
             saves.fail_job(conn, job_id, "the instances were not created: " + reason)
             _fan_out(sorted(node_cores), "destroy", job_id)
-            instances.mark_job(conn, job_id, "failed", reason)
+            released = instances.mark_job(conn, job_id, "failed", reason)
+            sync_nodes(networks.hosting_nodes(conn, released))
             print("oarcloud: %s" % reason, file=sys.stderr)
             return 1
+        # The other nodes of these networks learn the new addresses.
+        sync_nodes(sorted(set(networks.hosting_nodes(conn, [n["id"] for n in nets]))
+                          - set(nodes)))
         LOG.info("job %s: %d instance(s) on %d node(s) in %.2fs", job_id, len(rows), len(nodes),
                  time.monotonic() - started)
     return 0
@@ -467,7 +492,8 @@ def epilogue(job_id, nodefile):
     with catalog.connect(conf) as conn, joblog.recording(conn, job_id):
         nodes |= {r["node"] for r in instances.for_job(conn, job_id)}
         errors = {n: e for n, e in _fan_out(sorted(nodes), "destroy", job_id).items() if e}
-        instances.mark_job(conn, job_id, "deleted")
+        released = instances.mark_job(conn, job_id, "deleted")
+        sync_nodes(networks.hosting_nodes(conn, released))
         if errors:
             LOG.error("job %s: teardown failed on %s", job_id, errors)
             return 1
@@ -487,6 +513,9 @@ def main(argv):
     try:
         if verb == "destroy-all" and len(argv) == 1:
             destroy_local(None)
+            return 0
+        if verb == "net-sync" and len(argv) == 1:
+            print(netnode.sync())
             return 0
         if verb == "sweep" and all(a.isdigit() for a in argv[1:]):
             problems = sweep([int(a) for a in argv[1:]])

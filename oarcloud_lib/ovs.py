@@ -88,3 +88,13 @@ def ensure_tunnel(bridge, port, remote_ip, key, runner=LOCAL):
 def tunnel_port_name(remote_ip):
     """vx-<address in hex>: unique per peer, within the 15 characters of an ifname."""
     return "vx-" + "".join("%02x" % int(o) for o in remote_ip.split("."))
+
+
+def ensure_flow_tunnel(bridge, port, remote_ip, runner=LOCAL):
+    """A VXLAN port to remote_ip whose key (VNI) the flows set per packet
+    (options:key=flow): one tunnel per peer node carries every network."""
+    if port in ports(bridge, runner):
+        return False
+    vsctl(["--may-exist", "add-port", bridge, port, "--", "set", "Interface", port, "type=vxlan",
+           "options:remote_ip=%s" % remote_ip, "options:key=flow"], runner)
+    return True

@@ -72,3 +72,65 @@ def test_good_names(name):
 def test_bad_names(name):
     with pytest.raises(Refused):
         networks.check_name(name)
+
+
+def test_mac_is_unique_per_network_and_address():
+    net = ipaddress.ip_network("10.0.0.0/16")
+    assert networks.mac_for(4096, net, "10.0.1.2") == "0a:00:10:00:01:02"
+    assert networks.mac_for(4097, net, "10.0.1.2") != networks.mac_for(4096, net, "10.0.1.2")
+
+
+def test_port_names_of_nics():
+    assert networks.port_name("oc12-3", 0) == "oc12-3"
+    assert networks.port_name("oc12-3", 1) == "oc12-3n1"
+    with pytest.raises(Refused):
+        networks.port_name("oc123456789-999", 1)
+
+
+@pytest.mark.parametrize("low, high", [(1, 1), (22, 22), (80, 88), (1, 65535), (1000, 2000),
+                                       (65535, 65535), (1024, 65535), (3, 17)])
+def test_port_masks_cover_exactly_the_range(low, high):
+    from oarcloud_lib.netflows import port_masks
+    covered = set()
+    for value, mask in port_masks(low, high):
+        block = {p for p in range(value, value + ((~mask) & 0xffff) + 1)}
+        assert value & ~mask & 0xffff == 0 and not covered & block
+        covered |= block
+    assert covered == set(range(low, high + 1))
+
+
+def test_rule_matches():
+    from oarcloud_lib.netflows import rule_matches
+    rule = {"direction": "ingress", "proto": "tcp", "port_low": 80, "port_high": 81,
+            "remote": "10.0.0.0/8"}
+    assert rule_matches(rule) == ["tcp,nw_src=10.0.0.0/8,tp_dst=0x50/0xfffe"]
+    rule = {"direction": "egress", "proto": "any", "port_low": None, "port_high": None,
+            "remote": None}
+    assert rule_matches(rule) == ["ip"]
+    rule = {"direction": "egress", "proto": "udp", "port_low": 53, "port_high": 53,
+            "remote": "0.0.0.0/0"}
+    assert rule_matches(rule) == ["udp,tp_dst=53"]
+
+
+def test_flows_isolate_and_guard_ports():
+    from oarcloud_lib import netflows
+    text = netflows.render(
+        [{"ofport": 5, "tag": 1, "pairs": [("0a:00:10:00:00:02", "10.0.0.2")]}],
+        [{"tag": 1, "vni": 4096, "gateway": "10.0.0.1", "gateway_mac": "0a:00:10:00:00:01",
+          "gw_ofport": 3, "tunnels": [7],
+          "members": [{"mac": "0a:00:10:00:00:02", "ip": "10.0.0.2", "ofport": 5},
+                      {"mac": "0a:00:10:00:00:03", "ip": "10.0.0.3", "ofport": None,
+                       "tunnel": 7}],
+          "rules": [{"direction": "ingress", "proto": "tcp", "port_low": 22, "port_high": 22,
+                     "remote": None}]}])
+    lines = [l for l in text.splitlines() if l and not l.startswith("#")]
+    # The port may send only from its own MAC and address.
+    assert "table=0,priority=100,in_port=5,dl_src=0a:00:10:00:00:02,ip,nw_src=10.0.0.2," \
+           "actions=load:1->NXM_NX_REG6[],load:5->NXM_NX_REG5[],goto_table:20" in lines
+    # The remote member goes through the tunnel with the network's VNI, never from a tunnel.
+    assert any("reg4=0,dl_dst=0a:00:10:00:00:03,actions=set_field:4096->tun_id,output:7" in l
+               for l in lines)
+    assert any(l.startswith("table=0,priority=100,in_port=7,tun_id=4096,") for l in lines)
+    assert any("table=41" in l and "tcp,tp_dst=22" in l for l in lines)
+    assert sum("priority=0,actions=drop" in l for l in lines) == 7
+    assert netflows.count(text) == len(lines)

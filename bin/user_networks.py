@@ -1,0 +1,193 @@
+"""oarcloud net ...: the user's private networks (F.u.8).
+
+Listing reads the catalog as the user (row-level security: only their own
+networks); every change goes through the broker, which checks who asks and
+has the nodes hosting the network follow at once.
+"""
+from plumbum import cli
+
+from oarcloud_cli.common import Command, Group, exec_broker, print_fields, print_json, print_table
+
+NET_COLUMNS = [("name", "NAME"), ("cidr", "CIDR"), ("gateway", "GATEWAY"), ("vni", "VNI"),
+               ("in_use", "ADDRESSES"), ("created_h", "CREATED")]
+RULE_COLUMNS = [("id", "ID"), ("direction", "DIRECTION"), ("proto", "PROTO"), ("ports", "PORTS"),
+                ("remote_h", "REMOTE")]
+MEMBER_COLUMNS = [("name", "NAME"), ("kind", "KIND"), ("ip", "ADDRESS"), ("mac", "MAC"),
+                  ("node", "NODE")]
+
+
+def _public(row):
+    out = {k: row[k] for k in ("name", "cidr", "gateway", "vni")}
+    out["created"] = str(row["created"])
+    out["created_h"] = out["created"][:16]
+    if "in_use" in row:
+        out["in_use"] = row["in_use"]
+    return out
+
+
+def _rule(rule):
+    out = dict(rule)
+    low, high = rule["port_low"], rule["port_high"]
+    out["ports"] = "-" if low is None else str(low) if low == high else "%d-%d" % (low, high)
+    out["remote_h"] = rule["remote"] or "any"
+    return out
+
+
+class NetCmd(Group):
+    """Private networks: create, list, show, delete, rules, published ports, VPN.
+
+    Every instance is on at least one network: your `default` network (made at
+    your first launch) unless `oarcloud launch --network NAME` names others.
+    Inside a network everything may talk; from outside, nothing comes in until a
+    rule lets it; out, everything may go (through the network's gateway, NATed
+    to the node's address)."""
+
+
+@NetCmd.subcommand("create")
+class NetCreate(Command):
+    """Create a network: an IPv4 range of your own (/16 to /29), which other users'
+    networks may reuse without ever seeing yours."""
+
+    cidr = cli.SwitchAttr(["--cidr"], str, mandatory=True, help="e.g. 10.20.0.0/24")
+    gateway = cli.SwitchAttr(["--gateway"], str, help="gateway address (default: the first one)")
+
+    def run_command(self, name):
+        exec_broker("net-create", name, self.cidr, *([self.gateway] if self.gateway else []))
+
+
+@NetCmd.subcommand("list")
+class NetList(Command):
+    """Your networks, with the number of addresses in use in each."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        from oarcloud_lib import jobs, networks
+        with jobs.connect_as_user() as conn:
+            rows = [_public(r) for r in networks.owned(conn, jobs.current_user())]
+        if self.json:
+            print_json([{k: v for k, v in r.items() if not k.endswith("_h")} for r in rows])
+        else:
+            print_table(rows, NET_COLUMNS)
+
+
+@NetCmd.subcommand("show")
+class NetShow(Command):
+    """One network: its range, members (instances, VPN clients), rules, published ports."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self, name):
+        from oarcloud_lib import jobs, networks
+        with jobs.connect_as_user() as conn:
+            row = networks.get(conn, jobs.current_user(), name)
+            out = {k: v for k, v in _public(row).items() if not k.endswith("_h")}
+            out["members"] = networks.members(conn, row["id"])
+            out["rules"] = networks.rules(conn, [row["id"]])[row["id"]]
+            out["published"] = networks.exposures(conn, row["id"])
+        if self.json:
+            print_json(out)
+            return
+        print_fields(out, ("name", "cidr", "gateway", "vni", "created"), width=10)
+        print("\nmembers:")
+        print_table(out["members"], MEMBER_COLUMNS)
+        print("\nrules:")
+        print_table([_rule(r) for r in out["rules"]], RULE_COLUMNS)
+        if out["published"]:
+            print("\npublished ports:")
+            print_table(out["published"], [("instance", "INSTANCE"), ("proto", "PROTO"),
+                                           ("port", "PORT"), ("node", "NODE"),
+                                           ("node_port", "NODE PORT")])
+
+
+@NetCmd.subcommand("delete")
+class NetDelete(Command):
+    """Delete a network with its rules and VPN (refused while an instance uses it)."""
+
+    def run_command(self, name):
+        exec_broker("net-delete", name)
+
+
+class RuleCmd(Group):
+    """A network's rules (stateful: replies of an allowed connection always pass)."""
+
+
+NetCmd.subcommand("rule", RuleCmd)
+
+
+@RuleCmd.subcommand("add")
+class RuleAdd(Command):
+    """Allow traffic of the network's instances; applied live to running instances."""
+
+    direction = cli.SwitchAttr(["--direction"], cli.Set("ingress", "egress"), mandatory=True,
+                               help="ingress: new connections to the instances; "
+                                    "egress: new connections from them")
+    proto = cli.SwitchAttr(["--proto"], cli.Set("tcp", "udp", "icmp", "any"), mandatory=True,
+                           help="protocol")
+    port = cli.SwitchAttr(["--port"], str, help="destination port P or range P-Q (tcp, udp)")
+    remote = cli.SwitchAttr(["--remote"], str, help="the other end's CIDR (default: anywhere)")
+
+    def run_command(self, name):
+        exec_broker("net-rule-add", name, self.direction, self.proto, self.port or "-",
+                    self.remote or "-")
+
+
+@RuleCmd.subcommand("list")
+class RuleList(Command):
+    """The network's rules."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self, name):
+        from oarcloud_lib import jobs, networks
+        with jobs.connect_as_user() as conn:
+            row = networks.get(conn, jobs.current_user(), name)
+            rules = networks.rules(conn, [row["id"]])[row["id"]]
+        if self.json:
+            print_json(rules)
+        else:
+            print_table([_rule(r) for r in rules], RULE_COLUMNS)
+
+
+@RuleCmd.subcommand("del")
+class RuleDel(Command):
+    """Delete rule ID (see `rule list`); applied live."""
+
+    def run_command(self, name, rule_id):
+        exec_broker("net-rule-del", name, rule_id)
+
+
+@NetCmd.subcommand("expose")
+class NetExpose(Command):
+    """Publish an instance's port on its node's address (a port from 30000-32767),
+    for clients elsewhere in the cluster; an ingress rule must let them in."""
+
+    proto = cli.SwitchAttr(["--proto"], cli.Set("tcp", "udp"), default="tcp", help="protocol")
+    network = cli.SwitchAttr(["--network"], str, help="which NIC (default: the first)")
+
+    def run_command(self, instance, port):
+        exec_broker("net-expose", instance, port, self.proto,
+                    *([self.network] if self.network else []))
+
+
+@NetCmd.subcommand("unexpose")
+class NetUnexpose(Command):
+    """Stop publishing an instance's port."""
+
+    proto = cli.SwitchAttr(["--proto"], cli.Set("tcp", "udp"), default="tcp", help="protocol")
+
+    def run_command(self, instance, port):
+        exec_broker("net-unexpose", instance, port, self.proto)
+
+
+@NetCmd.subcommand("vpn")
+class NetVpn(Command):
+    """Print an OpenVPN client file for the network: the machine using it joins the
+    network (an address of its own, nothing else reachable).  Save it: the key in it
+    is shown once."""
+
+    client = cli.SwitchAttr(["--client"], str, default="client",
+                            help="a name for this client (one address each)")
+
+    def run_command(self, name):
+        exec_broker("net-vpn", name, self.client)

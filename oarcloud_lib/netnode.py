@@ -1,0 +1,304 @@
+"""Private networks on a node: make br-int, the tunnels, the gateways and the NAT
+rules match the catalog.  Run as root on the node (by the node agent).
+
+`sync()` is declarative and idempotent: it reads what the catalog says about
+the networks this node hosts (a network is hosted while one of its instance
+ports or its VPN endpoint is on br-int here), then
+
+- gives each hosted network a local tag (kept on its gateway port, reused),
+- makes one gateway per hosted network: a namespace `ocgw-<vni>` holding the
+  network's gateway address (same address and MAC on every node: traffic out
+  of an instance never crosses nodes to reach it), NAT to a link address,
+  which the node NATs again to its own underlay address,
+- keeps one VXLAN tunnel (key=flow) to each node hosting a same network and
+  removes the others,
+- replaces the bridge's flows at once (netflows: anti-spoofing, ARP, rules),
+- rewrites its own iptables chains (OC-*) for NAT and published ports,
+- starts or stops the networks' OpenVPN endpoints (oarcloud_lib.vpn).
+
+When nothing is hosted, all of that is removed: no gateway, tunnel, flow
+beyond the default drop, chain or VPN process is left.
+"""
+import contextlib
+import fcntl
+import ipaddress
+import logging
+import socket
+from pathlib import Path
+
+from oarcloud_lib import catalog, netflows, networks, ovs, templating, vpn
+from oarcloud_lib.commands import LOCAL
+from oarcloud_lib.errors import OarcloudError
+from oarcloud_lib.nodesetup import INTEGRATION_BRIDGE
+from oarcloud_lib.oarssh import this_node
+
+LOG = logging.getLogger("oarcloud.netnode")
+RUN_DIR = Path("/run/oarcloud")
+NETNS_DIR = Path("/run/netns")
+# Per-network link between a gateway namespace and the node: a /30 of this range.
+LINK_RANGE = ipaddress.ip_network("169.254.0.0/18")
+MTU = 1450
+CHAINS = {"nat": ("PREROUTING", "OUTPUT", "POSTROUTING"), "filter": ("INPUT", "FORWARD")}
+
+
+def gw_port(vni):
+    return "gw-%06x" % vni
+
+
+def link_port(vni):
+    return "gx-%06x" % vni
+
+
+def gw_netns(vni):
+    return "ocgw-%d" % vni
+
+
+def link_addresses(tag):
+    """(node side, gateway side) of a network's /30 link, from its local tag."""
+    base = LINK_RANGE.network_address + 4 * tag
+    return base + 1, base + 2
+
+
+@contextlib.contextmanager
+def _locked():
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    with open(RUN_DIR / "netsync.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+# -- what the catalog says ---------------------------------------------------------
+
+def catalog_view(conn, node):
+    """(nics of the networks with an address on node, {network: row}, rules,
+    exposures on node, VPN endpoints on node)."""
+    nics = [dict(zip(("network", "kind", "ip", "mac", "port", "node", "id"), r))
+            for r in conn.execute(
+                "SELECT network, kind, host(ip), mac, port, node, id FROM nics WHERE network IN"
+                " (SELECT network FROM nics WHERE node = %s)", (node,))]
+    ids = sorted({n["network"] for n in nics})
+    nets = {r[0]: {"id": r[0], "vni": r[1], "cidr": str(r[2]), "gateway": r[3]}
+            for r in conn.execute("SELECT id, vni, cidr, host(gateway) FROM networks"
+                                  " WHERE id = ANY(%s)", (ids,))}
+    rules = networks.rules(conn, ids)
+    exposures = [dict(zip(("proto", "port", "node_port", "ip", "network"), r))
+                 for r in conn.execute(
+                     "SELECT e.proto, e.port, e.node_port, host(c.ip), c.network FROM exposures e"
+                     " JOIN nics c ON c.id = e.nic WHERE e.node = %s ORDER BY e.node_port",
+                     (node,))]
+    vpns = vpn.endpoints(conn, node)
+    return nics, nets, rules, exposures, vpns
+
+
+# -- Open vSwitch ---------------------------------------------------------------------
+
+def interfaces(runner=LOCAL):
+    """{name: {"ofport", "external_ids"}} of every interface of the switch."""
+    rows = ovs.parse_json_table(ovs.vsctl(["--format=json", "--columns=name,ofport,external_ids",
+                                           "list", "Interface"], runner))
+    return {r["name"]: {"ofport": r["ofport"] if isinstance(r["ofport"], int) else -1,
+                        "external_ids": r["external_ids"] or {}} for r in rows}
+
+
+def _tags(ifaces):
+    """{vni: local tag} recorded on the gateway ports."""
+    out = {}
+    for name, i in ifaces.items():
+        ids = i["external_ids"]
+        if name.startswith("gw-") and "oc-vni" in ids and "oc-tag" in ids:
+            out[int(ids["oc-vni"])] = int(ids["oc-tag"])
+    return out
+
+
+def _allocate_tags(hosted_vnis, known):
+    tags = {v: t for v, t in known.items() if v in hosted_vnis}
+    free = (t for t in range(1, 4095) if t not in set(tags.values()))
+    for vni in sorted(hosted_vnis - set(tags)):
+        tags[vni] = next(free)
+    return tags
+
+
+# -- gateways ---------------------------------------------------------------------------
+
+def _links(runner):
+    """Names of this node's network interfaces."""
+    return {line.split(":")[1].strip().split("@")[0]
+            for line in runner.out(["ip", "-o", "link", "show"]).splitlines() if ":" in line}
+
+
+def ensure_gateway(net, tag, links, exposures, runner=LOCAL):
+    """The gateway namespace of net on this node (created or brought up to date)."""
+    vni = net["vni"]
+    ns, port, link = gw_netns(vni), gw_port(vni), link_port(vni)
+    inside = ["ip", "netns", "exec", ns]
+    cidr = ipaddress.ip_network(net["cidr"])
+    node_side, gw_side = link_addresses(tag)
+    if not (NETNS_DIR / ns).exists():
+        runner.run(["ip", "netns", "add", ns])
+    if port not in links:
+        runner.run(["ip", "link", "add", port, "mtu", str(MTU), "type", "veth", "peer", "name",
+                    "gw0", "mtu", str(MTU), "netns", ns])
+    if link not in links:
+        runner.run(["ip", "link", "add", link, "type", "veth", "peer", "name", "up0", "netns", ns])
+        runner.run(["ip", "addr", "add", "%s/30" % node_side, "dev", link])
+    for argv in (["ip", "link", "set", "gw0", "address", networks.mac_for(vni, cidr, net["gateway"])],
+                 ["ip", "addr", "replace", "%s/%d" % (net["gateway"], cidr.prefixlen), "dev",
+                  "gw0"],
+                 ["ip", "link", "set", "gw0", "up"], ["ip", "link", "set", "lo", "up"],
+                 ["ip", "addr", "replace", "%s/30" % gw_side, "dev", "up0"],
+                 ["ip", "link", "set", "up0", "up"],
+                 ["ip", "route", "replace", "default", "via", str(node_side)],
+                 ["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                 ["ethtool", "-K", "gw0", "tx", "off"]):
+        runner.run(inside + argv)
+    for argv in (["ip", "link", "set", port, "up"], ["ip", "link", "set", link, "up"],
+                 ["ethtool", "-K", port, "tx", "off"]):
+        runner.run(argv)
+    ovs.vsctl(["--may-exist", "add-port", INTEGRATION_BRIDGE, port, "--", "set", "Interface",
+               port, "external_ids:oc-vni=%d" % vni, "external_ids:oc-tag=%d" % tag,
+               "--", "set", "Port", port, "tag=%d" % tag], runner)
+    rules = templating.render("gateway-iptables.j2", exposures=exposures)
+    runner.run(inside + ["iptables-restore"], stdin=rules)
+
+
+def remove_gateway(vni, runner=LOCAL):
+    ovs.delete_port(INTEGRATION_BRIDGE, gw_port(vni), runner)
+    for link in (gw_port(vni), link_port(vni)):
+        runner.run(["ip", "link", "del", link], check=False)
+    runner.run(["ip", "netns", "del", gw_netns(vni)], check=False)
+    LOG.info("network vni %d: gateway removed from %s", vni, this_node())
+
+
+def _node_iptables(gateways, exposures, runner):
+    """This node's OC-* chains: NAT of the gateways' links, published ports; or,
+    when there is nothing to serve, no chain at all."""
+    have = runner.run(["iptables", "-t", "nat", "-S", "OC-POSTROUTING"], check=False).code == 0
+    if not gateways:
+        if have:
+            for table, chains in CHAINS.items():
+                for chain in chains:
+                    runner.run(["iptables", "-t", table, "-D", chain, "-j", "OC-" + chain],
+                               check=False)
+                    runner.run(["iptables", "-t", table, "-F", "OC-" + chain], check=False)
+                    runner.run(["iptables", "-t", table, "-X", "OC-" + chain], check=False)
+        return
+    runner.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    text = templating.render("node-iptables.j2", gateways=gateways, exposures=exposures,
+                             link_range=str(LINK_RANGE))
+    runner.run(["iptables-restore", "--noflush"], stdin=text)
+    for table, chains in CHAINS.items():
+        for chain in chains:
+            if runner.run(["iptables", "-t", table, "-C", chain, "-j", "OC-" + chain],
+                          check=False).code != 0:
+                runner.run(["iptables", "-t", table, "-I", chain, "1", "-j", "OC-" + chain])
+
+
+# -- the whole node -----------------------------------------------------------------------
+
+def sync(conn=None, runner=LOCAL):
+    """Make this node's networking match the catalog; returns a summary dict."""
+    with _locked(), catalog.session(conn) as conn:
+        return _apply(catalog_view(conn, this_node()), runner)
+
+
+def clear(runner=LOCAL):
+    """Remove all of oarcloud's networking from this node (nothing to serve)."""
+    with _locked():
+        return _apply(([], {}, {}, [], []), runner)
+
+
+def _apply(view, runner):
+    node = this_node()
+    nics, nets, rules, exposures, vpns = view
+    vpn.ensure_endpoints(vpns, runner)  # their tap ports must exist before we look
+    ifaces = interfaces(runner)
+    local = [n for n in nics if n["node"] == node and n["port"] in ifaces]
+    hosted = {n["network"] for n in local}
+    tags = _allocate_tags({nets[i]["vni"] for i in hosted}, _tags(ifaces))
+    links = _links(runner)
+    by_vni = {nets[i]["vni"]: nets[i] for i in hosted}
+    for vni, tag in sorted(tags.items()):
+        ensure_gateway(by_vni[vni], tag,
+                       links, [e for e in exposures if nets[e["network"]]["vni"] == vni],
+                       runner)
+    for name, i in ifaces.items():
+        vni = i["external_ids"].get("oc-vni")
+        if name.startswith("gw-") and vni and int(vni) not in tags:
+            remove_gateway(int(vni), runner)
+    for ns in NETNS_DIR.glob("ocgw-*"):  # a gateway whose port is gone
+        vni = ns.name[len("ocgw-"):]
+        if vni.isdigit() and int(vni) not in tags:
+            remove_gateway(int(vni), runner)
+    # Tunnels to the nodes hosting the same networks.
+    peers = {}
+    for n in nics:
+        if n["network"] in hosted and n["node"] and n["node"] != node:
+            peers[n["node"]] = socket.gethostbyname(n["node"])
+    wanted = {ovs.tunnel_port_name(ip): ip for ip in peers.values()}
+    for port, ip in wanted.items():
+        ovs.ensure_flow_tunnel(INTEGRATION_BRIDGE, port, ip, runner)
+    for name in ifaces:
+        if name.startswith("vx-") and name not in wanted:
+            ovs.delete_port(INTEGRATION_BRIDGE, name, runner)
+    ifaces = interfaces(runner)
+    text = _flows(nics, nets, rules, hosted, tags, ifaces, node, peers)
+    ofctl = ["ovs-ofctl", "-O", "OpenFlow15", "--bundle", "replace-flows",
+             INTEGRATION_BRIDGE, "-"]
+    runner.run(ofctl, stdin=text)
+    tag_ports = []
+    for n in local:
+        tag_ports += ["--", "set", "Port", n["port"], "tag=%d" % tags[nets[n["network"]]["vni"]]]
+    if tag_ports:
+        ovs.vsctl(tag_ports[1:], runner)
+    gateways = [{"vni": v, "link": link_port(v), "address": str(link_addresses(t)[1])}
+                for v, t in sorted(tags.items())]
+    _node_iptables(gateways, [dict(e, gw=str(link_addresses(tags[nets[e["network"]]["vni"]])[1]))
+                              for e in exposures if nets[e["network"]]["vni"] in tags],
+                   runner)
+    summary = {"node": node, "networks": len(hosted), "ports": len(local),
+               "tunnels": len(wanted), "flows": netflows.count(text)}
+    LOG.info("network sync on %s: %s", node, summary)
+    return summary
+
+
+def _flows(nics, nets, rules, hosted, tags, ifaces, node, peers):
+    ports, out = {}, []
+    for n in nics:
+        if n["network"] in hosted and n["node"] == node and n["port"] in ifaces:
+            vni = nets[n["network"]]["vni"]
+            p = ports.setdefault(n["port"], {"ofport": ifaces[n["port"]]["ofport"],
+                                             "tag": tags[vni], "pairs": []})
+            p["pairs"].append((n["mac"], n["ip"]))
+    for net_id in sorted(hosted):
+        net = nets[net_id]
+        vni, cidr = net["vni"], ipaddress.ip_network(net["cidr"])
+        gw = ifaces.get(gw_port(vni), {}).get("ofport", -1)
+        tunnel_of = {node_name: ifaces.get(ovs.tunnel_port_name(ip), {}).get("ofport", -1)
+                     for node_name, ip in peers.items()}
+        members = []
+        for n in nics:
+            if n["network"] != net_id or not n["node"]:
+                continue
+            if n["node"] == node:
+                if n["port"] not in ifaces:
+                    continue  # not created yet, or gone
+                members.append({"mac": n["mac"], "ip": n["ip"],
+                                "ofport": ifaces[n["port"]]["ofport"]})
+            elif tunnel_of.get(n["node"], -1) > 0:
+                members.append({"mac": n["mac"], "ip": n["ip"], "ofport": None,
+                                "tunnel": tunnel_of[n["node"]]})
+        out.append({"tag": tags[vni], "vni": vni, "gateway": net["gateway"],
+                         "gateway_mac": networks.mac_for(vni, cidr, net["gateway"]),
+                         "gw_ofport": gw if gw > 0 else None,
+                         "tunnels": sorted({t for t in tunnel_of.values() if t > 0}),
+                         "members": members, "rules": rules.get(net_id, [])})
+    return netflows.render(sorted(ports.values(), key=lambda p: p["ofport"]), out)
+
+
+def sync_quietly(conn=None, runner=LOCAL):
+    """sync, logging instead of raising: for teardown paths that must go on."""
+    try:
+        return sync(conn, runner)
+    except OarcloudError as e:
+        LOG.error("network sync on %s failed: %s", this_node(), e)
+        return None

@@ -1,0 +1,288 @@
+"""Private networks on the lab (issue 5): per-user networks over VXLAN between two
+nodes, isolation of two users with the same CIDR, live stateful rules,
+anti-spoofing, the gateway and its NAT, published ports, VPN, clean teardown,
+and refusals of bad input."""
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import node_exec, run
+from test_instances import NODES, launch, oarcloud
+
+
+def sh(user, instance, script, check=False, timeout=60):
+    """Run a shell script as root in the user's instance."""
+    return oarcloud(user, "exec", instance, "--", "sh", "-c", script, check=check,
+                    timeout=timeout)
+
+
+def http_get(user, instance, ip, port, wait=2):
+    """The body busybox httpd serves at ip:port/hostname, seen from instance ('' if none)."""
+    res = sh(user, instance, "printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | busybox nc -w %d %s %d"
+             % (wait, ip, port))
+    return res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+
+
+def listen(user, instance, port, path):
+    """A TCP listener in the instance writing what it receives to path (its stdin
+    stays open: busybox nc would close its side at the end of it)."""
+    sh(user, instance, "(sleep 120 | busybox nc -l -p %d > %s) </dev/null >/dev/null 2>&1 & sleep 0.2"
+       % (port, path), check=True)
+
+
+def serve(user, instance, port):
+    sh(user, instance, "busybox httpd -p %d -h /etc" % port, check=True)
+
+
+def rx_packets(user, instance):
+    return int(sh(user, instance, "cat /sys/class/net/eth0/statistics/rx_packets",
+                  check=True).stdout)
+
+
+def sniffer(row, expr):
+    """tcpdump (the node's) on the instance's eth0 for a few seconds: a Popen whose
+    output lists the IPv4 packets matching expr that reached the instance."""
+    domain = "oc%d-%d" % (row["job_id"], int(row["name"].rsplit("-", 1)[1]))
+    ctl = node_exec(row["node"], "virsh", "-c", "lxc:///system", "domid", domain,
+                    check=True).stdout.split()[0]
+    init = Path("/proc/%s/task/%s/children" % (ctl, ctl)).read_text().split()[0]
+    proc = subprocess.Popen(["oarcloud-admin", "lab", "exec", row["node"], "--", "nsenter",
+                             "-t", init, "-n", "--", "timeout", "8", "tcpdump", "-i", "eth0",
+                             "-nn", "-l", expr], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # listening
+    return proc
+
+
+def net_leftovers():
+    """Gateways, tunnels, flows beyond the defaults and NAT chains left on the nodes."""
+    left = {}
+    for n in NODES:
+        ports = node_exec(n, "ovs-vsctl", "list-ports", "br-int").stdout.split()
+        links = [x["ifname"] for x in json.loads(node_exec(n, "ip", "-j", "link").stdout)]
+        netns = node_exec(n, "ip", "netns", "list").stdout.split()
+        flows = [l for l in node_exec(n, "ovs-ofctl", "-O", "OpenFlow15", "dump-flows",
+                                      "br-int").stdout.splitlines()
+                 if "priority=" in l and "priority=0 " not in l
+                 and not re.search(r"table=(20|21|40|41),.*priority=(100|200),(ip|ct_state=\+(est|rel))", l)]
+        nat = [l for l in node_exec(n, "iptables-save").stdout.splitlines() if "OC-" in l]
+        vpn = node_exec(n, "sh", "-c", "ls /run/oarcloud/vpn 2>/dev/null").stdout.split()
+        items = ([p for p in ports if p.startswith(("oc", "vx-", "gw-", "vpn"))]
+                 + [x for x in links if x.startswith(("gw-", "gx-", "vpn"))]
+                 + [x for x in netns if x.startswith("ocgw")] + flows + nat + vpn)
+        if items:
+            left[n] = items
+    return left
+
+
+@pytest.fixture
+def two_node_pair(make_user):
+    """A user with two instances on two nodes in their default network."""
+    user = make_user()
+    rows = launch(user, "--name", "n", "--nodes", "2")
+    assert len({r["node"] for r in rows}) == 2
+    yield user, rows
+    oarcloud(user, "delete", "n-0", "--wait")
+
+
+def test_default_network_across_nodes_ping_tcp_and_gateway(two_node_pair):
+    user, rows = two_node_pair
+    nets = json.loads(oarcloud(user, "net", "list", "--json", check=True).stdout)
+    assert [n["name"] for n in nets] == ["default"] and nets[0]["in_use"] == 2
+    a, b = rows
+    assert sh(user, "n-0", "ping -c 2 -W 2 %s" % b["ip"]).returncode == 0
+    assert sh(user, "n-1", "ping -c 2 -W 2 %s" % a["ip"]).returncode == 0
+    # TCP across nodes: 2 MB through, byte for byte
+    listen(user, "n-1", 7001, "/tmp/got")
+    sh(user, "n-0", "head -c 2000000 /dev/urandom > /tmp/f && busybox nc -w 3 %s 7001 < /tmp/f"
+       % b["ip"])
+    sums = [sh(user, n, "md5sum < /tmp/%s" % f, check=True).stdout.split()[0]
+            for n, f in (("n-0", "f"), ("n-1", "got"))]
+    assert sums[0] == sums[1]
+    # out through the gateway, NATed to the node's address: the lab server answers
+    gw = json.loads(oarcloud(user, "net", "show", "default", "--json", check=True).stdout)
+    assert sh(user, "n-0", "ping -c 1 -W 2 %s" % gw["gateway"]).returncode == 0
+    assert sh(user, "n-0", "ping -c 2 -W 2 198.19.0.1").returncode == 0
+
+
+def test_two_users_with_the_same_cidr_are_isolated(make_user):
+    alice, bob = make_user(), make_user()
+    # one core of each node for each user: both jobs run side by side
+    ra = launch(alice, "--name", "a", "--nodes", "2", "--cores", "1")
+    rb = launch(bob, "--name", "b", "--nodes", "2", "--cores", "1")
+    # Same range, same addresses: both users' default networks.
+    assert sorted(r["ip"] for r in ra) == sorted(r["ip"] for r in rb)
+    for user, rows, mine in ((alice, ra, "a"), (bob, rb, "b")):
+        serve(user, "%s-1" % mine, 8080)
+        # each reaches its own instance at the shared address: the answer says whose
+        assert http_get(user, "%s-0" % mine, rows[1]["ip"], 8080) == "%s-1" % mine
+    # Sniffing: while one user floods their network (pings, broadcast, ARP to the
+    # shared addresses), the other's instances see none of it; both ways.
+    for (src, srows, s), (dst, drows) in (((alice, ra, "a"), (bob, rb)),
+                                         ((bob, rb, "b"), (alice, ra))):
+        sniffers = [sniffer(r, "icmp or arp or broadcast") for r in drows]
+        res = sh(src, "%s-0" % s, "ping -c 30 -i 0.05 -W 1 %s && (ping -c 3 -b -W 1 "
+                 "198.18.15.255; busybox arping -c 2 -I eth0 %s; true)"
+                 % (srows[1]["ip"], srows[1]["ip"]))
+        assert res.returncode == 0, res.stderr  # the sender's own traffic went through
+        for proc in sniffers:
+            out, err = proc.communicate(timeout=30)
+            assert "listening on eth0" in err and out.strip() == "", out
+    for user, name in ((alice, "a-0"), (bob, "b-0")):
+        assert oarcloud(user, "delete", name, "--wait").returncode == 0
+
+
+def test_rules_apply_live_and_keep_established_connections(two_node_pair):
+    user, rows = two_node_pair
+    b_ip = rows[1]["ip"]
+    serve(user, "n-1", 9090)
+    assert http_get(user, "n-0", b_ip, 9090) == "n-1"
+    rules = json.loads(oarcloud(user, "net", "rule", "list", "default", "--json",
+                                check=True).stdout)
+    inside = [r for r in rules if r["direction"] == "ingress" and r["proto"] == "any"][0]
+    # a long connection n-0 -> n-1, open before the rules change
+    listen(user, "n-1", 7002, "/tmp/stream")
+    sh(user, "n-0", "((while true; do echo tick; sleep 0.1; done) | busybox nc %s 7002) "
+       "</dev/null >/dev/null 2>&1 & sleep 0.5" % b_ip, check=True)
+
+    def stream_grows():
+        first = int(sh(user, "n-1", "wc -l < /tmp/stream", check=True).stdout)
+        time.sleep(1)
+        return int(sh(user, "n-1", "wc -l < /tmp/stream", check=True).stdout) > first
+
+    assert stream_grows()
+    # an unrelated rule: the connection goes on
+    res = oarcloud(user, "net", "rule", "add", "default", "--direction", "ingress", "--proto",
+                   "udp", "--port", "5353", check=True)
+    assert "applied on 2 node(s)" in res.stdout
+    assert stream_grows()
+    # without the rule that lets the network in, new connections fail at once...
+    started = time.monotonic()
+    oarcloud(user, "net", "rule", "del", "default", str(inside["id"]), check=True)
+    assert http_get(user, "n-0", b_ip, 9090) == ""
+    print("rule removed and checked in %.2fs" % (time.monotonic() - started))
+    assert stream_grows()  # ...but established ones are stateful
+    # a narrow rule lets one port in, from one address only
+    oarcloud(user, "net", "rule", "add", "default", "--direction", "ingress", "--proto", "tcp",
+             "--port", "9000-9100", "--remote", "%s/32" % rows[0]["ip"], check=True)
+    assert http_get(user, "n-0", b_ip, 9090) == "n-1"
+    serve(user, "n-1", 9191)
+    assert http_get(user, "n-0", b_ip, 9191) == ""
+    # egress: removing the allow-all egress rule cuts new connections out
+    egress = [r for r in rules if r["direction"] == "egress"][0]
+    oarcloud(user, "net", "rule", "del", "default", str(egress["id"]), check=True)
+    assert http_get(user, "n-0", b_ip, 9090) == ""
+
+
+def test_spoofed_addresses_and_forged_arp_reach_nobody(two_node_pair):
+    user, rows = two_node_pair
+    a_ip, b_ip = rows[0]["ip"], rows[1]["ip"]
+    assert sh(user, "n-0", "ping -c 1 -W 2 %s" % b_ip).returncode == 0
+    # another source address
+    res = sh(user, "n-0", "ip addr add 198.18.0.200/20 dev eth0 && "
+             "ping -c 2 -W 1 -I 198.18.0.200 %s" % b_ip)
+    assert res.returncode != 0
+    sh(user, "n-0", "ip addr del 198.18.0.200/20 dev eth0")
+    # another MAC
+    mac = sh(user, "n-0", "cat /sys/class/net/eth0/address", check=True).stdout.strip()
+    res = sh(user, "n-0", "ip link set eth0 address 0a:66:66:66:66:66 && ip neigh flush all && "
+             "ping -c 2 -W 1 %s; r=$?; ip link set eth0 address %s; exit $r" % (b_ip, mac))
+    assert res.returncode != 0
+    # forged ARP: n-0 claims n-1's address; nobody hears it, n-1 stays reachable
+    before = rx_packets(user, "n-1")
+    sh(user, "n-0", "busybox arping -U -c 3 -I eth0 -s %s %s" % (b_ip, b_ip))
+    sh(user, "n-0", "busybox arping -A -c 3 -I eth0 -s %s %s" % (b_ip, a_ip))
+    assert rx_packets(user, "n-1") == before
+    assert sh(user, "n-0", "ping -c 1 -W 2 %s" % b_ip).returncode == 0
+
+
+def test_expose_publishes_a_port_on_the_node(two_node_pair):
+    user, rows = two_node_pair
+    serve(user, "n-1", 8080)
+    res = oarcloud(user, "net", "expose", "n-1", "8080", check=True)
+    m = re.search(r"published at ([0-9.]+):([0-9]+)", res.stdout)
+    assert m and "no ingress rule lets it in" in res.stdout
+    url = "http://%s:%s/hostname" % m.groups()
+    assert run(["curl", "-s", "-m", "3", url]).returncode != 0  # not allowed in yet
+    oarcloud(user, "net", "rule", "add", "default", "--direction", "ingress", "--proto", "tcp",
+             "--port", "8080", check=True)
+    assert run(["curl", "-s", "-m", "3", url]).stdout.strip() == "n-1"
+    shown = json.loads(oarcloud(user, "net", "show", "default", "--json", check=True).stdout)
+    assert [(p["instance"], p["port"]) for p in shown["published"]] == [("n-1", 8080)]
+    oarcloud(user, "net", "unexpose", "n-1", "8080", check=True)
+    assert run(["curl", "-s", "-m", "3", url]).returncode != 0
+
+
+def test_networks_attach_fixed_address_delete_and_leave_nothing(make_user):
+    user = make_user()
+    assert oarcloud(user, "net", "create", "back", "--cidr", "10.77.0.0/24",
+                    check=True).returncode == 0
+    rows = launch(user, "--name", "multi", "--network", "default", "--network", "back",
+                  "--nodes", "2", "--count", "2", "--cores", "1")
+    other = launch(user, "--name", "fixed", "--network", "back", "--ip", "10.77.0.50",
+                   "--count", "1", "--cores", "1")
+    assert other[0]["ip"] == "10.77.0.50"
+    res = oarcloud(user, "launch", "--name", "dup", "--network", "back", "--ip", "10.77.0.50",
+                   "--count", "1")
+    assert res.returncode != 0 and "in use" in res.stderr
+    # one NIC per network; the second network reached across nodes, with its own gateway
+    addrs = sh(user, "multi-0", "ip -o -4 addr show", check=True).stdout
+    assert "eth0" in addrs and "10.77.0." in addrs
+    back_ip = re.search(r"eth1\s+inet (10\.77\.0\.[0-9]+)", sh(
+        user, "multi-1", "ip -o -4 addr show", check=True).stdout).group(1)
+    assert sh(user, "multi-0", "ping -c 2 -W 2 %s" % back_ip).returncode == 0
+    assert sh(user, "fixed", "ping -c 2 -W 2 %s" % back_ip).returncode == 0
+    res = oarcloud(user, "net", "delete", "back")
+    assert res.returncode != 0 and "in use" in res.stderr
+    for name in ("multi-0", "fixed"):
+        assert oarcloud(user, "delete", name, "--wait").returncode == 0
+    assert oarcloud(user, "net", "delete", "back").returncode == 0
+    assert [n["name"] for n in json.loads(oarcloud(user, "net", "list", "--json").stdout)] \
+        == ["default"]
+    assert net_leftovers() == {}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["create", "x", "--cidr", "198.19.4.0/24"], "overlaps"),
+    (["create", "x", "--cidr", "10.0.0.0/31"], "prefix"),
+    (["create", "x", "--cidr", "10.0.0.0/8"], "prefix"),
+    (["create", "x", "--cidr", "10.0.0.300/24"], "bad CIDR"),
+    (["create", "x", "--cidr", "10.0.0.0/24", "--gateway", "10.0.1.1"], "not a host address"),
+    (["create", "Bad_Name", "--cidr", "10.0.0.0/24"], "bad network name"),
+    (["create", "default", "--cidr", "10.0.0.0/24"], "already have"),
+    (["rule", "add", "default", "--direction", "ingress", "--proto", "tcp", "--port", "0"],
+     "bad port"),
+    (["rule", "add", "default", "--direction", "ingress", "--proto", "tcp", "--port", "70000"],
+     "bad port"),
+    (["rule", "add", "default", "--direction", "ingress", "--proto", "icmp", "--port", "22"],
+     "--port goes with tcp or udp"),
+    (["rule", "add", "default", "--direction", "ingress", "--proto", "tcp", "--remote",
+      "10.0.0.1/8"], "bad remote"),
+    (["rule", "del", "default", "x;1"], "bad rule id"),
+])
+def test_bad_network_input_is_refused_and_nothing_changes(make_user, args, message):
+    user = make_user()
+    oarcloud(user, "net", "create", "default", "--cidr", "10.9.0.0/24", check=True)
+    before = oarcloud(user, "net", "show", "default", "--json", check=True).stdout
+    res = oarcloud(user, "net", *args)
+    assert res.returncode != 0 and message in res.stderr, res.stderr
+    assert oarcloud(user, "net", "show", "default", "--json", check=True).stdout == before
+    assert len(json.loads(oarcloud(user, "net", "list", "--json").stdout)) == 1
+
+
+def test_another_users_network_is_not_found(make_user):
+    alice, bob = make_user(), make_user()
+    oarcloud(alice, "net", "create", "priv", "--cidr", "10.5.0.0/24", check=True)
+    before = oarcloud(alice, "net", "show", "priv", "--json", check=True).stdout
+    for args in (["net", "show", "priv"], ["net", "delete", "priv"],
+                 ["net", "rule", "add", "priv", "--direction", "ingress", "--proto", "any"],
+                 ["net", "rule", "list", "priv"], ["net", "vpn", "priv"],
+                 ["launch", "--network", "priv", "--walltime", "0:05"]):
+        res = oarcloud(bob, *args)
+        assert res.returncode != 0 and "network not found: priv" in res.stderr, (args, res.stderr)
+    assert oarcloud(alice, "net", "show", "priv", "--json", check=True).stdout == before
+    assert json.loads(oarcloud(bob, "net", "list", "--json").stdout) == []
