@@ -79,7 +79,9 @@ def owned_instance(conn, owner, name):
     if row["state"] not in ("running", "stopped"):
         raise Conflict(what="instance", detail="%s is %s" % (name, row["state"]))
     job = get_job(row["job_id"])
-    if job.get("state") != "Running":
+    # Launching: the prologue is finishing (other nodes of the networks follow
+    # the new addresses) while the instance already runs.
+    if job.get("state") not in ("Running", "Launching"):
         raise Conflict(what="instance", detail="%s: its job %s is %s" % (name, row["job_id"],
                                                                          job.get("state")))
     return row

@@ -64,13 +64,17 @@ def node_state(host, runner=LOCAL):
 def forget_ended_jobs(conn, host, live_jobs, runner=LOCAL):
     """Catalog rows of instances on host whose job OAR no longer runs: failed
     (with OAR's reason) if the job ended in Error, deleted otherwise."""
+    released = set()
     for job_id in sorted({r["job_id"] for r in instances.live(conn, node=host)} - set(live_jobs)):
         job = oar.get_job(job_id, runner)
         if job.get("state") == "Error":
-            instances.mark_job(conn, job_id, "failed", "the job ended in Error (%s)"
-                               % oar.job_reason(job))
+            released |= set(instances.mark_job(conn, job_id, "failed", "the job ended in Error"
+                                               " (%s)" % oar.job_reason(job)))
         else:
-            instances.mark_job(conn, job_id, "deleted")
+            released |= set(instances.mark_job(conn, job_id, "deleted"))
+    if released:  # the other nodes of these networks forget the addresses
+        from oarcloud_lib import networks, nodeagent
+        nodeagent.sync_nodes(networks.hosting_nodes(conn, sorted(released)))
 
 
 def heal_once(host, runner=LOCAL):

@@ -16,7 +16,8 @@ node, rules, tunnels) and this module renders templates/flows.j2 for
 
 Registers: reg6 the network's local tag, reg5 the conntrack zone (the port's
 OpenFlow number), reg7 the output port, reg4 = 1 for frames from a tunnel
-(delivered locally only: nodes never relay for each other).
+(delivered locally only: nodes never relay for each other), reg3 = 1 for
+frames from VPN clients (never to the gateway: they reach the network only).
 """
 import ipaddress
 
@@ -56,7 +57,7 @@ def rule_matches(rule):
 def render(ports, networks):
     """The flows text.
 
-    ports: [{"ofport", "tag", "pairs": [(mac, ip)]}] local instance/VPN ports;
+    ports: [{"ofport", "tag", "pairs": [(mac, ip)], "vpn"}] local instance/VPN ports;
     networks: [{"tag", "vni", "gateway", "gateway_mac", "gw_ofport",
                 "tunnels": [ofport], "members": [{"mac", "ip", "ofport", "tunnel"}],
                 "rules": [rule dicts]}] where a member has ofport (local) or

@@ -267,7 +267,8 @@ def _flows(nics, nets, rules, hosted, tags, ifaces, node, peers):
         if n["network"] in hosted and n["node"] == node and n["port"] in ifaces:
             vni = nets[n["network"]]["vni"]
             p = ports.setdefault(n["port"], {"ofport": ifaces[n["port"]]["ofport"],
-                                             "tag": tags[vni], "pairs": []})
+                                             "tag": tags[vni], "pairs": [],
+                                             "vpn": n["kind"] == "vpn"})
             p["pairs"].append((n["mac"], n["ip"]))
     for net_id in sorted(hosted):
         net = nets[net_id]

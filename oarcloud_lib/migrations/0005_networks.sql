@@ -14,10 +14,11 @@ CREATE TABLE networks (
 
 -- An address in a network: an instance's NIC or a VPN client.  A row lives
 -- from allocation to teardown (released then), so an address is never given
--- twice while in use.  No cascade from networks: a network in use stays.
+-- twice while in use.  `net delete` refuses a network an instance uses; an
+-- account's deletion takes its networks and their addresses with it.
 CREATE TABLE nics (
     id          serial PRIMARY KEY,
-    network     integer NOT NULL REFERENCES networks(id),
+    network     integer NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
     kind        text NOT NULL CHECK (kind IN ('instance', 'vpn')),
     domain      text CHECK (domain ~ '^oc[0-9]{1,9}-[0-9]{1,3}$'),
     idx         integer NOT NULL DEFAULT 0 CHECK (idx BETWEEN 0 AND 7),
@@ -60,11 +61,14 @@ CREATE TABLE exposures (
     UNIQUE (nic, proto, port)
 );
 
--- A network's VPN endpoint (one OpenVPN server on one node hosting it).
+-- A network's VPN endpoint (one OpenVPN server on one node hosting it), with
+-- its own certificate authority: clients are certificates it signed.
 CREATE TABLE net_vpns (
     network     integer PRIMARY KEY REFERENCES networks(id) ON DELETE CASCADE,
     node        text NOT NULL,
     udp_port    integer NOT NULL CHECK (udp_port BETWEEN 1024 AND 65535),
+    ca_cert     text NOT NULL,
+    ca_key      text NOT NULL,
     server_cert text NOT NULL,
     server_key  text NOT NULL,
     UNIQUE (node, udp_port)

@@ -115,7 +115,7 @@ def test_rule_matches():
 def test_flows_isolate_and_guard_ports():
     from oarcloud_lib import netflows
     text = netflows.render(
-        [{"ofport": 5, "tag": 1, "pairs": [("0a:00:10:00:00:02", "10.0.0.2")]}],
+        [{"ofport": 5, "tag": 1, "pairs": [("0a:00:10:00:00:02", "10.0.0.2")], "vpn": False}],
         [{"tag": 1, "vni": 4096, "gateway": "10.0.0.1", "gateway_mac": "0a:00:10:00:00:01",
           "gw_ofport": 3, "tunnels": [7],
           "members": [{"mac": "0a:00:10:00:00:02", "ip": "10.0.0.2", "ofport": 5},

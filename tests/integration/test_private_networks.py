@@ -286,3 +286,69 @@ def test_another_users_network_is_not_found(make_user):
         assert res.returncode != 0 and "network not found: priv" in res.stderr, (args, res.stderr)
     assert oarcloud(alice, "net", "show", "priv", "--json", check=True).stdout == before
     assert json.loads(oarcloud(bob, "net", "list", "--json").stdout) == []
+
+
+@pytest.fixture
+def vpn_client_netns():
+    """A namespace on the lab's underlay, standing for a machine outside the
+    cluster; yields a function that runs argv in it.  Removes it and the
+    OpenVPN client it ran."""
+    from oarcloud_lib import lab
+    ns, host = "octvpn%d" % (time.monotonic_ns() % 10000), "octv%d" % (time.monotonic_ns() % 10000)
+    run(["ip", "netns", "add", ns], check=True)
+    pidfile = Path("/tmp/%s.pid" % ns)
+    try:
+        run(["ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns],
+            check=True)
+        run(["ip", "link", "set", host, "master", lab.BRIDGE, "up"], check=True)
+        for argv in (["ip", "addr", "add", "198.19.0.250/16", "dev", "eth0"],
+                     ["ip", "link", "set", "eth0", "up"], ["ip", "link", "set", "lo", "up"]):
+            run(["ip", "netns", "exec", ns] + argv, check=True)
+        yield lambda *argv, **kw: run(["ip", "netns", "exec", ns, *argv], **kw), pidfile
+    finally:
+        try:
+            run(["kill", pidfile.read_text().strip()])
+            time.sleep(0.5)
+            pidfile.unlink()
+        except OSError:
+            pass
+        run(["ip", "netns", "del", ns])
+        run(["ip", "link", "del", host])
+
+
+def test_vpn_client_joins_its_network_only(make_user, vpn_client_netns, tmp_path):
+    in_client, pidfile = vpn_client_netns
+    user = make_user()
+    oarcloud(user, "net", "create", "other", "--cidr", "10.66.0.0/24", check=True)
+    mine = launch(user, "--name", "v", "--cores", "1")[0]
+    theirs = launch(user, "--name", "o", "--network", "other", "--cores", "1")[0]
+    res = oarcloud(user, "net", "vpn", "default", "--client", "laptop")
+    assert res.returncode == 0, res.stderr
+    conf = tmp_path / "client.ovpn"
+    conf.write_text(res.stdout)
+    again = oarcloud(user, "net", "vpn", "default", "--client", "laptop")
+    assert again.returncode != 0 and "already has a client laptop" in again.stderr
+    in_client("openvpn", "--config", str(conf), "--daemon", "--writepid", str(pidfile),
+              "--log", str(tmp_path / "client.log"), check=True)
+    deadline = time.monotonic() + 30
+    while "198.18.0." not in in_client("ip", "-4", "addr", "show").stdout:
+        assert time.monotonic() < deadline, (tmp_path / "client.log").read_text()
+        time.sleep(0.5)
+    # the client is a member of the network: both ways
+    assert in_client("ping", "-c", "2", "-W", "2", mine["ip"]).returncode == 0
+    client_ip = re.search(r"inet (198\.18\.[0-9.]+)/", in_client("ip", "-4", "addr", "show",
+                                                                "dev", "tap0").stdout).group(1)
+    assert sh(user, "v", "ping -c 1 -W 2 %s" % client_ip).returncode == 0
+    members = json.loads(oarcloud(user, "net", "show", "default", "--json").stdout)["members"]
+    assert {"laptop", "v"} <= {m["name"] for m in members}
+    # ...and of nothing else: not the other network (even routed by hand), not the gateway
+    in_client("ip", "route", "add", "10.66.0.0/24", "dev", "tap0", check=True)
+    assert in_client("ping", "-c", "2", "-W", "1", theirs["ip"]).returncode != 0
+    gw = json.loads(oarcloud(user, "net", "show", "default", "--json").stdout)["gateway"]
+    assert in_client("ping", "-c", "2", "-W", "1", gw).returncode != 0
+    for name in ("v", "o"):
+        assert oarcloud(user, "delete", name, "--wait").returncode == 0
+    # deleting the network stops its endpoint: nothing left on any node
+    for name in ("default", "other"):
+        assert oarcloud(user, "net", "delete", name).returncode == 0
+    assert net_leftovers() == {}
