@@ -74,17 +74,6 @@ def delete_port(bridge, port, runner=LOCAL):
     vsctl(["--if-exists", "del-port", bridge, port], runner)
 
 
-def ensure_tunnel(bridge, port, remote_ip, key, runner=LOCAL):
-    """A VXLAN port to remote_ip; protected, so that tunnels never forward to
-    each other (a full mesh of nodes stays loop-free).  True if created."""
-    if port in ports(bridge, runner):
-        return False
-    vsctl(["--may-exist", "add-port", bridge, port, "--", "set", "Port", port, "protected=true",
-           "--", "set", "Interface", port, "type=vxlan",
-           "options:remote_ip=%s" % remote_ip, "options:key=%s" % key], runner)
-    return True
-
-
 def tunnel_port_name(remote_ip):
     """vx-<address in hex>: unique per peer, within the 15 characters of an ifname."""
     return "vx-" + "".join("%02x" % int(o) for o in remote_ip.split("."))
