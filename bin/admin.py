@@ -3,7 +3,7 @@ import sys
 
 from plumbum import cli
 
-from oarcloud_cli.common import VERSION, Command, Group, is_root, print_json, print_table
+from oarcloud_cli.common import VERSION, Command, Group, is_root, machine, print_json, print_table
 
 
 class Admin(Group):
@@ -225,7 +225,7 @@ class ImageAdminList(Command):
         with catalog.connect() as conn:
             rows = [_public(r) for r in images.list_usable(conn)]
         if self.json:
-            print_json([{k: v for k, v in r.items() if not k.endswith("_h")} for r in rows])
+            print_json([machine(r) for r in rows])
         else:
             print_table(rows, IMAGE_COLUMNS)
 
@@ -269,7 +269,7 @@ class ImageAdminSaves(Command):
             r.update(created=str(r["created"]), updated=str(r["updated"]),
                      updated_h=str(r["updated"])[:19])
         if self.json:
-            print_json([{k: v for k, v in r.items() if not k.endswith("_h")} for r in rows])
+            print_json([machine(r) for r in rows])
         else:
             print_table(rows, [("id", "ID"), ("owner", "OWNER"), ("image", "IMAGE"),
                                ("domain", "DOMAIN"), ("state", "STATE"), ("node", "NODE"),

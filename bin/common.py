@@ -24,6 +24,11 @@ def print_table(rows, columns):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
+def machine(row):
+    """The --json form of a row: without its human-readable `_h` fields."""
+    return {k: v for k, v in row.items() if not k.endswith("_h")}
+
+
 def print_fields(out, keys, width=14):
     """One `key: value` line per key that has a value (a `_h` suffix names the
     human-readable form of a field); lists joined with ', '."""

@@ -9,7 +9,7 @@ import subprocess
 
 from plumbum import cli
 
-from oarcloud_cli.common import (Command, Group, broker_argv, exec_broker, print_fields,
+from oarcloud_cli.common import (Command, Group, broker_argv, exec_broker, machine, print_fields,
                                  print_json, print_table)
 
 IMAGE_COLUMNS = [("name", "NAME"), ("owner_h", "OWNER"), ("visibility", "VISIBILITY"),
@@ -52,7 +52,7 @@ class ImageList(Command):
         with jobs.connect_as_user() as conn:
             rows = [_public(r) for r in images.list_usable(conn)]
         if self.json:
-            print_json([{k: v for k, v in r.items() if not k.endswith("_h")} for r in rows])
+            print_json([machine(r) for r in rows])
         else:
             print_table(rows, IMAGE_COLUMNS)
 
@@ -67,7 +67,7 @@ class ImageShow(Command):
         from oarcloud_lib import images, jobs
         with jobs.connect_as_user() as conn:
             row = images.usable(conn, name)
-            out = {k: v for k, v in _public(row).items() if not k.endswith("_h")}
+            out = machine(_public(row))
             out["chain"] = [c["name"] for c in images.chain(conn, row)]
             out["shared_with"] = images.shares(conn, name)
         if self.json:
@@ -209,6 +209,6 @@ class ImageSaves(Command):
             r.update(instance=names.get(r["domain"], r["domain"]), created=str(r["created"]),
                      updated=str(r["updated"]), updated_h=str(r["updated"])[:19])
         if self.json:
-            print_json([{k: v for k, v in r.items() if not k.endswith("_h")} for r in rows])
+            print_json([machine(r) for r in rows])
         else:
             print_table(rows, SAVE_COLUMNS)

@@ -6,7 +6,8 @@ has the nodes hosting the network follow at once.
 """
 from plumbum import cli
 
-from oarcloud_cli.common import Command, Group, exec_broker, print_fields, print_json, print_table
+from oarcloud_cli.common import (Command, Group, exec_broker, machine, print_fields, print_json,
+                                 print_table)
 
 NET_COLUMNS = [("name", "NAME"), ("cidr", "CIDR"), ("gateway", "GATEWAY"), ("vni", "VNI"),
                ("in_use", "ADDRESSES"), ("created_h", "CREATED")]
@@ -66,7 +67,7 @@ class NetList(Command):
         with jobs.connect_as_user() as conn:
             rows = [_public(r) for r in networks.owned(conn, jobs.current_user())]
         if self.json:
-            print_json([{k: v for k, v in r.items() if not k.endswith("_h")} for r in rows])
+            print_json([machine(r) for r in rows])
         else:
             print_table(rows, NET_COLUMNS)
 
@@ -81,7 +82,7 @@ class NetShow(Command):
         from oarcloud_lib import jobs, networks
         with jobs.connect_as_user() as conn:
             row = networks.get(conn, jobs.current_user(), name)
-            out = {k: v for k, v in _public(row).items() if not k.endswith("_h")}
+            out = machine(_public(row))
             out["members"] = networks.members(conn, row["id"])
             out["rules"] = networks.rules(conn, [row["id"]])[row["id"]]
             out["published"] = networks.exposures(conn, row["id"])

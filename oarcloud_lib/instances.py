@@ -84,15 +84,12 @@ def allocate(conn, rows, nets, fixed_ip=None):
         clash = {r["name"] for r in rows} & {n for _, n in taken}
         if clash:
             raise Refused(detail="you already have a live instance named %s" % ", ".join(sorted(clash)))
+        networks.attach(conn, rows, nets, fixed_ip)  # sets each row's ip and mac
         for row in rows:
-            row.update(ip=None, mac=None)
             conn.execute("INSERT INTO instances (domain, job_id, idx, name, owner, node, image,"
-                         " cores, memory) VALUES (%(domain)s, %(job_id)s, %(idx)s,"
-                         " %(name)s, %(owner)s, %(node)s, %(image)s, %(cores)s, %(memory)s)", row)
-        networks.attach(conn, rows, nets, fixed_ip)
-        for row in rows:
-            conn.execute("UPDATE instances SET ip = %(ip)s, mac = %(mac)s WHERE domain = %(domain)s",
-                         row)
+                         " cores, memory, ip, mac) VALUES (%(domain)s, %(job_id)s, %(idx)s,"
+                         " %(name)s, %(owner)s, %(node)s, %(image)s, %(cores)s, %(memory)s,"
+                         " %(ip)s, %(mac)s)", row)
     return for_job(conn, job_id)
 
 

@@ -320,13 +320,7 @@ def attach(conn, rows, nets, fixed_ip=None):
         used = {str(r[0]) for r in conn.execute(
             "SELECT host(ip) FROM nics WHERE network = %s", (net_row["id"],))}
         if idx == 0 and fixed_ip is not None:
-            ip = check_address(fixed_ip, net, "address")
-            if str(ip) == net_row["gateway"]:
-                raise Refused(detail="%s is the gateway of network %s" % (ip, net_row["name"]))
-            if str(ip) in used:
-                raise Refused(detail="address %s is in use in network %s"
-                              % (ip, net_row["name"]))
-            addresses = [ip]
+            addresses = [check_fixed_address(net_row, fixed_ip, used)]
         else:
             addresses = free_addresses(net, used, len(rows), gateway=net_row["gateway"])
         for row, ip in zip(rows, addresses):
@@ -461,19 +455,23 @@ def named(conn, owner, names):
     return out
 
 
+def check_fixed_address(net_row, text, used):
+    """text as the fixed address of a NIC in the network: a host address of it,
+    neither its gateway nor one in used.  Raises Refused."""
+    ip = check_address(text, ipaddress.ip_network(net_row["cidr"]), "address")
+    if str(ip) == net_row["gateway"]:
+        raise Refused(detail="%s is the gateway of network %s" % (ip, net_row["name"]))
+    if str(ip) in used:
+        raise Refused(detail="address %s is in use in network %s" % (ip, net_row["name"]))
+    return ip
+
+
 def check_fixed_ip(conn, spec, nets, nodes):
-    """What the user's command can tell before submitting a launch with --ip."""
+    """What the user's command can tell before submitting a launch with --ip
+    (spec.ip has the job type's syntax already)."""
     if (spec.count or nodes) != 1:
         raise Refused(detail="--ip gives one address: launch one instance (--count 1)")
-    if not nets:
-        ipaddress_ok = re.fullmatch(r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}", spec.ip)
-        if not ipaddress_ok:
-            raise Refused(detail="bad address %r" % spec.ip)
-        return  # the default network may not exist yet: the job's prologue checks
-    net = ipaddress.ip_network(nets[0]["cidr"])
-    ip = check_address(spec.ip, net)
-    if str(ip) == nets[0]["gateway"]:
-        raise Refused(detail="%s is the gateway of network %s" % (ip, nets[0]["name"]))
-    if conn.execute("SELECT 1 FROM nics WHERE network = %s AND ip = %s",
-                    (nets[0]["id"], str(ip))).fetchone():
-        raise Refused(detail="address %s is in use in network %s" % (ip, nets[0]["name"]))
+    if nets:  # else the default network may not exist yet: the job's prologue checks
+        used = {r[0] for r in conn.execute("SELECT host(ip) FROM nics WHERE network = %s",
+                                           (nets[0]["id"],))}
+        check_fixed_address(nets[0], spec.ip, used)

@@ -22,11 +22,16 @@ def launch(user, *args):
     return json.loads(res.stdout)
 
 
+def instance_init(node, domain):
+    """The pid of the instance's init (the first child of its libvirt_lxc controller)."""
+    ctl = node_exec(node, "virsh", "-c", "lxc:///system", "domid", domain, check=True).stdout.split()[0]
+    return Path("/proc/%s/task/%s/children" % (ctl, ctl)).read_text().split()[0]
+
+
 def in_instance(node, domain, *argv):
     """Run argv as root inside the instance (what an admin can do on the node)."""
-    ctl = node_exec(node, "virsh", "-c", "lxc:///system", "domid", domain, check=True).stdout.split()[0]
-    init = Path("/proc/%s/task/%s/children" % (ctl, ctl)).read_text().split()[0]
-    return node_exec(node, "nsenter", "-t", init, "-a", "-r", "-w", "--", *argv)
+    return node_exec(node, "nsenter", "-t", instance_init(node, domain), "-a", "-r", "-w", "--",
+                     *argv)
 
 
 def node_leftovers(prefix="oc"):
@@ -59,8 +64,7 @@ def test_two_instances_on_one_node_run_and_ping(make_user):
     assert res.returncode == 0, res.stdout + res.stderr
     assert in_instance(node, domain, "hostname").stdout.strip() == "pair-0"
     # unprivileged: root in the instance is UID_BASE on the node
-    ctl = node_exec(node, "virsh", "-c", "lxc:///system", "domid", domain).stdout.split()[0]
-    init = Path("/proc/%s/task/%s/children" % (ctl, ctl)).read_text().split()[0]
+    init = instance_init(node, domain)
     uid = [l for l in Path("/proc/%s/status" % init).read_text().splitlines()
            if l.startswith("Uid:")][0].split()[1]
     assert int(uid) == rootfs.UID_BASE

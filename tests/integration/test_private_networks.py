@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import node_exec, run
-from test_instances import NODES, launch, oarcloud
+from test_instances import NODES, instance_init, launch, oarcloud
 
 
 def sh(user, instance, script, check=False, timeout=60):
@@ -47,9 +47,7 @@ def sniffer(row, expr):
     """tcpdump (the node's) on the instance's eth0 for a few seconds: a Popen whose
     output lists the IPv4 packets matching expr that reached the instance."""
     domain = "oc%d-%d" % (row["job_id"], int(row["name"].rsplit("-", 1)[1]))
-    ctl = node_exec(row["node"], "virsh", "-c", "lxc:///system", "domid", domain,
-                    check=True).stdout.split()[0]
-    init = Path("/proc/%s/task/%s/children" % (ctl, ctl)).read_text().split()[0]
+    init = instance_init(row["node"], domain)
     proc = subprocess.Popen(["oarcloud-admin", "lab", "exec", row["node"], "--", "nsenter",
                              "-t", init, "-n", "--", "timeout", "8", "tcpdump", "-i", "eth0",
                              "-nn", "-l", expr], stdout=subprocess.PIPE,
