@@ -276,6 +276,202 @@ class ImageAdminSaves(Command):
                                ("updated_h", "UPDATED"), ("error", "ERROR")])
 
 
+# -- monitoring ------------------------------------------------------------
+
+@Admin.subcommand("monitor")
+class MonitorCmd(Group):
+    """The monitor service: probes every node, stores metrics, evaluates alarms,
+    delivers notifications and serves Prometheus text on http://<monitor_listen>/metrics.
+    `setup server` and `lab up` start it in the background."""
+
+
+@MonitorCmd.subcommand("run")
+class MonitorRun(Command):
+    """Run the monitor in the foreground (logs on stderr; Ctrl-C stops it)."""
+
+    interval = cli.SwitchAttr(["--interval"], cli.Range(1, 3600),
+                              help="seconds between readings (default: monitor_interval)")
+
+    def run_command(self):
+        from oarcloud_lib import monitor
+        return monitor.main(self.interval)
+
+
+@MonitorCmd.subcommand("start")
+class MonitorStart(Command):
+    """Start the monitor in the background (idempotent; restarts it after an upgrade)."""
+
+    def run_command(self):
+        from oarcloud_lib import monitor
+        started = monitor.ensure_running()
+        print("monitor %s (pid %d)" % ("started" if started else "already running",
+                                      monitor.running_pid()))
+
+
+@MonitorCmd.subcommand("stop")
+class MonitorStop(Command):
+    """Stop the background monitor (idempotent)."""
+
+    def run_command(self):
+        from oarcloud_lib import monitor
+        print("monitor stopped" if monitor.stop() else "monitor was not running")
+
+
+@MonitorCmd.subcommand("status")
+class MonitorStatus(Command):
+    """Whether the monitor runs, and what it last read from each node."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        import time
+
+        from oarcloud_lib import monitor
+        st = monitor.status()
+        if self.json:
+            print_json(st or {"running": False})
+            return 0 if st else 1
+        if not st:
+            print("monitor: not running (oarcloud-admin monitor start)")
+            return 1
+        print("monitor: pid %s, every %s s, Prometheus on http://%s/metrics, %s notification(s)"
+              " pending" % (st.get("pid"), st.get("interval"), st.get("listen"),
+                            st.get("pending_notifications")))
+        rows = [{"node": n, "state": v["state"], "probing": "yes" if v["probing"] else "no",
+                 "last": "%.0f s ago" % (time.time() - v["last_reading"])
+                 if v["last_reading"] else "never",
+                 "cpu": "%.2f s" % v["probe_cpu_seconds"] if v["probe_cpu_seconds"] else "-"}
+                for n, v in sorted((st.get("nodes") or {}).items())]
+        print_table(rows, [("node", "NODE"), ("state", "OAR STATE"), ("probing", "PROBING"),
+                           ("last", "LAST READING"), ("cpu", "PROBE CPU")])
+        return 0
+
+
+class Admins:
+    """Admin commands work on the admins' alarms and targets (owner None)."""
+
+    def owner(self):
+        return None
+
+    def connect(self):
+        from oarcloud_lib import catalog
+        return catalog.connect()
+
+
+@Admin.subcommand("metrics")
+class MetricsAdmin(Command):
+    """A node's metrics: cpu, memory, load, net_rx, net_tx, disk (the instance
+    store), alive (OAR state).  Sparklines, --json, or --plot FILE.png."""
+
+    metric = cli.SwitchAttr(["--metric"], str, help="only this metric")
+    since = cli.SwitchAttr(["--since"], str, default="10m", help="how far back (default 10m)")
+    json = cli.Flag(["--json"], help="machine-readable output")
+    plot = cli.SwitchAttr(["--plot"], str, help="write a chart to this PNG file")
+
+    def run_command(self, node):
+        from oarcloud_cli.monitoring import show_metrics
+        from oarcloud_lib import catalog
+        with catalog.connect() as conn:
+            show_metrics(conn, "node", node, "node %s" % node, self.metric, self.since,
+                         self.json, self.plot)
+
+
+@Admin.subcommand("alarm")
+class AlarmAdmin(Group):
+    """Admin alarms on nodes (memory or disk pressure, load, a node not Alive...).
+    Node state changes and failed hooks always go to the admins' targets
+    (`oarcloud-admin notify`)."""
+
+
+def _admin_alarm_commands():
+    from oarcloud_cli.monitoring import AlarmCreate, AlarmList, AlarmShow
+
+    class Create(Admins, AlarmCreate):
+        """Create an alarm on a node, e.g. oarcloud-admin alarm create mem1 --node node-1
+        --metric memory --op gt --threshold 3e9 --period 10s --periods 3"""
+
+        node = cli.SwitchAttr(["--node"], str, mandatory=True, help="the node (OAR host name)")
+
+        def run_command(self, name):
+            from oarcloud_lib import alarms, catalog, config, monitor, oar
+            subjects = set(monitor.host_states(oar.OarServer().nodes()))
+            with catalog.connect() as conn:
+                row = alarms.create_from_spec(conn, None, self.spec(name, self.node),
+                                              config.load().monitor_interval, subjects)
+            print("alarm %s created: %s" % (row["name"], alarms.describe(row)))
+
+    AlarmAdmin.subcommand("create", Create)
+    AlarmAdmin.subcommand("list", type("List", (Admins, AlarmList), {"__doc__": AlarmList.__doc__}))
+    AlarmAdmin.subcommand("show", type("Show", (Admins, AlarmShow), {"__doc__": AlarmShow.__doc__}))
+
+
+_admin_alarm_commands()
+
+
+@AlarmAdmin.subcommand("delete")
+class AlarmAdminDelete(Command):
+    """Delete an admin alarm."""
+
+    def run_command(self, name):
+        from oarcloud_lib import alarms, catalog
+        with catalog.connect() as conn:
+            alarms.delete(conn, None, name)
+        print("alarm %s deleted" % name)
+
+
+@Admin.subcommand("notify")
+class NotifyAdmin(Group):
+    """The admins' notification targets (apprise URLs): node state changes,
+    failed hooks, admin alarms."""
+
+
+@NotifyAdmin.subcommand("add")
+class NotifyAdminAdd(Command):
+    """Add a target (- reads the URL from stdin)."""
+
+    def run_command(self, url):
+        from oarcloud_cli.monitoring import read_url
+        from oarcloud_lib import catalog, notify
+        with catalog.connect() as conn:
+            row, added = notify.add_target(conn, None, read_url(url))
+        print("target %d: %s (%s)" % (row["id"], notify.redact(row["url"]),
+                                     "added" if added else "already there"))
+
+
+@NotifyAdmin.subcommand("del")
+class NotifyAdminDel(Command):
+    """Remove a target by id or URL."""
+
+    def run_command(self, ref):
+        from oarcloud_cli.monitoring import read_url
+        from oarcloud_lib import catalog, notify
+        with catalog.connect() as conn:
+            notify.delete_target(conn, None, read_url(ref))
+        print("target removed")
+
+
+@NotifyAdmin.subcommand("test")
+class NotifyAdminTest(Command):
+    """Send a test message to every admin target and say how each went."""
+
+    def run_command(self):
+        from oarcloud_lib import catalog, notify
+        with catalog.connect() as conn:
+            lines, ok = notify.test(conn, None)
+        print("\n".join(lines))
+        return 0 if ok else 1
+
+
+def _admin_notify_commands():
+    from oarcloud_cli.monitoring import NotifyList, NotifyLog
+    NotifyAdmin.subcommand("list", type("List", (Admins, NotifyList),
+                                        {"__doc__": NotifyList.__doc__}))
+    NotifyAdmin.subcommand("log", type("Log", (Admins, NotifyLog), {"__doc__": NotifyLog.__doc__}))
+
+
+_admin_notify_commands()
+
+
 def main():
     Admin.run()
 

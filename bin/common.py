@@ -47,6 +47,13 @@ def broker_argv(verb, *args):
     return ["sudo", "-n", str(paths.HOOKS_INSTALL_DIR / "broker"), verb, *args]
 
 
+def run_broker(verb, *args, data=""):
+    """Run a broker verb with data on its stdin (secrets stay off command lines);
+    its output passes through.  Returns its exit code."""
+    import subprocess
+    return subprocess.run(broker_argv(verb, *args), input=data, text=True).returncode
+
+
 def exec_broker(verb, *args):
     argv = broker_argv(verb, *args)
     os.execvp(argv[0], argv)

@@ -105,6 +105,9 @@ class Launch(Command):
 
 User.subcommand("image", "oarcloud_cli.user_images.ImageCmd")
 User.subcommand("net", "oarcloud_cli.user_networks.NetCmd")
+User.subcommand("metrics", "oarcloud_cli.user_monitoring.Metrics")
+User.subcommand("alarm", "oarcloud_cli.user_monitoring.AlarmCmd")
+User.subcommand("notify", "oarcloud_cli.user_monitoring.NotifyCmd")
 
 
 @User.subcommand("list")

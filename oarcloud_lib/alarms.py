@@ -3,16 +3,16 @@ put it in, when its actions fire and what the notification says.
 
 The semantics are OpenStack Aodh's threshold alarms: to 'alarm' only when
 every one of the last N periods breaches, back to 'ok' only when every one is
-inside, 'insufficient data' when a period has none.  Pure functions; the
-catalog tables, the evaluator in the monitor service and the `alarm` commands
-build on them (issue 6, in progress: alarms cannot be created yet).
+inside, 'insufficient data' when a period has none.  The rules are
+checked here and kept in the catalog (alarms, alarm_history); the monitor
+service (oarcloud_lib.monitor) evaluates them every cycle.
 """
 import math
 import operator
 import re
 
 from oarcloud_lib import metrics
-from oarcloud_lib.errors import Refused
+from oarcloud_lib.errors import Conflict, NotFound, Refused
 
 OK, ALARM, INSUFFICIENT = "ok", "alarm", "insufficient data"
 STATES = (OK, ALARM, INSUFFICIENT)
@@ -107,12 +107,15 @@ def evaluate(state, values_per_period, op, threshold, periods=None):
     return state
 
 
-def transition(old, new, repeat=False):
-    """Whether actions fire: on every change of state, and with repeat on every
-    evaluation that finds the alarm still in 'alarm'."""
+def transition(old, new, repeat=False, since_notified=None, window=0):
+    """Whether actions fire: on entering 'alarm' and on leaving it (Aodh's alarm
+    and ok actions; leaving 'insufficient data' for 'ok' tells nothing); with
+    repeat, again every window seconds (since_notified: seconds since the last
+    notification) while it stays in 'alarm'."""
     if old != new:
-        return True
-    return bool(repeat) and new == ALARM
+        return ALARM in (old, new)
+    return bool(repeat) and new == ALARM and since_notified is not None \
+        and since_notified >= window
 
 
 def message(name, instance, metric, op, threshold, state, value, old=None, kind="instance"):
@@ -136,3 +139,116 @@ def message(name, instance, metric, op, threshold, state, value, old=None, kind=
         "State: %s%s" % (state, " (was %s)" % old if old and old != state else ""),
     ]
     return title, "\n".join(lines) + "\n"
+
+
+# The catalog (migration 0006).  A user's alarm (owner set) watches one of
+# their instances by name; an admin's (owner None) watches a node.
+
+COLUMNS = ("id, owner, name, kind, subject, metric, op, threshold, period, periods, repeat,"
+           " notify, state, state_since, last_value, evaluated, created")
+
+
+def _row(cur):
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def create(conn, owner, name, subject, rule, repeat=False, urls=()):
+    """A new alarm of owner (None: an admin's, on node subject) from a checked
+    rule (check_alarm).  Raises Refused, Conflict."""
+    from oarcloud_lib import notify
+    check_name(name)
+    urls = [notify.check_url(u) for u in urls]
+    kind = "node" if owner is None else "instance"
+    metrics.check_metric(rule["metric"], kind)
+    with conn.transaction():
+        if get(conn, owner, name, missing_ok=True):
+            raise Conflict(what="alarm", detail="%s already exists" % name)
+        cur = conn.execute(
+            "INSERT INTO alarms (owner, name, kind, subject, metric, op, threshold, period,"
+            " periods, repeat, notify) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " RETURNING " + COLUMNS,
+            (owner, name, kind, subject, rule["metric"], rule["op"], rule["threshold"],
+             rule["period"], rule["periods"], bool(repeat), urls))
+        return _row(cur)[0]
+
+
+def get(conn, owner, name, missing_ok=False):
+    """owner's alarm called name.  Raises NotFound (unless missing_ok: None)."""
+    rows = _row(conn.execute("SELECT " + COLUMNS + " FROM alarms WHERE owner IS NOT DISTINCT"
+                             " FROM %s AND name = %s", (owner, name)))
+    if not rows and not missing_ok:
+        raise NotFound(what="alarm", name=name)
+    return rows[0] if rows else None
+
+
+def owned(conn, owner):
+    """owner's alarms (None: the admins'), by name."""
+    return _row(conn.execute("SELECT " + COLUMNS + " FROM alarms WHERE owner IS NOT DISTINCT"
+                             " FROM %s ORDER BY name", (owner,)))
+
+
+def every(conn):
+    return _row(conn.execute("SELECT " + COLUMNS + " FROM alarms ORDER BY id"))
+
+
+def delete(conn, owner, name):
+    """Raises NotFound."""
+    if conn.execute("DELETE FROM alarms WHERE owner IS NOT DISTINCT FROM %s AND name = %s",
+                    (owner, name)).rowcount == 0:
+        raise NotFound(what="alarm", name=name)
+
+
+def history(conn, alarm_id, limit=50):
+    """The last transitions of an alarm, newest first."""
+    return _row(conn.execute("SELECT at, old_state, new_state, value FROM alarm_history"
+                             " WHERE alarm = %s ORDER BY id DESC LIMIT %s", (alarm_id, limit)))
+
+
+def record(conn, alarm, new, value):
+    """Store an evaluation's outcome; a change of state goes to the history."""
+    with conn.transaction():
+        conn.execute("UPDATE alarms SET state = %s, last_value = %s, evaluated = now(),"
+                     " state_since = CASE WHEN state = %s THEN state_since ELSE now() END"
+                     " WHERE id = %s", (new, value, new, alarm["id"]))
+        if new != alarm["state"]:
+            conn.execute("INSERT INTO alarm_history (alarm, old_state, new_state, value)"
+                         " VALUES (%s, %s, %s, %s)", (alarm["id"], alarm["state"], new, value))
+
+
+SPEC_KEYS = {"name", "subject", "metric", "op", "threshold", "period", "periods", "repeat",
+             "notify"}
+
+
+def create_from_spec(conn, owner, spec, interval, subjects):
+    """Check a whole request, then create the alarm: spec holds name, subject
+    (an instance name for a user, a node for admins), metric, op, threshold,
+    period, periods, repeat, notify (URLs).  subjects: the names the caller may
+    watch.  A period shorter than the monitor's interval is refused: it would
+    often hold no value.  Raises Refused, NotFound, Conflict."""
+    if not isinstance(spec, dict) or not set(spec) <= SPEC_KEYS or "name" not in spec \
+            or "subject" not in spec:
+        raise Refused(detail="an alarm needs name, subject, metric, op, threshold, period"
+                             " and periods")
+    kind = "node" if owner is None else "instance"
+    check_name(spec["name"])
+    rule = check_alarm(spec.get("metric"), spec.get("op", "gt"), spec.get("threshold"),
+                       spec.get("period", "%ds" % interval), spec.get("periods", 3), kind)
+    if rule["period"] < interval:
+        raise Refused(detail="period %d s is shorter than the monitor's interval (%d s):"
+                             " use --period %ds or more" % (rule["period"], interval, interval))
+    urls = spec.get("notify") or []
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise Refused(detail="notify: a list of URLs")
+    if spec["subject"] not in subjects:
+        raise NotFound(what=kind, name=str(spec["subject"])[:60])
+    return create(conn, owner, spec["name"], spec["subject"], rule,
+                  repeat=bool(spec.get("repeat")), urls=urls)
+
+
+def describe(row):
+    """One line of what an alarm watches: 'web cpu > 80.0% for 3 x 10s'."""
+    unit = metrics.check_metric(row["metric"], row["kind"]).unit
+    return "%s %s %s %s for %d x %ds" % (row["subject"], row["metric"], SIGNS[row["op"]],
+                                         metrics.format_value(row["threshold"], unit),
+                                         row["periods"], row["period"])

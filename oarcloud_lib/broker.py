@@ -29,7 +29,15 @@ and of private networks (the nodes that host a network follow each change):
     broker net-rule-add NAME DIRECTION PROTO PORT|- REMOTE|-    broker net-rule-del NAME ID
     broker net-expose INSTANCE PORT PROTO [NETWORK]    broker net-unexpose INSTANCE PORT PROTO
     broker net-vpn NAME CLIENT       (the client's OpenVPN file on stdout)
+
+and of the user's alarms and notification targets (URLs and alarm specs come
+on stdin: they may hold secrets, which the command line shows to everyone):
+
+    broker alarm-create  (a JSON spec on stdin)      broker alarm-delete NAME
+    broker notify-add    (the URL on stdin)          broker notify-del  (id or URL on stdin)
+    broker notify-test   (a test message to every target; waits for the outcome)
 """
+import json
 import logging
 import os
 import pwd
@@ -53,6 +61,9 @@ IMAGE_VERBS = {"image-import": (1, 2), "image-save": (2, 3), "image-share": (2, 
 NET_VERBS = {"net-create": (2, 3), "net-delete": (1, 1), "net-rule-add": (5, 5),
              "net-rule-del": (2, 2), "net-expose": (3, 4), "net-unexpose": (3, 3),
              "net-vpn": (2, 2)}
+MONITOR_VERBS = {"alarm-create": (0, 0), "alarm-delete": (1, 1), "notify-add": (0, 0),
+                 "notify-del": (0, 0), "notify-test": (0, 0)}
+MAX_STDIN = 65536
 
 
 def caller(environ=os.environ):
@@ -200,12 +211,60 @@ def net_verb(conn, user, verb, args):
     raise Refused(detail="unknown verb %s" % verb)
 
 
+def _stdin():
+    data = sys.stdin.read(MAX_STDIN + 1)
+    if len(data) > MAX_STDIN:
+        raise Refused(detail="more than %d bytes on stdin" % MAX_STDIN)
+    return data.strip()
+
+
+def monitor_verb(conn, user, verb, args):
+    """The alarm and notification verbs -> (what to print, exit code)."""
+    from oarcloud_lib import alarms, notify
+    if verb == "alarm-create":
+        try:
+            spec = json.loads(_stdin())
+        except ValueError:
+            raise Refused(detail="alarm-create reads a JSON object on stdin") from None
+        interval = config.load().monitor_interval
+        names = {r["name"] for r in instances.live(conn, owner=user)}
+        row = alarms.create_from_spec(conn, user, spec, interval, names)
+        return ("alarm %s created: %s (%s until %d period(s) have values)"
+                % (row["name"], alarms.describe(row), row["state"], row["periods"])), 0
+    if verb == "alarm-delete":
+        alarms.delete(conn, user, args[0])
+        return "alarm %s deleted" % args[0], 0
+    if verb == "notify-add":
+        row, added = notify.add_target(conn, user, _stdin())
+        return "target %d: %s (%s)" % (row["id"], notify.redact(row["url"]),
+                                      "added" if added else "already there"), 0
+    if verb == "notify-del":
+        notify.delete_target(conn, user, _stdin())
+        return "target removed", 0
+    lines, ok = notify.test(conn, user)
+    return "\n".join(lines), 0 if ok else 1
+
+
 def main(argv):
     # Warnings on the terminal; the job's events (INFO) go to the catalog.
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setLevel(logging.WARNING)
     logging.basicConfig(level=logging.INFO, handlers=[stderr], format="%(message)s")
     verb = argv[0] if argv else ""
+    if verb in MONITOR_VERBS:
+        low, high = MONITOR_VERBS[verb]
+        if not low <= len(argv) - 1 <= high:
+            print(__doc__, file=sys.stderr)
+            return 2
+        try:
+            user = caller()
+            with catalog.connect() as conn:
+                out, code = monitor_verb(conn, user, verb, argv[1:])
+            print(out)
+            return code
+        except OarcloudError as e:
+            print("oarcloud %s: error: %s" % (verb.replace("-", " "), e), file=sys.stderr)
+            return e.exit_code
     if verb in IMAGE_VERBS or verb in NET_VERBS:
         low, high = IMAGE_VERBS.get(verb) or NET_VERBS[verb]
         if not low <= len(argv) - 1 <= high:

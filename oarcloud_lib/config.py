@@ -30,6 +30,11 @@ class SiteConfig:
     # Each user's default network (created on their first launch); every user
     # gets the same range, isolated from the others'.
     default_network_cidr: str = "198.18.0.0/20"
+    # The monitor service: seconds between readings, where it serves
+    # Prometheus (host:port), minutes before a walltime's end users are told.
+    monitor_interval: int = 5
+    monitor_listen: str = "127.0.0.1:9465"
+    walltime_warning: int = 10
 
     def fill_secrets(self):
         for name in ("oar_db_password", "oar_db_ro_password", "catalog_password"):

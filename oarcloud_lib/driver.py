@@ -96,8 +96,18 @@ class Guest:
         return int(children[0])
 
     def nic_count(self):
+        return len(self.ports())
+
+    def ports(self):
+        """Host-side names of the instance's network interfaces (its veths)."""
         xml = self._call("describe", self._dom.XMLDesc, 0)
-        return len(ElementTree.fromstring(xml).findall("./devices/interface"))
+        return [t.get("dev") for t in ElementTree.fromstring(xml).findall(
+            "./devices/interface/target") if t.get("dev")]
+
+    def controller_pid(self):
+        """The pid of its libvirt_lxc controller (the domain's id), None when stopped."""
+        ctl = self._dom.ID()
+        return ctl if ctl > 0 else None
 
     def info(self):
         state, max_mem, mem, vcpus, cpu_time = self._dom.info()
@@ -175,6 +185,14 @@ class LxcDriver:
             return Guest(self.conn.lookupByName(name))
         except libvirt.libvirtError as e:
             raise _wrap(e, "instance", name) from None
+
+    def running(self, prefix=""):
+        """Guests of the running domains whose name starts with prefix."""
+        try:
+            doms = self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        except libvirt.libvirtError as e:
+            raise _wrap(e, "domains", "*") from None
+        return [Guest(d) for d in doms if d.name().startswith(prefix)]
 
     def names(self, prefix=""):
         try:

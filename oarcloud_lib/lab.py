@@ -22,7 +22,8 @@ from pathlib import Path
 
 import psycopg
 
-from oarcloud_lib import accounts, catalog, daemons, images, netdev, nodesetup, paths, serversetup
+from oarcloud_lib import (accounts, catalog, daemons, images, monitor, netdev, nodesetup, paths,
+                          serversetup)
 from oarcloud_lib.commands import LOCAL, Runner, require_commands
 from oarcloud_lib.errors import NotFound, NotReady, Refused
 from oarcloud_lib.oar import OarServer
@@ -340,6 +341,7 @@ class Lab:
         if state is None:
             progress.say("no lab here (%s missing)" % self.state_file)
             return progress.done()
+        progress.step("monitor service stopped", monitor.stop())
         progress.step("lab accounts removed", self._remove_accounts())
         for name in sorted(state["nodes"], reverse=True):
             progress.step("%s stopped and removed" % name,

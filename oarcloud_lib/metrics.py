@@ -3,9 +3,10 @@ turned into values, how series are thinned out and shown.
 
 Pure functions and readers that take the text or the path they read, so they
 are tested on literal strings and temporary files.  The monitor service, its
-catalog tables and the `metrics` commands build on them (issue 6, in progress:
-nothing collects or stores metrics yet).
+catalog functions below store and read what the monitor service
+(oarcloud_lib.monitor) collects with oarcloud_lib.probes.
 """
+import datetime
 import math
 import os
 import re
@@ -35,6 +36,7 @@ METRICS = {
          "Bytes sent per second on the node's interface"),
         ("disk", "%", "oarcloud_node_disk_used_percent",
          "Space used on the instance store filesystem, percent"),
+        ("alive", "", "oarcloud_node_alive", "1 when OAR has the node Alive, else 0"),
     ]),
     "instance": _table("instance", [
         ("cpu", "%", "oarcloud_instance_cpu_percent",
@@ -151,18 +153,49 @@ def parse_loadavg(text):
     return float(fields[0]), float(fields[1]), float(fields[2])
 
 
+def parse_net_dev_all(text):
+    """/proc/net/dev -> {iface: (rx_bytes, tx_bytes)}."""
+    out = {}
+    for line in text.splitlines():
+        name, sep, rest = line.partition(":")
+        fields = rest.split()
+        if sep and len(fields) >= 9 and fields[0].isdigit():
+            out[name.strip()] = (int(fields[0]), int(fields[8]))
+    return out
+
+
 def parse_net_dev(text, iface, swap=False):
     """/proc/net/dev -> (rx_bytes, tx_bytes) of iface.  Raises NotFound.
 
     swap=True for the host end of an instance's veth pair: what the host end
     sends, the instance receives."""
+    counters = parse_net_dev_all(text).get(iface)
+    if counters is None:
+        raise NotFound(what="interface", name=iface)
+    rx, tx = counters
+    return (tx, rx) if swap else (rx, tx)
+
+
+def parse_proc_cgroup(text):
+    """/proc/PID/cgroup -> {controller: path}; the cgroup v2 hierarchy is ''."""
+    out = {}
     for line in text.splitlines():
-        name, sep, rest = line.partition(":")
-        if sep and name.strip() == iface:
-            fields = rest.split()
-            rx, tx = int(fields[0]), int(fields[8])
-            return (tx, rx) if swap else (rx, tx)
-    raise NotFound(what="interface", name=iface)
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        for controller in parts[1].split(",") if parts[1] else [""]:
+            out[controller] = parts[2]
+    return out
+
+
+def parse_flat_keyed(text):
+    """'key value' lines (memory.stat, cpu.stat) -> {key: int}."""
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().lstrip("-").isdigit():
+            out[key] = int(value)
+    return out
 
 
 def fs_usage(path):
@@ -176,26 +209,36 @@ def percent_used(used, available):
     return 100.0 * used / (used + available) if used + available else 0.0
 
 
-def instance_sample(cgroup):
-    """Cumulative counters of one instance's cgroup v2 directory:
-    {'cpu_usec', 'memory', 'procs'}."""
-    cgroup = Path(cgroup)
-    return {
-        "cpu_usec": parse_cpu_stat((cgroup / "cpu.stat").read_text()),
-        "memory": parse_counter((cgroup / "memory.current").read_text()),
-        "procs": parse_counter((cgroup / "pids.current").read_text()),
-    }
+def instance_sample(groups, root="/sys/fs/cgroup", leave=()):
+    """Cumulative counters of an instance from its cgroups (parse_proc_cgroup's
+    dict), cgroup v1 (hybrid) or v2: {'cpu_usec', 'memory', 'procs'}.  memory
+    is the working set (usage less inactive file cache, as cAdvisor counts it);
+    procs leaves out the pids in leave (libvirt's controller)."""
+    root = Path(root)
+    if "cpuacct" in groups and "memory" in groups:
+        cpu_dir = root / "cpuacct" / groups["cpuacct"].lstrip("/")
+        mem_dir = root / "memory" / groups["memory"].lstrip("/")
+        cpu_usec = parse_counter((cpu_dir / "cpuacct.usage").read_text()) // 1000
+        usage = parse_counter((mem_dir / "memory.usage_in_bytes").read_text())
+        inactive = parse_flat_keyed((mem_dir / "memory.stat").read_text()).get(
+            "total_inactive_file", 0)
+    else:
+        cpu_dir = mem_dir = root / groups[""].lstrip("/")
+        cpu_usec = parse_cpu_stat((cpu_dir / "cpu.stat").read_text())
+        usage = parse_counter((mem_dir / "memory.current").read_text())
+        inactive = parse_flat_keyed((mem_dir / "memory.stat").read_text()).get("inactive_file", 0)
+    procs = [p for p in (cpu_dir / "cgroup.procs").read_text().split() if int(p) not in leave]
+    return {"cpu_usec": cpu_usec, "memory": max(usage - inactive, 0), "procs": len(procs)}
 
 
-def node_sample(iface, proc="/proc"):
-    """Cumulative counters of a node, read under proc: {'cpu': (busy, total),
-    'memory', 'load', 'net': (rx, tx)}."""
+def node_sample(proc="/proc"):
+    """Counters of a node, read under proc: {'cpu': (busy, total), 'memory',
+    'load'} (its network counters come with the instances' from /proc/net/dev)."""
     proc = Path(proc)
     return {
         "cpu": parse_proc_stat((proc / "stat").read_text()),
         "memory": memory_used(parse_meminfo((proc / "meminfo").read_text())),
         "load": parse_loadavg((proc / "loadavg").read_text())[0],
-        "net": parse_net_dev((proc / "net" / "dev").read_text(), iface),
     }
 
 
@@ -294,6 +337,8 @@ def format_value(value, unit):
         return text + unit
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return "%.2f" % value
 
 
@@ -339,3 +384,69 @@ def render_prometheus(samples):
             lines.append("%s%s %s" % (metric.prom, "{%s}" % ",".join(pairs) if pairs else "",
                                       _prom_value(value)))
     return "".join(line + "\n" for line in lines)
+
+
+# The catalog's samples table (migration 0006): written by the monitor service,
+# read by `metrics` (users see their instances' rows only) and the alarms.
+
+def store(conn, rows):
+    """Write rows (kind, subject, owner, metric, time as epoch seconds, value)
+    as raw samples."""
+    with conn.cursor() as cur, cur.copy("COPY samples (kind, subject, owner, metric, step, t, value)"
+                                        " FROM STDIN") as copy:
+        for kind, subject, owner, metric, t, value in rows:
+            copy.write_row((kind, subject, owner, metric, 0,
+                            datetime.datetime.fromtimestamp(t, datetime.timezone.utc), value))
+
+
+def rollup(conn, now):
+    """Means per 60 s of the raw samples and per 900 s of those, over the last
+    few finished buckets (again each time: idempotent); then drop what is older
+    than its retention."""
+    finer = 0
+    for step, keep in RETENTION[1:]:
+        end = now - now % step
+        conn.execute(
+            "INSERT INTO samples (kind, subject, owner, metric, step, t, value)"
+            " SELECT kind, subject, owner, metric, %(step)s,"
+            "  to_timestamp(floor(extract(epoch FROM t) / %(step)s) * %(step)s), avg(value)"
+            " FROM samples WHERE step = %(finer)s AND t >= to_timestamp(%(start)s)"
+            "  AND t < to_timestamp(%(end)s)"
+            " GROUP BY kind, subject, owner, metric, 6"
+            " ON CONFLICT (kind, subject, metric, step, t) DO UPDATE SET value = EXCLUDED.value",
+            {"step": step, "finer": finer, "start": end - 3 * step, "end": end})
+        finer = step
+    for step, keep in RETENTION:
+        conn.execute("DELETE FROM samples WHERE step = %s AND t < to_timestamp(%s)",
+                     (step, now - keep))
+
+
+def series(conn, kind, subject, metric, since, now, not_before=None):
+    """[(epoch seconds, value)] of subject's metric over the last since seconds,
+    at the finest step kept that long, oldest first."""
+    step = resolution(since)
+    if step is None:
+        raise Refused(detail="nothing is kept for %d days" % (since // 86400))
+    start = max(now - since, not_before or 0)
+    cur = conn.execute("SELECT extract(epoch FROM t)::float8, value FROM samples"
+                       " WHERE kind = %s AND subject = %s AND metric = %s AND step = %s"
+                       " AND t >= to_timestamp(%s) ORDER BY t",
+                       (kind, subject, metric, step, start))
+    return cur.fetchall()
+
+
+def period_means(conn, kind, subject, metric, period, periods, now):
+    """The mean of each of the last periods periods of period seconds before
+    now, oldest first; None for a period without samples."""
+    window = period * periods
+    step = resolution(window)
+    step = RETENTION[-1][0] if step is None else step
+    cur = conn.execute("SELECT floor((%(now)s - extract(epoch FROM t)) / %(period)s)::int,"
+                       " avg(value) FROM samples"
+                       " WHERE kind = %(kind)s AND subject = %(subject)s AND metric = %(metric)s"
+                       " AND step = %(step)s AND t > to_timestamp(%(start)s)"
+                       " AND t <= to_timestamp(%(now)s) GROUP BY 1",
+                       {"now": now, "period": period, "kind": kind, "subject": subject,
+                        "metric": metric, "step": step, "start": now - window})
+    means = dict(cur.fetchall())
+    return [means.get(k) for k in range(periods - 1, -1, -1)]

@@ -7,6 +7,8 @@
     python -m oarcloud_lib.nodeagent destroy-all                (this node: every instance)
     python -m oarcloud_lib.nodeagent net-sync                   (this node: networks as the
                                                                  catalog says, oarcloud_lib.netnode)
+    python -m oarcloud_lib.nodeagent probe INTERVAL             (this node: one JSON line of
+                                  readings every INTERVAL s, oarcloud_lib.probes)
     python -m oarcloud_lib.nodeagent sweep [RUNNING_JOB...]     (this node: remove the
                                   instances of every other job, then check the node is sound)
     python -m oarcloud_lib.nodeagent exec|console|start|stop|reboot DOMAIN [-- ARGS]
@@ -216,12 +218,43 @@ def instance_env():
             "TERM": os.environ.get("TERM", "dumb")}
 
 
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def join_cgroups(pid, root=CGROUP_ROOT):
+    """Move this process into the cgroups of pid (the instance's init), so that
+    what runs through `exec` is charged to the instance and held to its limits
+    (nsenter enters namespaces only).  Returns the hierarchies joined."""
+    joined = []
+    with open("/proc/%d/cgroup" % pid) as f:
+        lines = f.read().splitlines()
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if path == "/":
+            continue
+        if controllers:
+            base = os.path.join(root, controllers.replace("name=", ""))
+        else:
+            unified = os.path.join(root, "unified")
+            base = unified if os.path.ismount(unified) else root
+        try:
+            with open(os.path.join(base, path.lstrip("/"), "cgroup.procs"), "w") as f:
+                f.write("%d\n" % os.getpid())
+            joined.append(controllers or "unified")
+        except OSError as e:
+            LOG.warning("%s: could not join cgroup %s:%s: %s", pid, controllers, path, e)
+    return joined
+
+
 def exec_in(domain, argv):
-    """Replace this process with argv run as root in the instance (all its namespaces)."""
+    """Replace this process with argv run as root in the instance (all its
+    namespaces and cgroups)."""
     guest = _guest(domain)
     if not argv:
         argv = ["/bin/sh", "-l"]
-    os.execve("/usr/bin/nsenter", ["nsenter", "-t", str(guest.init_pid()), "-a", "-r", "-w",
+    init = guest.init_pid()
+    join_cgroups(init)
+    os.execve("/usr/bin/nsenter", ["nsenter", "-t", str(init), "-a", "-r", "-w",
                                    "--"] + list(argv), instance_env())
 
 
@@ -514,6 +547,9 @@ def main(argv):
         if verb == "destroy-all" and len(argv) == 1:
             destroy_local(None)
             return 0
+        if verb == "probe" and len(argv) == 2 and argv[1].isdigit() and int(argv[1]) > 0:
+            from oarcloud_lib import probes
+            return probes.run(int(argv[1]), config.load().server_address)
         if verb == "net-sync" and len(argv) == 1:
             print(netnode.sync())
             return 0

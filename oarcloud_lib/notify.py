@@ -3,15 +3,17 @@ asynchronous delivery, and the messages of lifecycle events.
 
 apprise parses and sends; nothing of it leaks out: a URL it cannot parse is
 Refused, and a failed delivery is a False in send's answer, never an
-exception, so that a failing target never fails a hook or a launch.  The
-catalog tables, the delivery queue and the `notify` commands build on this
-(issue 6, in progress: nothing is delivered yet).
+exception, so that a failing target never fails a hook or a launch.  Targets
+and the delivery queue live in the catalog (notify_targets, notifications):
+producers enqueue (one INSERT per target), and the monitor service delivers
+in its own threads, retrying on BACKOFF, so a slow target delays nobody.
 """
 import logging
+import threading
 
 import apprise
 
-from oarcloud_lib.errors import Refused
+from oarcloud_lib.errors import NotFound, Refused
 
 LOG = logging.getLogger(__name__)
 MAX_URL = 2048
@@ -23,7 +25,7 @@ TIMEOUT = 15
 MAX_REASON = 1000
 
 # Lifecycle events: kind -> (fields, title, body), %-formats filled from the
-# fields.  The first four go to the instance's owner, the others to admins.
+# fields.  The first five go to the instance's owner, the others to admins.
 EVENTS = {
     "running": (("instance", "node"),
                 "Instance %(instance)s is running",
@@ -38,6 +40,9 @@ EVENTS = {
     "saved": (("instance", "image"),
               "Instance %(instance)s saved as %(image)s",
               "Instance %(instance)s was saved as image %(image)s."),
+    "save_failed": (("instance", "image", "reason"),
+                    "Instance %(instance)s: saving image %(image)s failed",
+                    "Saving instance %(instance)s as image %(image)s failed: %(reason)s"),
     "node_state": (("node", "state"),
                    "Node %(node)s is %(state)s",
                    "OAR reports node %(node)s as %(state)s."),
@@ -79,25 +84,47 @@ def redact(url):
     return a[0].url(privacy=True)
 
 
+class _ThreadErrors(logging.Handler):
+    """apprise's warnings and errors, kept per thread: why a delivery failed."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.by_thread = {}
+
+    def emit(self, record):
+        self.by_thread.setdefault(record.thread, []).append(record.getMessage())
+
+    def take(self):
+        return self.by_thread.pop(threading.get_ident(), [])
+
+
+_ERRORS = _ThreadErrors()
+logging.getLogger("apprise").addHandler(_ERRORS)
+# What apprise says is ours to report (send_one, Refused), never printed as is.
+logging.getLogger("apprise").propagate = False
+
+
+def send_one(url, title, body, timeout=TIMEOUT):
+    """Send to url -> (True, None) or (False, why).  Never raises."""
+    _ERRORS.take()
+    try:
+        a = _parse(url, apprise.AppriseAsset(service_timeout=timeout))
+        if a is None:
+            return False, "not a URL apprise can parse"
+        if a.notify(body=body, title=title):
+            return True, None
+        why = "; ".join(_ERRORS.take()) or "the target refused it"
+    except Exception as e:  # noqa: BLE001 - a target must never fail its caller
+        why = str(e) or type(e).__name__
+    why = why.replace(url, redact(url))[:MAX_REASON]
+    LOG.warning("notification to %s failed: %s", redact(url), why)
+    return False, why
+
+
 def send(urls, title, body, timeout=TIMEOUT):
     """Send to each of urls -> [(url, True or False)], in order.  Never raises:
     a failure is logged (secrets masked) and answered False."""
-    asset = apprise.AppriseAsset(service_timeout=timeout)
-    out = []
-    for url in urls:
-        ok = False
-        try:
-            a = _parse(url, asset)
-            if a is None:
-                LOG.warning("notification to %s: not a URL apprise can parse", redact(url))
-            else:
-                ok = bool(a.notify(body=body, title=title))
-                if not ok:
-                    LOG.warning("notification to %s failed", redact(url))
-        except Exception as e:  # noqa: BLE001 - a target must never fail its caller
-            LOG.warning("notification to %s failed: %s", redact(url), e)
-        out.append((url, ok))
-    return out
+    return [(url, send_one(url, title, body, timeout)[0]) for url in urls]
 
 
 def next_attempt(attempts, now):
@@ -130,3 +157,123 @@ def event_message(kind, **fields):
         return title % fields, body % fields + "\n"
     except (TypeError, ValueError) as e:
         raise Refused(detail="event %s: bad field: %s" % (kind, e)) from None
+
+
+# The catalog (migration 0006).  owner None: the admins' targets and messages.
+
+def _rows(cur):
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def targets(conn, owner):
+    """[{id, url, created}] of owner's targets (None: the admins')."""
+    return _rows(conn.execute("SELECT id, url, created FROM notify_targets"
+                              " WHERE owner IS NOT DISTINCT FROM %s ORDER BY id", (owner,)))
+
+
+def add_target(conn, owner, url):
+    """Add url to owner's targets -> (its row, True if new).  Raises Refused."""
+    check_url(url)
+    with conn.transaction():
+        for row in targets(conn, owner):
+            if row["url"] == url:
+                return row, False
+        cur = conn.execute("INSERT INTO notify_targets (owner, url) VALUES (%s, %s)"
+                           " RETURNING id, url, created", (owner, url))
+        return _rows(cur)[0], True
+
+
+def delete_target(conn, owner, ref):
+    """Remove one of owner's targets by its id or URL.  Raises NotFound."""
+    if ref.isdigit():
+        cur = conn.execute("DELETE FROM notify_targets WHERE owner IS NOT DISTINCT FROM %s"
+                           " AND id = %s", (owner, int(ref)))
+    else:
+        cur = conn.execute("DELETE FROM notify_targets WHERE owner IS NOT DISTINCT FROM %s"
+                           " AND url = %s", (owner, ref))
+    if cur.rowcount == 0:
+        raise NotFound(what="notification target", name=ref if ref.isdigit() else redact(ref))
+
+
+def enqueue(conn, owner, event, title, body, urls=None):
+    """Queue a message for each of urls (default: owner's targets) -> the
+    notification ids.  One INSERT: never waits for any target."""
+    urls = [t["url"] for t in targets(conn, owner)] if urls is None else list(urls)
+    if not urls:
+        return []
+    cur = conn.execute("INSERT INTO notifications (owner, url, event, title, body)"
+                       " SELECT %s, u, %s, %s, %s FROM unnest(%s::text[]) AS u RETURNING id",
+                       (owner, event, title, body, urls))
+    return [r[0] for r in cur.fetchall()]
+
+
+def enqueue_event(conn, owner, kind, **fields):
+    title, body = event_message(kind, **fields)
+    return enqueue(conn, owner, kind, title, body)
+
+
+def history(conn, owner, limit=50, ids=None):
+    """The last messages to owner, newest first (URLs masked)."""
+    query = ("SELECT id, url, event, title, state, attempts, last_error, created, sent"
+             " FROM notifications WHERE owner IS NOT DISTINCT FROM %s")
+    args = [owner]
+    if ids is not None:
+        query += " AND id = ANY(%s)"
+        args.append(list(ids))
+    rows = _rows(conn.execute(query + " ORDER BY id DESC LIMIT %s", args + [limit]))
+    for r in rows:
+        r["url"] = redact(r["url"])
+    return rows
+
+
+def due(conn, limit=20):
+    """Pending messages whose time has come, oldest first."""
+    return _rows(conn.execute("SELECT id, url, title, body, attempts FROM notifications"
+                              " WHERE state = 'pending' AND next_try <= now()"
+                              " ORDER BY id LIMIT %s", (limit,)))
+
+
+def delivered(conn, row, ok, why, now):
+    """Record an attempt at row: sent, or tried again later, or given up."""
+    attempts = row["attempts"] + 1
+    if ok:
+        conn.execute("UPDATE notifications SET state = 'sent', attempts = %s, sent = now(),"
+                     " last_error = NULL WHERE id = %s", (attempts, row["id"]))
+        return
+    nxt = next_attempt(attempts, now)
+    if nxt is None:
+        conn.execute("UPDATE notifications SET state = 'failed', attempts = %s, last_error = %s"
+                     " WHERE id = %s", (attempts, why, row["id"]))
+    else:
+        conn.execute("UPDATE notifications SET attempts = %s, last_error = %s,"
+                     " next_try = to_timestamp(%s) WHERE id = %s",
+                     (attempts, why, nxt, row["id"]))
+
+
+def test(conn, owner, wait=30.0):
+    """Send a test message to each of owner's targets and wait for the monitor
+    to deliver it -> (lines saying how each went, True if all were sent)."""
+    import time
+    ids = enqueue(conn, owner, "test", "oarcloud test notification",
+                  "This is a test notification from oarcloud (`notify test`).\n")
+    if not ids:
+        return ["no notification target: add one with `notify add URL`"], False
+    deadline = time.monotonic() + wait
+    rows = history(conn, owner, len(ids), ids)
+    while any(r["state"] == "pending" and r["attempts"] == 0 for r in rows) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+        rows = history(conn, owner, len(ids), ids)
+    lines = []
+    for r in sorted(rows, key=lambda r: r["id"]):
+        if r["state"] == "sent":
+            lines.append("sent: %s" % r["url"])
+        elif r["attempts"] == 0:
+            lines.append("not tried yet: %s (is the monitor running? oarcloud-admin monitor"
+                         " status)" % r["url"])
+        else:
+            lines.append("failed: %s: %s%s" % (r["url"], r["last_error"] or "",
+                                               " (tried again later)" if r["state"] == "pending"
+                                               else ""))
+    return lines, all(r["state"] == "sent" for r in rows)

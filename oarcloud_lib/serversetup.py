@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from oarcloud_lib import catalog, config, jobspec, paths, templating
+from oarcloud_lib import catalog, config, jobspec, monitor, paths, templating
 from oarcloud_lib.commands import LOCAL, require_commands
 from oarcloud_lib.errors import NotReady
 from oarcloud_lib.nodesetup import ensure_hooks
@@ -140,4 +140,5 @@ def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL
         if not d.is_dir():
             d.mkdir(parents=True, mode=0o755)
             progress.step("directory %s" % d, True)
+    progress.step("monitor service (metrics, alarms, notifications)", monitor.ensure_running())
     return progress.done() if own else progress.changes

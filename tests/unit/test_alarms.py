@@ -111,17 +111,20 @@ def test_a_burn_raises_then_clears():
         if alarms.transition(state, new):
             fired.append((i, new))
         state = new
-    assert fired == [(2, OK), (8, ALARM), (12, OK)]
+    assert fired == [(8, ALARM), (12, OK)]
 
 
 def test_transition():
     assert alarms.transition(OK, ALARM)
     assert alarms.transition(ALARM, OK)
     assert alarms.transition(ALARM, INSUFFICIENT)
-    assert alarms.transition(INSUFFICIENT, OK)
+    assert alarms.transition(INSUFFICIENT, ALARM)
+    assert not alarms.transition(INSUFFICIENT, OK)
+    assert not alarms.transition(OK, INSUFFICIENT)
     assert not alarms.transition(OK, OK)
     assert not alarms.transition(ALARM, ALARM)
-    assert alarms.transition(ALARM, ALARM, repeat=True)
+    assert alarms.transition(ALARM, ALARM, repeat=True, since_notified=30, window=30)
+    assert not alarms.transition(ALARM, ALARM, repeat=True, since_notified=29, window=30)
     assert not alarms.transition(OK, OK, repeat=True)
     assert not alarms.transition(INSUFFICIENT, INSUFFICIENT, repeat=True)
 

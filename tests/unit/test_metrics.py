@@ -69,14 +69,36 @@ def test_bad_durations_are_refused(text):
         metrics.parse_duration(text)
 
 
-def test_cgroup_readers(tmp_path):
-    (tmp_path / "cpu.stat").write_text(CPU_STAT)
-    (tmp_path / "memory.current").write_text("104857600\n")
-    (tmp_path / "pids.current").write_text("17\n")
-    assert metrics.instance_sample(tmp_path) == {"cpu_usec": 8053911, "memory": 104857600,
-                                                 "procs": 17}
+def test_cgroup_v2_readers(tmp_path):
+    d = tmp_path / "machine" / "lxc-1-oc1-0"
+    d.mkdir(parents=True)
+    (d / "cpu.stat").write_text(CPU_STAT)
+    (d / "memory.current").write_text("104857600\n")
+    (d / "memory.stat").write_text("anon 1000\ninactive_file 4857600\n")
+    (d / "cgroup.procs").write_text("10\n11\n12\n")
+    groups = metrics.parse_proc_cgroup("0::/machine/lxc-1-oc1-0\n")
+    assert metrics.instance_sample(groups, tmp_path, leave={10}) == {
+        "cpu_usec": 8053911, "memory": 100000000, "procs": 2}
     with pytest.raises(ValueError):
         metrics.parse_cpu_stat("user_usec 12\n")
+
+
+def test_cgroup_v1_readers(tmp_path):
+    """The hybrid layout of the lab's machine: controllers in their own trees."""
+    text = ("9:name=systemd:/\n8:pids:/\n4:memory:/machine/x.libvirt-lxc\n"
+            "2:cpu,cpuacct:/machine/x.libvirt-lxc\n0::/\n")
+    groups = metrics.parse_proc_cgroup(text)
+    assert groups["cpu"] == groups["cpuacct"] == "/machine/x.libvirt-lxc" and groups[""] == "/"
+    cpu = tmp_path / "cpuacct" / "machine" / "x.libvirt-lxc"
+    mem = tmp_path / "memory" / "machine" / "x.libvirt-lxc"
+    cpu.mkdir(parents=True)
+    mem.mkdir(parents=True)
+    (cpu / "cpuacct.usage").write_text("2500000000\n")
+    (cpu / "cgroup.procs").write_text("7\n8\n")
+    (mem / "memory.usage_in_bytes").write_text("5000\n")
+    (mem / "memory.stat").write_text("cache 100\ntotal_inactive_file 6000\n")
+    assert metrics.instance_sample(groups, tmp_path) == {"cpu_usec": 2500000, "memory": 0,
+                                                         "procs": 2}
 
 
 def test_proc_stat():
@@ -107,13 +129,10 @@ def test_net_dev():
 
 
 def test_node_sample(tmp_path):
-    (tmp_path / "net").mkdir()
     (tmp_path / "stat").write_text(PROC_STAT)
     (tmp_path / "meminfo").write_text(MEMINFO)
     (tmp_path / "loadavg").write_text("0.42 1.05 2.50 3/512 12345\n")
-    (tmp_path / "net" / "dev").write_text(NET_DEV)
-    got = metrics.node_sample("eth0", proc=tmp_path)
-    assert got["net"] == (987654321, 123456789)
+    got = metrics.node_sample(proc=tmp_path)
     assert got["load"] == 0.42
     assert got["memory"] == (16314084 - 10116408) * 1024
     assert got["cpu"] == metrics.parse_proc_stat(PROC_STAT)

@@ -1,0 +1,492 @@
+"""The monitor service (F.u.4, F.u.5, F.a.5, F.a.6): `oarcloud-admin monitor run`,
+started in the background by `setup server` and the lab (pidfile, log in
+/var/log/oarcloud/monitor.log).
+
+Every `monitor_interval` seconds (site config) it:
+
+- reads each node's probe (`nodeagent probe`, one long-lived OAR ssh per
+  node streaming a JSON line per cycle) and stores the values in the
+  catalog's samples table, rolled up and pruned as metrics.RETENTION says;
+- watches OAR's node states (admins are told of every change);
+- turns the catalog's lifecycle changes into user notifications: instance
+  running, failed (with the reason), walltime ending soon, image saved;
+- evaluates every alarm and queues its notifications on transitions;
+- serves the last values in Prometheus text format on `monitor_listen`.
+
+Queued notifications are delivered by a thread pool of this process, each
+target on its own, retried on notify.BACKOFF: producers (hooks included)
+only ever INSERT a row.
+"""
+import concurrent.futures
+import http.server
+import json
+import logging
+import math
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+from oarcloud_lib import alarms, catalog, config, daemons, metrics, notify, oar, oarssh, paths
+from oarcloud_lib.errors import NotReady, OarcloudError
+
+LOG = logging.getLogger("oarcloud.monitor")
+RUN_DIR = Path("/run/oarcloud")
+PIDFILE = RUN_DIR / "monitor.pid"
+STATUS = RUN_DIR / "monitor.json"
+LOGFILE = paths.LOG_DIR / "monitor.log"
+ROLLUP_EVERY = 60.0
+STREAM_RETRY = 10.0
+DELIVERY_THREADS = 8
+# OAR states in which a node is worth probing.
+PROBED = ("Alive", "Suspected")
+
+
+class NodeStream:
+    """`nodeagent probe` on one node over OAR's ssh: a JSON reading per cycle."""
+
+    def __init__(self, node, interval, log):
+        self.node, self.interval, self.log = node, interval, log
+        self.proc, self.buf, self.retry_at = None, b"", 0.0
+        self.last = None     # time of the last reading
+        self.cpu_seconds = None
+
+    def ensure(self, mono):
+        """Start the probe unless it runs; after it ended, wait STREAM_RETRY."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                return
+            LOG.warning("probe of %s ended (exit %s)", self.node, self.proc.returncode)
+            self.stop()
+            self.retry_at = mono + STREAM_RETRY
+        if mono < self.retry_at:
+            return
+        argv = oarssh.agent_argv(self.node, "probe", str(self.interval))
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self.log, start_new_session=True)
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self.buf = b""
+
+    def fileno(self):
+        return self.proc.stdout.fileno()
+
+    def readings(self):
+        """The complete readings received so far."""
+        try:
+            data = os.read(self.fileno(), 1 << 20)
+        except BlockingIOError:
+            return []
+        if not data:  # ended: ensure() restarts it
+            self.proc.poll()
+            return []
+        self.buf += data
+        *lines, self.buf = self.buf.split(b"\n")
+        out = []
+        for line in lines:
+            try:
+                reading = json.loads(line)
+            except ValueError:
+                LOG.warning("probe of %s: unreadable line %r", self.node, line[:200])
+                continue
+            if isinstance(reading, dict):
+                out.append(reading)
+        return out
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+        self.proc = None
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def host_states(nodes):
+    """{host: 'Alive' or its other states joined} from OarServer.nodes()."""
+    out = {}
+    for host, resources in nodes.items():
+        states = {r.get("state") for r in resources if r.get("state")}
+        out[host] = "Alive" if states == {"Alive"} else ",".join(sorted(states)) or "absent"
+    return out
+
+
+class Monitor:
+    def __init__(self, conf=None, interval=None, listen=None):
+        self.conf = conf or config.load()
+        self.interval = int(interval or self.conf.monitor_interval)
+        self.listen = listen if listen is not None else self.conf.monitor_listen
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.latest = {}        # (kind, subject) -> (time, labels, {metric: value})
+        self.streams = {}       # node -> NodeStream
+        self.node_state = {}    # node -> OAR state last seen
+        self.instances = {}     # domain -> (owner, name, node)
+        self.job_ends = {}      # job id -> epoch of its walltime's end
+        self.notified_at = {}   # alarm id -> time of its last notification
+        self.last_rollup = 0.0
+        self.http = None
+        self.log = open(LOGFILE, "ab") if LOGFILE.parent.is_dir() else subprocess.DEVNULL
+
+    # -- readings ----------------------------------------------------------------------
+
+    def _instance(self, conn, domain):
+        if domain not in self.instances:
+            row = conn.execute("SELECT owner, name, node FROM instances WHERE domain = %s",
+                               (domain,)).fetchone()
+            if row is None:
+                return None
+            self.instances[domain] = tuple(row)
+        return self.instances[domain]
+
+    def take(self, conn, node, reading):
+        """Store one reading of node's probe and keep it for Prometheus."""
+        now = time.time()
+        rows, latest = [], {}
+        values = {m: v for m, v in (reading.get("node") or {}).items()
+                  if m in metrics.METRICS["node"] and _number(v)}
+        rows += [("node", node, None, m, now, float(v)) for m, v in values.items()]
+        latest[("node", node)] = (now, {"node": node}, values)
+        for domain, got in (reading.get("instances") or {}).items():
+            inst = self._instance(conn, domain) if isinstance(got, dict) else None
+            if inst is None:
+                continue
+            owner, name, _ = inst
+            values = {m: v for m, v in got.items()
+                      if m in metrics.METRICS["instance"] and _number(v)}
+            rows += [("instance", domain, owner, m, now, float(v)) for m, v in values.items()]
+            latest[("instance", domain)] = (now, {"domain": domain, "instance": name,
+                                                  "owner": owner, "node": node}, values)
+        metrics.store(conn, rows)
+        with self.lock:
+            for (kind, subject), entry in latest.items():
+                if kind == "node":
+                    old = self.latest.get((kind, subject))
+                    if old and "alive" in old[2]:
+                        entry[2]["alive"] = old[2]["alive"]
+                self.latest[(kind, subject)] = entry
+        stream = self.streams.get(node)
+        if stream:
+            stream.last = now
+            if _number(reading.get("cpu_seconds")):
+                stream.cpu_seconds = reading["cpu_seconds"]
+
+    def prometheus(self):
+        """The last values, in Prometheus text format (stale ones left out)."""
+        horizon = time.time() - 3 * self.interval - 5
+        samples = []
+        with self.lock:
+            for (kind, _), (t, labels, values) in sorted(self.latest.items()):
+                if t < horizon and not (kind == "node" and "alive" in values):
+                    continue
+                for metric, value in sorted(values.items()):
+                    if t >= horizon or metric == "alive":
+                        samples.append((kind, metric, labels, value))
+        return metrics.render_prometheus(samples)
+
+    # -- every cycle ---------------------------------------------------------------------
+
+    def watch_nodes(self, conn, now):
+        """Follow OAR's node states: probes on the nodes, admins told of changes."""
+        states = host_states(oar.OarServer().nodes())
+        mono = time.monotonic()
+        rows = []
+        for host, state in sorted(states.items()):
+            stream = self.streams.setdefault(host, NodeStream(host, self.interval, self.log))
+            if state in PROBED:
+                stream.ensure(mono)
+            old = self.node_state.get(host)
+            if old is None:
+                conn.execute("INSERT INTO node_states (node, state) VALUES (%s, %s)"
+                             " ON CONFLICT (node) DO UPDATE SET state = EXCLUDED.state,"
+                             " since = now()", (host, state))
+            elif old != state:
+                LOG.info("node %s: %s -> %s", host, old, state)
+                conn.execute("UPDATE node_states SET state = %s, since = now() WHERE node = %s",
+                             (state, host))
+                notify.enqueue_event(conn, None, "node_state", node=host, state=state)
+            self.node_state[host] = state
+            alive = 1.0 if state == "Alive" else 0.0
+            rows.append(("node", host, None, "alive", now, alive))
+            with self.lock:
+                entry = self.latest.setdefault(("node", host), (now, {"node": host}, {}))
+                entry[2]["alive"] = alive
+        for host in set(self.streams) - set(states):
+            self.streams.pop(host).stop()
+        metrics.store(conn, rows)
+
+    def lifecycle(self, conn, now):
+        """Instances that came to run or failed, walltimes ending, saved images."""
+        cur = conn.execute("SELECT domain, job_id, name, owner, node, state, error FROM instances"
+                           " WHERE state IN ('running', 'failed')"
+                           " AND notified IS DISTINCT FROM state ORDER BY job_id, idx")
+        failed_jobs = {}
+        for domain, job_id, name, owner, node, state, error in cur.fetchall():
+            if state == "running":
+                notify.enqueue_event(conn, owner, "running", instance=name, node=node)
+            else:
+                reason = error or "no reason given"
+                notify.enqueue_event(conn, owner, "failed", instance=name, reason=reason)
+                failed_jobs.setdefault(job_id, reason)
+            conn.execute("UPDATE instances SET notified = %s WHERE domain = %s", (state, domain))
+        for job_id, reason in failed_jobs.items():
+            notify.enqueue_event(conn, None, "hook_failed", hook="prologue of job %d" % job_id,
+                                 reason=reason)
+        self._walltimes(conn, now)
+        cur = conn.execute("SELECT s.id, s.owner, s.image, s.state, s.error,"
+                           " coalesce(i.name, s.domain) FROM image_saves s"
+                           " LEFT JOIN instances i ON i.domain = s.domain"
+                           " WHERE s.state IN ('done', 'failed') AND NOT s.notified")
+        for save_id, owner, image, state, error, name in cur.fetchall():
+            if state == "done":
+                notify.enqueue_event(conn, owner, "saved", instance=name, image=image)
+            else:
+                notify.enqueue_event(conn, owner, "save_failed", instance=name, image=image,
+                                     reason=error or "no reason given")
+            conn.execute("UPDATE image_saves SET notified = true WHERE id = %s", (save_id,))
+
+    def _job_end(self, job_id):
+        if job_id not in self.job_ends:
+            try:
+                job = oar.get_job(job_id)
+                self.job_ends[job_id] = int(job["startTime"]) + int(job["walltime"])
+            except (OarcloudError, KeyError, TypeError, ValueError):
+                return None
+        return self.job_ends[job_id]
+
+    def _walltimes(self, conn, now):
+        warn = self.conf.walltime_warning * 60
+        cur = conn.execute("SELECT domain, job_id, name, owner FROM instances"
+                           " WHERE state = 'running' AND NOT walltime_warned")
+        for domain, job_id, name, owner in cur.fetchall():
+            end = self._job_end(job_id)
+            if end is None or end - now > warn:
+                continue
+            notify.enqueue_event(conn, owner, "walltime", instance=name,
+                                 minutes=max(0, math.ceil((end - now) / 60)))
+            conn.execute("UPDATE instances SET walltime_warned = true WHERE domain = %s",
+                         (domain,))
+
+    def evaluate(self, conn, now):
+        """Every alarm, on the samples of its periods; notifications on transitions."""
+        running = {(o, n): d for d, o, n in conn.execute(
+            "SELECT domain, owner, name FROM instances WHERE state = 'running'").fetchall()}
+        for a in alarms.every(conn):
+            subject = a["subject"] if a["kind"] == "node" else running.get((a["owner"],
+                                                                             a["subject"]))
+            values = (metrics.period_means(conn, a["kind"], subject, a["metric"], a["period"],
+                                           a["periods"], now)
+                      if subject else [None] * a["periods"])
+            new = alarms.evaluate(a["state"], values, a["op"], a["threshold"], a["periods"])
+            value = values[-1]
+            since = now - self.notified_at[a["id"]] if a["id"] in self.notified_at else None
+            fire = alarms.transition(a["state"], new, a["repeat"], since,
+                                     a["period"] * a["periods"])
+            alarms.record(conn, a, new, value)
+            if fire:
+                LOG.info("alarm %s of %s: %s -> %s (%s)", a["name"], a["owner"] or "admins",
+                         a["state"], new, value)
+                title, body = alarms.message(a["name"], a["subject"], a["metric"], a["op"],
+                                             a["threshold"], new, value, old=a["state"],
+                                             kind=a["kind"])
+                notify.enqueue(conn, a["owner"], "alarm", title, body, urls=a["notify"] or None)
+                self.notified_at[a["id"]] = now
+
+    def tick(self, conn):
+        now = time.time()
+        for step in (self.watch_nodes, self.lifecycle, self.evaluate):
+            try:
+                step(conn, now)
+            except psycopg.OperationalError:
+                raise
+            except Exception:  # noqa: BLE001 - one failing step must not stop the others
+                LOG.exception("monitor: %s failed", step.__name__)
+        if now - self.last_rollup >= ROLLUP_EVERY:
+            metrics.rollup(conn, now)
+            self.last_rollup = now
+        self.write_status(conn, now)
+
+    def write_status(self, conn, now):
+        pending = conn.execute("SELECT count(*) FROM notifications WHERE state = 'pending'"
+                               ).fetchone()[0]
+        status = {"pid": os.getpid(), "interval": self.interval, "listen": self.listen,
+                  "updated": now, "pending_notifications": pending,
+                  "nodes": {n: {"state": self.node_state.get(n),
+                                "probing": bool(s.proc and s.proc.poll() is None),
+                                "last_reading": s.last, "probe_cpu_seconds": s.cpu_seconds}
+                            for n, s in sorted(self.streams.items())}}
+        tmp = STATUS.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, STATUS)
+
+    # -- delivery and HTTP ---------------------------------------------------------------
+
+    def deliver(self):
+        """Deliver due notifications, each target in its own thread, until stopped."""
+        inflight = {}
+        conn = None
+        with concurrent.futures.ThreadPoolExecutor(DELIVERY_THREADS) as pool:
+            while not self.stopping.is_set():
+                try:
+                    conn = conn or catalog.connect(self.conf)
+                    for nid in [n for n, (_, f) in inflight.items() if f.done()]:
+                        row, future = inflight.pop(nid)
+                        ok, why = future.result()
+                        notify.delivered(conn, row, ok, why, time.time())
+                    for row in notify.due(conn, 100):
+                        if row["id"] not in inflight:
+                            inflight[row["id"]] = (row, pool.submit(
+                                notify.send_one, row["url"], row["title"], row["body"]))
+                except (psycopg.Error, NotReady) as e:
+                    LOG.warning("delivery: catalog: %s", e)
+                    conn = None
+                    self.stopping.wait(5)
+                self.stopping.wait(0.2)
+
+    def serve_http(self):
+        host, _, port = self.listen.rpartition(":")
+        monitor = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the http.server API
+                if self.path.split("?")[0] != "/metrics":
+                    self.send_error(404, "see /metrics")
+                    return
+                body = monitor.prometheus().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt, *args):
+                LOG.debug("http: " + fmt, *args)
+
+        self.http = http.server.ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
+        self.http.daemon_threads = True
+        threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        self.serve_http()
+        deliverer = threading.Thread(target=self.deliver, name="deliver", daemon=True)
+        deliverer.start()
+        conn = None
+        next_tick = time.monotonic()
+        LOG.info("monitor: every %d s, Prometheus on http://%s/metrics", self.interval,
+                 self.listen)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    if conn is None:
+                        conn = catalog.connect(self.conf)
+                        self.node_state = dict(conn.execute(
+                            "SELECT node, state FROM node_states").fetchall())
+                    if time.monotonic() >= next_tick:
+                        self.tick(conn)
+                        next_tick = max(next_tick + self.interval, time.monotonic())
+                    streams = [s for s in self.streams.values() if s.proc is not None]
+                    timeout = max(0.0, min(next_tick - time.monotonic(), 1.0))
+                    ready, _, _ = select.select(streams, [], [], timeout)
+                    for stream in ready:
+                        for reading in stream.readings():
+                            self.take(conn, stream.node, reading)
+                except (psycopg.Error, NotReady) as e:
+                    LOG.warning("monitor: catalog: %s (again in %d s)", e, self.interval)
+                    conn = None
+                    self.stopping.wait(self.interval)
+        finally:
+            for stream in self.streams.values():
+                stream.stop()
+            if self.http:
+                self.http.shutdown()
+            deliverer.join(timeout=20)
+        return 0
+
+
+# -- the background service ------------------------------------------------------------
+
+def code_mtime():
+    """When oarcloud's code last changed (a running monitor older than it restarts)."""
+    return max(p.stat().st_mtime for p in Path(__file__).parent.glob("*.py"))
+
+
+def running_pid():
+    return daemons.read_pid(PIDFILE)
+
+
+def ensure_running(timeout=15.0):
+    """Start the monitor in the background unless it runs with the current code;
+    True if it was (re)started."""
+    pid = running_pid()
+    if pid and PIDFILE.stat().st_mtime >= code_mtime():
+        return False
+    if pid:
+        daemons.stop_pid(pid)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    paths.LOG_DIR.mkdir(parents=True, exist_ok=True)
+    with open(LOGFILE, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "oarcloud_lib.monitor"],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True,
+                                env=dict(os.environ, PATH=paths.ROOT_PATH))
+    if not daemons.wait_for(lambda: running_pid() == proc.pid or proc.poll() is not None,
+                            timeout):
+        raise NotReady(detail="the monitor did not start (see %s)" % LOGFILE)
+    if proc.poll() is not None:
+        raise NotReady(detail="the monitor exited at once (exit %s, see %s)"
+                       % (proc.returncode, LOGFILE))
+    return True
+
+
+def stop():
+    """Stop the background monitor; True if it ran."""
+    return daemons.stop_pid(running_pid(), timeout=30)
+
+
+def status():
+    """The running monitor's last status (monitor.json), or None if it is not running."""
+    if running_pid() is None:
+        return None
+    try:
+        return json.loads(STATUS.read_text())
+    except (OSError, ValueError):
+        return {"pid": running_pid()}
+
+
+def main(interval=None):
+    """Run the monitor in this process, as the one running (pidfile)."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    other = running_pid()
+    if other and other != os.getpid():
+        raise NotReady(detail="a monitor already runs (pid %d): `oarcloud-admin monitor stop`"
+                              " first" % other)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    PIDFILE.write_text("%d\n" % os.getpid())
+    try:
+        return Monitor(interval=interval).run()
+    finally:
+        if running_pid() == os.getpid():
+            PIDFILE.unlink()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
