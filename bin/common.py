@@ -80,6 +80,16 @@ class Command(cli.Application):
     def main(self, *args):
         logging.basicConfig(level=logging.DEBUG if self.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
+        import inspect
+        try:
+            inspect.signature(self.run_command).bind(*args)
+        except TypeError:
+            wanted = [p.name.upper() for p in
+                      inspect.signature(self.run_command).parameters.values()]
+            print("%s: expected %s, got %s (see --help)"
+                  % (self.PROGNAME, " ".join(wanted) or "no argument",
+                     " ".join(args) or "nothing"), file=sys.stderr)
+            return 2
         try:
             return self.run_command(*args)
         except OarcloudError as e:

@@ -170,6 +170,15 @@ class LxcDriver:
                                % (self._uri, e.get_error_message())) from None
         return self._conn
 
+    def close(self):
+        """Drop the connection (the next call opens a new one: after libvirtd restarted)."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except libvirt.libvirtError:
+                pass
+            self._conn = None
+
     def define(self, spec):
         """Define (persistent, so stop/start work within the job) and start."""
         try:

@@ -130,6 +130,7 @@ class Probe:
             guests = self.driver.running(PREFIX)
         except OarcloudError as e:
             LOG.warning("probe: no domains: %s", e)
+            self.driver.close()  # libvirtd may come back: reconnect next time
             guests = []
         for guest in guests:
             try:

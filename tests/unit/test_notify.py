@@ -150,3 +150,14 @@ def test_event_messages():
 def test_bad_events_are_refused(kind, fields, why):
     with pytest.raises(Refused, match=why):
         notify.event_message(kind, **fields)
+
+
+def test_send_one_says_why_and_masks_secrets():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]   # closed once the block ends: nobody listens
+    url = "json://user:s3cret@127.0.0.1:%d/" % port
+    ok, why = notify.send_one(url, "t", "b", timeout=2)
+    assert not ok and why and "s3cret" not in why
+    assert notify.send_one("foo://bar", "t", "b") == (False, "not a URL apprise can parse")
