@@ -218,47 +218,59 @@ def shell_run(node, domains, cycles):
 
 
 def probe_cost(node, cycles, label):
+    """The probe and the shell baseline, one after the other, on node as it is."""
     probe = probe_run(node, cycles)
     shell = shell_run(node, probe["domains"], cycles)
-    if probe["instances_min"] != probe["instances_max"] or shell["instances"] != len(
-            probe["domains"]):
-        say("  note: %s: the probe saw %d to %d instances per cycle (%d in all), the shell read"
-            " %d: not a steady node, figures not comparable" % (
-                label, probe["instances_min"], probe["instances_max"], len(probe["domains"]),
-                shell["instances"]))
-    for line in probe["stderr"][:5]:
-        say("  probe stderr: %s" % line)
-    say("  %-22s %9.1f %12.2f %7.2f %7.2f %13.2f %11.1f %16s" % (
-        label, probe["instances"], probe["per_cycle"] * 1e3, probe["median"] * 1e3,
-        probe["max"] * 1e3, shell["per_cycle"] * 1e3,
-        probe["per_cycle"] / shell["per_cycle"] if shell["per_cycle"] else float("nan"),
-        "%.3f" % (probe["per_cycle"] / probe["instances"] * 1e3) if probe["instances"]
-        else "-"))
-    return {"label": label, "probe": probe, "shell": shell}
+    steady = probe["instances_min"] == probe["instances_max"] == shell["instances"] == len(
+        probe["domains"])
+    ratio = probe["per_cycle"] / shell["per_cycle"] if shell["per_cycle"] > 0 else None
+    return {"label": label, "probe": probe, "shell": shell, "ratio": ratio, "steady": steady}
 
 
-def print_probe_notes(rows):
-    say("  (ms of CPU per cycle; probe: mean, median and max of %d cycles 1 s apart;"
-        " shell: one cat of %s files per cycle)" % (
-            rows[0]["probe"]["cycles"], "/".join(str(r["shell"]["files"]) for r in rows)))
+def print_probe(node, rows):
+    cycles = rows[0]["probe"]["cycles"]
+    say("probe cost on %s (nodeagent probe 1, %d cycles) vs bash + cat of the same files:"
+        % (node, cycles))
+    say("  %-22s %9s %12s %7s %7s %13s %11s %14s" % (
+        "CASE", "INSTANCES", "PROBE ms/cyc", "median", "max", "SHELL ms/cyc",
+        "PROBE/SHELL", "PROBE ms/inst"))
+    for r in rows:
+        probe, shell = r["probe"], r["shell"]
+        say("  %-22s %9.1f %12.2f %7.2f %7.2f %13.2f %11s %14s" % (
+            r["label"], probe["instances"], probe["per_cycle"] * 1e3, probe["median"] * 1e3,
+            probe["max"] * 1e3, shell["per_cycle"] * 1e3,
+            "%.2f" % r["ratio"] if r["ratio"] is not None else "-",
+            "%.3f" % (probe["per_cycle"] / probe["instances"] * 1e3) if probe["instances"]
+            else "-"))
+    say("  (ms of CPU per cycle; probe: mean, median and max of %d cycles 1 s apart, start-up"
+        " and first cycle left out; shell: one cat of %s files per cycle)" % (
+            cycles, "/".join(str(r["shell"]["files"]) for r in rows)))
+    tick = 1e3 / CLK_TCK / cycles
     for r in rows:
         p = r["probe"]
-        say("  %s: probe start-up + first cycle %.2f s CPU; libvirtd %s ms/cycle during"
-            " the run (also serves the monitor's own probe)" % (
-                r["label"], p["first"],
-                "%.2f" % (p["libvirtd_per_cycle"] * 1e3) if p["libvirtd_per_cycle"] is not None
-                else "?"))
+        lv = p["libvirtd_per_cycle"]
+        say("  %s: probe start-up + first cycle %.2f s CPU; libvirtd %s ms/cycle during the"
+            " run (also serves the monitor's own probe)" % (
+                r["label"], p["first"], "?" if lv is None else
+                "< %.2f" % tick if lv == 0 else "%.2f (+-%.2f)" % (lv * 1e3, tick)))
+        if not r["steady"]:
+            say("  note: %s: the probe saw %d to %d instances per cycle (%d in all), the shell"
+                " read %d: the node changed, figures not comparable" % (
+                    r["label"], p["instances_min"], p["instances_max"], len(p["domains"]),
+                    r["shell"]["instances"]))
+        for line in p["stderr"][:5]:
+            say("  %s: probe stderr: %s" % (r["label"], line))
     if len(rows) == 2:
         a, b = rows
         dn = a["probe"]["instances"] - b["probe"]["instances"]
-        if dn > 0:
+        ds = a["shell"]["instances"] - b["shell"]["instances"]
+        if dn > 0 and ds > 0:
             out = {"probe": (a["probe"]["per_cycle"] - b["probe"]["per_cycle"]) / dn,
-                   "shell": (a["shell"]["per_cycle"] - b["shell"]["per_cycle"])
-                   / (a["shell"]["instances"] - b["shell"]["instances"] or dn)}
+                   "shell": (a["shell"]["per_cycle"] - b["shell"]["per_cycle"]) / ds}
+            out["ratio"] = out["probe"] / out["shell"] if out["shell"] > 0 else None
             say("  one instance more costs the probe %.3f ms/cycle, the shell %.3f ms/cycle"
-                " (ratio %.2f)" % (out["probe"] * 1e3, out["shell"] * 1e3,
-                                   out["probe"] / out["shell"] if out["shell"] > 0
-                                   else float("nan")))
+                " (ratio %s)" % (out["probe"] * 1e3, out["shell"] * 1e3,
+                                 "%.2f" % out["ratio"] if out["ratio"] is not None else "-"))
             return out
     return None
 
@@ -343,8 +355,9 @@ class Burn:
     def first_output(self, timeout=15):
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if b"burning" in open(self.out.name, "rb").read():
-                return time.time()
+            with open(self.out.name, "rb") as f:
+                if b"burning" in f.read():
+                    return time.time()
             if self.proc.poll() is not None:
                 return None
             time.sleep(0.02)
@@ -364,7 +377,7 @@ class Burn:
         return t
 
 
-def latency_run(hook, instance, window, interval):
+def latency_run(hook, instance, window):
     """One burn: the figures of the alarm it fires and clears."""
     limit = max(40, 3 * window + 10)
     burn = Burn(instance, limit)
@@ -415,7 +428,7 @@ def latency(rows, args, interval):
         say("  %-4s %9s %9s %9s %9s %9s %9s" % ("RUN", "BREACH", "MONITOR", "EVALUATED",
                                                "DELIVERY", "EXEC", "CLEAR"))
         for i in range(args.repeat):
-            r = latency_run(hook, instance, window, interval)
+            r = latency_run(hook, instance, window)
             runs.append(r)
             say("  %-4d %9s %9s %9s %9s %9s %9s%s" % (
                 i + 1, fmt(r["breach"]), fmt(r["monitor"]), fmt(r["evaluation"]),
@@ -480,18 +493,14 @@ def lab(args):
                        cores=sorted({r.get("cores") for r in rows}))
         say("%d instances of tiny on %s (%s core(s) each, %s) launched in %.1fs" % (
             len(rows), node, "/".join(str(c) for c in summary["cores"]), MEMORY, took))
-        say("probe cost on %s (nodeagent probe 1, %d cycles) vs bash + cat of the same files:"
-            % (node, args.cycles))
-        say("  %-22s %9s %12s %7s %7s %13s %11s %16s" % (
-            "CASE", "INSTANCES", "PROBE ms/cyc", "median", "max", "SHELL ms/cyc",
-            "PROBE/SHELL", "PROBE ms/inst"))
+        say("measuring the probe on %s (%d cycles)..." % (node, args.cycles))
         probe_rows = [probe_cost(node, args.cycles, "with %d of ours" % len(rows))]
         summary["latency"] = latency(rows, args, interval)
         as_user([USER_CLI, "delete", rows[0]["name"], "--wait"])
         rows = None
+        say("instances deleted; measuring the probe on %s again..." % node)
         probe_rows.append(probe_cost(node, args.cycles, "after delete"))
-        say("probe cost, notes:")
-        summary["marginal_per_instance"] = print_probe_notes(probe_rows)
+        summary["marginal_per_instance"] = print_probe(node, probe_rows)
         summary["probe_cost"] = [dict(r, probe={k: v for k, v in r["probe"].items()
                                                 if k != "domains"}) for r in probe_rows]
     finally:

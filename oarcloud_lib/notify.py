@@ -9,7 +9,6 @@ producers enqueue (one INSERT per target), and the monitor service delivers
 in its own threads, retrying on BACKOFF, so a slow target delays nobody.
 """
 import logging
-import threading
 
 import apprise
 
@@ -20,8 +19,6 @@ MAX_URL = 2048
 # Seconds between a failed attempt and the next one; after the last, give up
 # (about an hour and a half after the first attempt).
 BACKOFF = (10, 30, 60, 300, 900, 3600)
-# Seconds a target may take to answer before the attempt counts as failed.
-TIMEOUT = 15
 MAX_REASON = 1000
 
 # Lifecycle events: kind -> (fields, title, body), %-formats filled from the
@@ -84,36 +81,25 @@ def redact(url):
     return a[0].url(privacy=True)
 
 
-class _ThreadErrors(logging.Handler):
-    """apprise's warnings and errors, kept per thread: why a delivery failed."""
-
-    def __init__(self):
-        super().__init__(level=logging.WARNING)
-        self.by_thread = {}
-
-    def emit(self, record):
-        self.by_thread.setdefault(record.thread, []).append(record.getMessage())
-
-    def take(self):
-        return self.by_thread.pop(threading.get_ident(), [])
-
-
-_ERRORS = _ThreadErrors()
-logging.getLogger("apprise").addHandler(_ERRORS)
-# What apprise says is ours to report (send_one, Refused), never printed as is.
+# What apprise says is ours to report (send_one's reason, Refused), never printed as is.
 logging.getLogger("apprise").propagate = False
 
 
-def send_one(url, title, body, timeout=TIMEOUT):
-    """Send to url -> (True, None) or (False, why).  Never raises."""
-    _ERRORS.take()
+def send_one(url, title, body):
+    """Send to url -> (True, None) or (False, why: apprise's warnings about this
+    very call).  Never raises.  A target that hangs is cut by the plugin's own
+    connect and read timeouts (URL parameters cto and rto, 4 s by default)."""
     try:
-        a = _parse(url, apprise.AppriseAsset(service_timeout=timeout))
+        a = _parse(url)
         if a is None:
             return False, "not a URL apprise can parse"
-        if a.notify(body=body, title=title):
+        result = a.notify(body=body, title=title)
+        if result:
             return True, None
-        why = "; ".join(_ERRORS.take()) or "the target refused it"
+        logs = getattr(result, "logs", None)
+        why = "; ".join(e.message for e in logs() if e.level in ("WARNING", "ERROR")) \
+            if callable(logs) else ""
+        why = why or "the target refused it"
     except Exception as e:  # noqa: BLE001 - a target must never fail its caller
         why = str(e) or type(e).__name__
     why = why.replace(url, redact(url))[:MAX_REASON]
@@ -121,10 +107,10 @@ def send_one(url, title, body, timeout=TIMEOUT):
     return False, why
 
 
-def send(urls, title, body, timeout=TIMEOUT):
+def send(urls, title, body):
     """Send to each of urls -> [(url, True or False)], in order.  Never raises:
     a failure is logged (secrets masked) and answered False."""
-    return [(url, send_one(url, title, body, timeout)[0]) for url in urls]
+    return [(url, send_one(url, title, body)[0]) for url in urls]
 
 
 def next_attempt(attempts, now):

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import resource
+import socket
 import sys
 import time
 
@@ -129,7 +130,7 @@ class Probe:
         try:
             guests = self.driver.running(PREFIX)
         except OarcloudError as e:
-            LOG.warning("probe: no domains: %s", e)
+            LOG.warning("probe on %s: no domains: %s", socket.gethostname(), e)
             self.driver.close()  # libvirtd may come back: reconnect next time
             guests = []
         for guest in guests:

@@ -126,7 +126,10 @@ def test_the_lab_runs_the_monitor_and_serves_prometheus(lab):
     wait_for(lambda: all((json.loads(admin("monitor", "status", "--json").stdout)["nodes"]
                           .get(n) or {}).get("last_reading") for n in NODES), 60,
              "readings from every node")
-    text = run(["curl", "-s", "-m", "5", "http://%s/metrics" % st["listen"]], check=True).stdout
+    url = "http://%s/metrics" % st["listen"]
+    # rates (cpu, net) need a second reading of a probe
+    text = wait_for(lambda: (lambda t: "oarcloud_node_cpu_percent{" in t and t)(
+        run(["curl", "-s", "-m", "5", url], check=True).stdout), 30, "rates in %s" % url)
     for n in NODES:
         assert 'oarcloud_node_alive{node="%s"} 1' % n in text
         assert 'oarcloud_node_memory_used_bytes{node="%s"}' % n in text

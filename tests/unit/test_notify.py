@@ -96,7 +96,7 @@ def test_send_answers_per_url_and_never_raises(webhook, caplog):
     good = "json://127.0.0.1:%d/" % port
     closed = "json://u:SECRET@127.0.0.1:%d/" % _closed_port()
     urls = [closed, "garbage", None, good]
-    got = notify.send(urls, "t", "b", timeout=5)
+    got = notify.send(urls, "t", "b")
     assert got == [(closed, False), ("garbage", False), (None, False), (good, True)]
     assert len(server.received) == 1
     assert "SECRET" not in caplog.text
@@ -158,6 +158,7 @@ def test_send_one_says_why_and_masks_secrets():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]   # closed once the block ends: nobody listens
     url = "json://user:s3cret@127.0.0.1:%d/" % port
-    ok, why = notify.send_one(url, "t", "b", timeout=2)
-    assert not ok and why and "s3cret" not in why
+    ok, why = notify.send_one(url, "t", "b")
+    assert not ok and "s3cret" not in why
+    assert why != "the target refused it", why   # apprise's own reason, from this thread
     assert notify.send_one("foo://bar", "t", "b") == (False, "not a URL apprise can parse")
