@@ -251,31 +251,23 @@ def main(argv):
     stderr.setLevel(logging.WARNING)
     logging.basicConfig(level=logging.INFO, handlers=[stderr], format="%(message)s")
     verb = argv[0] if argv else ""
-    if verb in MONITOR_VERBS:
-        low, high = MONITOR_VERBS[verb]
+    catalog_verbs = dict(IMAGE_VERBS, **NET_VERBS, **MONITOR_VERBS)
+    if verb in catalog_verbs:
+        low, high = catalog_verbs[verb]
         if not low <= len(argv) - 1 <= high:
             print(__doc__, file=sys.stderr)
             return 2
         try:
             user = caller()
             with catalog.connect() as conn:
-                out, code = monitor_verb(conn, user, verb, argv[1:])
+                if verb in MONITOR_VERBS:
+                    out, code = monitor_verb(conn, user, verb, argv[1:])
+                else:
+                    out = (image_verb if verb in IMAGE_VERBS else net_verb)(conn, user, verb,
+                                                                          argv[1:])
+                    code = 0
             print(out)
             return code
-        except OarcloudError as e:
-            print("oarcloud %s: error: %s" % (verb.replace("-", " "), e), file=sys.stderr)
-            return e.exit_code
-    if verb in IMAGE_VERBS or verb in NET_VERBS:
-        low, high = IMAGE_VERBS.get(verb) or NET_VERBS[verb]
-        if not low <= len(argv) - 1 <= high:
-            print(__doc__, file=sys.stderr)
-            return 2
-        try:
-            user = caller()
-            with catalog.connect() as conn:
-                print((image_verb if verb in IMAGE_VERBS else net_verb)(conn, user, verb,
-                                                                        argv[1:]))
-            return 0
         except OarcloudError as e:
             print("oarcloud %s: error: %s" % (verb.replace("-", " "), e), file=sys.stderr)
             return e.exit_code
