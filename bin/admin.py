@@ -393,8 +393,8 @@ def _admin_alarm_commands():
         node = cli.SwitchAttr(["--node"], str, mandatory=True, help="the node (OAR host name)")
 
         def run_command(self, name):
-            from oarcloud_lib import alarms, catalog, config, monitor, oar
-            subjects = set(monitor.host_states(oar.OarServer().nodes()))
+            from oarcloud_lib import alarms, catalog, config, oar
+            subjects = set(oar.resource_states())
             with catalog.connect() as conn:
                 row = alarms.create_from_spec(conn, None, self.spec(name, self.node),
                                               config.load().monitor_interval, subjects)

@@ -50,7 +50,7 @@ from oarcloud_lib import (accounts, catalog, config, images, imagestore, instanc
                           jobspec, networks, oarssh, progress, saves)
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, Refused
-from oarcloud_lib.oar import get_job
+from oarcloud_lib.oar import job_state
 
 LOG = logging.getLogger("oarcloud.broker")
 INTERACTIVE = ("exec", "console", "proxy")
@@ -89,12 +89,12 @@ def owned_instance(conn, owner, name):
     row = rows[0]
     if row["state"] not in ("running", "stopped"):
         raise Conflict(what="instance", detail="%s is %s" % (name, row["state"]))
-    job = get_job(row["job_id"])
+    state = job_state(row["job_id"])
     # Launching: the prologue is finishing (other nodes of the networks follow
     # the new addresses) while the instance already runs.
-    if job.get("state") not in ("Running", "Launching"):
+    if state not in ("Running", "Launching"):
         raise Conflict(what="instance", detail="%s: its job %s is %s" % (name, row["job_id"],
-                                                                         job.get("state")))
+                                                                         state))
     return row
 
 
@@ -283,7 +283,8 @@ def main(argv):
             if verb in INTERACTIVE:
                 tty = verb == "console" or (verb == "exec" and os.isatty(0) and os.isatty(1))
                 args = rest if verb != "exec" else ["--"] + (rest[1:] if rest[:1] == ["--"] else rest)
-                argv = oarssh.agent_argv(node, verb, domain, *args, tty=tty)
+                argv = oarssh.agent_argv(node, verb, domain, *args, tty=tty,
+                                         module="oarcloud_lib.access")
                 conn.close()
                 os.execvp(argv[0], argv)
             with joblog.recording(conn, row["job_id"]):

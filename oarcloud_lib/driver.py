@@ -10,7 +10,6 @@ from xml.etree import ElementTree
 
 import libvirt
 
-from oarcloud_lib import templating
 from oarcloud_lib.errors import CommandFailed, Conflict, NotFound, NotReady
 
 LOG = logging.getLogger(__name__)
@@ -45,6 +44,7 @@ class DomainSpec:
     init: str = "/sbin/init"
 
     def xml(self):
+        from oarcloud_lib import templating  # jinja2: not on the path of `exec` (access)
         return templating.render("domain.xml.j2", **self.__dict__)
 
 

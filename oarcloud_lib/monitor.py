@@ -117,7 +117,8 @@ def _number(v):
 
 
 def host_states(nodes):
-    """{host: 'Alive' or its other states joined} from OarServer.nodes()."""
+    """{host: 'Alive' or its other states joined} from {host: [resource dicts]}
+    (oar.resource_states, OarServer.nodes)."""
     out = {}
     for host, resources in nodes.items():
         states = {r.get("state") for r in resources if r.get("state")}
@@ -202,7 +203,7 @@ class Monitor:
 
     def watch_nodes(self, conn, now):
         """Follow OAR's node states: probes on the nodes, admins told of changes."""
-        states = host_states(oar.OarServer().nodes())
+        states = host_states(oar.resource_states())
         mono = time.monotonic()
         rows = []
         for host, state in sorted(states.items()):

@@ -21,7 +21,9 @@ beyond the default drop, chain or VPN process is left.
 """
 import contextlib
 import fcntl
+import hashlib
 import ipaddress
+import json
 import logging
 import socket
 from pathlib import Path
@@ -35,6 +37,8 @@ from oarcloud_lib.oarssh import this_node
 LOG = logging.getLogger("oarcloud.netnode")
 RUN_DIR = Path("/run/oarcloud")
 NETNS_DIR = Path("/run/netns")
+# The digest of the OC-* chains last restored on this node (skipped when unchanged).
+NODE_RULES_DIGEST = Path("/run/oarcloud/net/node-iptables.digest")
 # Per-network link between a gateway namespace and the node: a /30 of this range.
 LINK_RANGE = ipaddress.ip_network("169.254.0.0/18")
 MTU = 1450
@@ -126,13 +130,25 @@ def _links(runner):
             for line in runner.out(["ip", "-o", "link", "show"]).splitlines() if ":" in line}
 
 
-def ensure_gateway(net, tag, links, exposures, runner=LOCAL):
-    """The gateway namespace of net on this node (created or brought up to date)."""
+def _digest(*parts):
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+def ensure_gateway(net, tag, links, exposures, recorded=None, runner=LOCAL):
+    """The gateway namespace of net on this node (created or brought up to date);
+    True if anything was done.  A gateway whose port records the digest of
+    this very configuration (external_ids:oc-gw, set last) is left as it is:
+    most syncs (a new instance, a rule) change nothing of it."""
     vni = net["vni"]
     ns, port, link = gw_netns(vni), gw_port(vni), link_port(vni)
     inside = ["ip", "netns", "exec", ns]
     cidr = ipaddress.ip_network(net["cidr"])
     node_side, gw_side = link_addresses(tag)
+    mac = networks.mac_for(vni, cidr, net["gateway"])
+    rules = templating.render("gateway-iptables.j2", exposures=exposures)
+    digest = _digest(vni, tag, cidr, net["gateway"], mac, node_side, gw_side, MTU, rules)
+    if recorded == digest and port in links and link in links and (NETNS_DIR / ns).exists():
+        return False
     if not (NETNS_DIR / ns).exists():
         runner.run(["ip", "netns", "add", ns])
     if port not in links:
@@ -141,7 +157,7 @@ def ensure_gateway(net, tag, links, exposures, runner=LOCAL):
     if link not in links:
         runner.run(["ip", "link", "add", link, "type", "veth", "peer", "name", "up0", "netns", ns])
         runner.run(["ip", "addr", "add", "%s/30" % node_side, "dev", link])
-    for argv in (["ip", "link", "set", "gw0", "address", networks.mac_for(vni, cidr, net["gateway"])],
+    for argv in (["ip", "link", "set", "gw0", "address", mac],
                  ["ip", "addr", "replace", "%s/%d" % (net["gateway"], cidr.prefixlen), "dev",
                   "gw0"],
                  ["ip", "link", "set", "gw0", "up"], ["ip", "link", "set", "lo", "up"],
@@ -154,11 +170,12 @@ def ensure_gateway(net, tag, links, exposures, runner=LOCAL):
     for argv in (["ip", "link", "set", port, "up"], ["ip", "link", "set", link, "up"],
                  ["ethtool", "-K", port, "tx", "off"]):
         runner.run(argv)
+    runner.run(inside + ["iptables-restore"], stdin=rules)
     ovs.vsctl(["--may-exist", "add-port", INTEGRATION_BRIDGE, port, "--", "set", "Interface",
                port, "external_ids:oc-vni=%d" % vni, "external_ids:oc-tag=%d" % tag,
-               "--", "set", "Port", port, "tag=%d" % tag], runner)
-    rules = templating.render("gateway-iptables.j2", exposures=exposures)
-    runner.run(inside + ["iptables-restore"], stdin=rules)
+               "external_ids:oc-gw=%s" % digest, "--", "set", "Port", port, "tag=%d" % tag],
+              runner)
+    return True
 
 
 def remove_gateway(vni, runner=LOCAL):
@@ -185,7 +202,16 @@ def _node_iptables(gateways, exposures, runner):
     runner.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
     text = templating.render("node-iptables.j2", gateways=gateways, exposures=exposures,
                              link_range=str(LINK_RANGE))
-    runner.run(["iptables-restore", "--noflush"], stdin=text)
+    digest = _digest(text)
+    try:
+        same = have and NODE_RULES_DIGEST.read_text() == digest
+    except OSError:
+        same = False
+    if not same:  # our chains are replaced whole (--noflush keeps everything else)
+        NODE_RULES_DIGEST.unlink(missing_ok=True)
+        runner.run(["iptables-restore", "--noflush"], stdin=text)
+        NODE_RULES_DIGEST.parent.mkdir(parents=True, exist_ok=True)
+        NODE_RULES_DIGEST.write_text(digest)
     for table, chains in CHAINS.items():
         for chain in chains:
             if runner.run(["iptables", "-t", table, "-C", chain, "-j", "OC-" + chain],
@@ -218,9 +244,10 @@ def _apply(view, runner):
     links = _links(runner)
     by_vni = {nets[i]["vni"]: nets[i] for i in hosted}
     for vni, tag in sorted(tags.items()):
+        recorded = ifaces.get(gw_port(vni), {}).get("external_ids", {}).get("oc-gw")
         ensure_gateway(by_vni[vni], tag,
                        links, [e for e in exposures if nets[e["network"]]["vni"] == vni],
-                       runner)
+                       recorded, runner)
     for name, i in ifaces.items():
         vni = i["external_ids"].get("oc-vni")
         if name.startswith("gw-") and vni and int(vni) not in tags:

@@ -11,8 +11,7 @@
                                   readings every INTERVAL s, oarcloud_lib.probes)
     python -m oarcloud_lib.nodeagent sweep [RUNNING_JOB...]     (this node: remove the
                                   instances of every other job, then check the node is sound)
-    python -m oarcloud_lib.nodeagent exec|console|start|stop|reboot DOMAIN [-- ARGS]
-    python -m oarcloud_lib.nodeagent proxy DOMAIN PORT          (stdio <-> the instance's PORT)
+    python -m oarcloud_lib.nodeagent start|stop|reboot DOMAIN
     python -m oarcloud_lib.nodeagent save DOMAIN [flatten]      (the instance's changes, frozen,
                                                                  as a tar stream on stdout)
     python -m oarcloud_lib.nodeagent export-kept|drop-kept DOMAIN [flatten]
@@ -38,8 +37,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from oarcloud_lib import (catalog, commands, config, imagecache, images, instances, joblog,
-                          jobspec, layer, netnode, networks, oarssh, ovs, paths, rootfs, saves)
+from oarcloud_lib import (access, catalog, commands, config, imagecache, images, instances,
+                          joblog, jobspec, layer, netnode, networks, oarssh, ovs, paths, rootfs,
+                          saves)
 from oarcloud_lib.accounts import NAME_RE as USER_RE
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.driver import DomainSpec, LxcDriver
@@ -207,74 +207,9 @@ def keep_changes(conn, domain, runner=LOCAL):
 
 # -- one instance, for its owner (through the broker) -----------------------------
 
-def _guest(domain, driver=None):
-    if not instances.DOMAIN_RE.match(domain or ""):
-        raise Refused(detail="bad domain name %r" % (domain[:40],))
-    return (driver or LxcDriver()).get(domain)
-
-
-def instance_env():
-    return {"PATH": paths.ROOT_PATH, "HOME": "/root", "LANG": "C.UTF-8",
-            "TERM": os.environ.get("TERM", "dumb")}
-
-
-CGROUP_ROOT = "/sys/fs/cgroup"
-
-
-def join_cgroups(pid, root=CGROUP_ROOT):
-    """Move this process into the cgroups of pid (the instance's init), so that
-    what runs through `exec` is charged to the instance and held to its limits
-    (nsenter enters namespaces only).  Returns the hierarchies joined."""
-    joined = []
-    with open("/proc/%d/cgroup" % pid) as f:
-        lines = f.read().splitlines()
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if path == "/":
-            continue
-        if controllers:
-            base = os.path.join(root, controllers.replace("name=", ""))
-        else:
-            unified = os.path.join(root, "unified")
-            base = unified if os.path.ismount(unified) else root
-        try:
-            with open(os.path.join(base, path.lstrip("/"), "cgroup.procs"), "w") as f:
-                f.write("%d\n" % os.getpid())
-            joined.append(controllers or "unified")
-        except OSError as e:
-            LOG.warning("%s: could not join cgroup %s:%s: %s", pid, controllers, path, e)
-    return joined
-
-
-def exec_in(domain, argv):
-    """Replace this process with argv run as root in the instance (all its
-    namespaces and cgroups)."""
-    guest = _guest(domain)
-    if not argv:
-        argv = ["/bin/sh", "-l"]
-    init = guest.init_pid()
-    join_cgroups(init)
-    os.execve("/usr/bin/nsenter", ["nsenter", "-t", str(init), "-a", "-r", "-w",
-                                   "--"] + list(argv), instance_env())
-
-
-def console(domain):
-    _guest(domain)
-    os.execv("/usr/bin/virsh", ["virsh", "-c", "lxc:///system", "console", domain, "--force"])
-
-
-def proxy(domain, port):
-    """Relay stdio to PORT on the instance's own loopback (an ssh ProxyCommand)."""
-    guest = _guest(domain)
-    if not (port.isdigit() and 0 < int(port) < 65536):
-        raise Refused(detail="bad port %r" % port[:10])
-    os.execv("/usr/bin/nsenter", ["nsenter", "-t", str(guest.init_pid()), "-n", "--",
-                                  sys.executable, "-m", "oarcloud_lib.relay", "127.0.0.1", port])
-
-
 def power(domain, verb, grace=10.0):
     """start, stop (signal init, then force after grace seconds) or reboot an instance."""
-    guest = _guest(domain)
+    guest = access.guest(domain)
     state = guest.state()
     if verb == "start":
         if state != "running":
@@ -308,7 +243,7 @@ def _owner_of(domain):
 def save(domain, flatten=False):
     """Write the running instance's changes (or its whole root, flattened) as a
     tar stream on stdout, with the instance frozen meanwhile."""
-    guest = _guest(domain)
+    guest = access.guest(domain)
     skip = layer.injected(_owner_of(domain))
     d = rootfs.instance_dir(domain)
     frozen = False
@@ -534,8 +469,7 @@ def epilogue(job_id, nodefile):
     return 0
 
 
-NODE_VERBS = ("exec", "console", "proxy", "start", "stop", "reboot", "save", "export-kept",
-              "drop-kept")
+NODE_VERBS = ("start", "stop", "reboot", "save", "export-kept", "drop-kept")
 
 
 def main(argv):
@@ -560,12 +494,6 @@ def main(argv):
             return 1 if problems else 0
         if verb in NODE_VERBS and len(argv) >= 2:
             domain, rest = argv[1], argv[2:]
-            if verb == "exec":
-                return exec_in(domain, rest[1:] if rest[:1] == ["--"] else rest)
-            if verb == "console":
-                return console(domain)
-            if verb == "proxy":
-                return proxy(domain, rest[0] if rest else "22")
             if verb in ("save", "export-kept"):
                 (save if verb == "save" else export_kept)(domain, rest[:1] == ["flatten"])
                 return 0

@@ -193,6 +193,52 @@ def get_job(job_id, runner=LOCAL):
         raise NotFound(what="OAR job", name=job_id) from None
 
 
+def _read_only_db(conf_path):
+    """A connection to OAR's database with its read-only role, as oar.conf names it."""
+    import psycopg
+    conf = oarconf.parse(Path(conf_path).read_text())
+    return psycopg.connect(host=conf.get("DB_HOSTNAME", "127.0.0.1"),
+                           port=conf.get("DB_PORT", "5432"),
+                           dbname=conf.get("DB_BASE_NAME", "oar"),
+                           user=conf.get("DB_BASE_LOGIN_RO", "oar_ro"),
+                           password=conf.get("DB_BASE_PASSWD_RO", ""),
+                           connect_timeout=5, autocommit=True)
+
+
+def job_state(job_id, conf_path=paths.OAR_CONF):
+    """The OAR job's state ('Running', 'Launching'...) from OAR's database: what
+    `oarstat -fj` says without its start-up (a tenth of a second on the path of
+    every `exec`).  Falls back on oarstat when the database cannot be read.
+    Raises NotFound."""
+    import psycopg
+    try:
+        with _read_only_db(conf_path) as db:
+            row = db.execute("SELECT state FROM jobs WHERE job_id = %s", (int(job_id),)).fetchone()
+    except (OSError, psycopg.Error) as e:
+        LOG.debug("OAR database unreadable (%s): asking oarstat", e)
+        return get_job(job_id).get("state")
+    if row is None:
+        raise NotFound(what="OAR job", name=job_id)
+    return row[0]
+
+
+def resource_states(conf_path=paths.OAR_CONF, runner=LOCAL):
+    """host -> [{'state'}] of its resources, from OAR's database (what `oarnodes
+    -J` gives, without a Perl start-up every few seconds in the monitor); falls
+    back on oarnodes when the database cannot be read."""
+    import psycopg
+    try:
+        with _read_only_db(conf_path) as db:
+            rows = db.execute("SELECT network_address, state FROM resources").fetchall()
+    except (OSError, psycopg.Error) as e:
+        LOG.debug("OAR database unreadable (%s): asking oarnodes", e)
+        return OarServer(runner).nodes()
+    out = {}
+    for host, state in rows:
+        out.setdefault(host, []).append({"state": state})
+    return out
+
+
 def job_info(jobs_json, job_id):
     """The job dict of `oarstat -fj ID -J` output.  Raises NotFound."""
     data = json.loads(jobs_json or "{}")

@@ -29,9 +29,10 @@ def spawn_root_worker(module, *args):
     return LOCAL.spawn(argv)
 
 
-def agent_argv(node, verb, *args, tty=False):
-    """argv running `python -m oarcloud_lib.nodeagent verb args...` as root on node."""
-    argv = [sys.executable, "-m", "oarcloud_lib.nodeagent", verb, *[str(a) for a in args]]
+def agent_argv(node, verb, *args, tty=False, module="oarcloud_lib.nodeagent"):
+    """argv running `python -m module verb args...` (the node agent by default)
+    as root on node."""
+    argv = [sys.executable, "-m", module, verb, *[str(a) for a in args]]
     if node == this_node():
         return argv
     return OAR_SSH + (["-tt"] if tty else ["-T"]) + [node, OARDODO] + [shlex.quote(a) for a in argv]

@@ -132,3 +132,15 @@ def test_an_alarm_on_a_stranger_is_not_found():
     with pytest.raises(NotFound):
         alarms.create_from_spec(None, "alice", {"name": "a", "subject": "bobs", "metric": "cpu",
                                                 "threshold": 1}, 5, {"x"})
+
+
+@pytest.mark.parametrize("domain", ["../x", "oc1-0; rm -rf /", "", "oc1", "OC1-0", "oc1-0\n"])
+def test_access_checks_the_domain_before_libvirt(domain):
+    from oarcloud_lib import access
+    with pytest.raises(Refused):
+        access.guest(domain, driver=object())
+
+
+def test_access_usage():
+    from oarcloud_lib import access
+    assert access.main([]) == 2 and access.main(["exec"]) == 2 and access.main(["nope", "x"]) == 2
