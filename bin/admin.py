@@ -4,6 +4,8 @@ import sys
 from plumbum import cli
 
 from oarcloud_cli.common import VERSION, Command, Group, is_root, machine, print_json, print_table
+from oarcloud_cli.monitoring import (AlarmCreate, AlarmList, AlarmShow, NotifyList, NotifyLog,
+                                     read_url, show_metrics)
 
 
 class Admin(Group):
@@ -369,7 +371,6 @@ class MetricsAdmin(Command):
     plot = cli.SwitchAttr(["--plot"], str, help="write a chart to this PNG file")
 
     def run_command(self, node):
-        from oarcloud_cli.monitoring import show_metrics
         from oarcloud_lib import catalog
         with catalog.connect() as conn:
             show_metrics(conn, "node", node, "node %s" % node, self.metric, self.since,
@@ -383,29 +384,24 @@ class AlarmAdmin(Group):
     (`oarcloud-admin notify`)."""
 
 
-def _admin_alarm_commands():
-    from oarcloud_cli.monitoring import AlarmCreate, AlarmList, AlarmShow
+@AlarmAdmin.subcommand("create")
+class AlarmAdminCreate(Admins, AlarmCreate):
+    """Create an alarm on a node, e.g. oarcloud-admin alarm create mem1 --node node-1
+    --metric memory --op gt --threshold 3e9 --period 10s --periods 3"""
 
-    class Create(Admins, AlarmCreate):
-        """Create an alarm on a node, e.g. oarcloud-admin alarm create mem1 --node node-1
-        --metric memory --op gt --threshold 3e9 --period 10s --periods 3"""
+    node = cli.SwitchAttr(["--node"], str, mandatory=True, help="the node (OAR host name)")
 
-        node = cli.SwitchAttr(["--node"], str, mandatory=True, help="the node (OAR host name)")
-
-        def run_command(self, name):
-            from oarcloud_lib import alarms, catalog, config, oar
-            subjects = set(oar.resource_states())
-            with catalog.connect() as conn:
-                row = alarms.create_from_spec(conn, None, self.spec(name, self.node),
-                                              config.load().monitor_interval, subjects)
-            print("alarm %s created: %s" % (row["name"], alarms.describe(row)))
-
-    AlarmAdmin.subcommand("create", Create)
-    AlarmAdmin.subcommand("list", type("List", (Admins, AlarmList), {"__doc__": AlarmList.__doc__}))
-    AlarmAdmin.subcommand("show", type("Show", (Admins, AlarmShow), {"__doc__": AlarmShow.__doc__}))
+    def run_command(self, name):
+        from oarcloud_lib import alarms, catalog, config, oar
+        subjects = set(oar.resource_states())
+        with catalog.connect() as conn:
+            row = alarms.create_from_spec(conn, None, self.spec(name, self.node),
+                                          config.load().monitor_interval, subjects)
+        print("alarm %s created: %s" % (row["name"], alarms.describe(row)))
 
 
-_admin_alarm_commands()
+AlarmAdmin.subcommand("list", type("List", (Admins, AlarmList), {"__doc__": AlarmList.__doc__}))
+AlarmAdmin.subcommand("show", type("Show", (Admins, AlarmShow), {"__doc__": AlarmShow.__doc__}))
 
 
 @AlarmAdmin.subcommand("delete")
@@ -430,7 +426,6 @@ class NotifyAdminAdd(Command):
     """Add a target (- reads the URL from stdin)."""
 
     def run_command(self, url):
-        from oarcloud_cli.monitoring import read_url
         from oarcloud_lib import catalog, notify
         with catalog.connect() as conn:
             row, added = notify.add_target(conn, None, read_url(url))
@@ -443,7 +438,6 @@ class NotifyAdminDel(Command):
     """Remove a target by id or URL."""
 
     def run_command(self, ref):
-        from oarcloud_cli.monitoring import read_url
         from oarcloud_lib import catalog, notify
         with catalog.connect() as conn:
             notify.delete_target(conn, None, read_url(ref))
@@ -462,14 +456,8 @@ class NotifyAdminTest(Command):
         return 0 if ok else 1
 
 
-def _admin_notify_commands():
-    from oarcloud_cli.monitoring import NotifyList, NotifyLog
-    NotifyAdmin.subcommand("list", type("List", (Admins, NotifyList),
-                                        {"__doc__": NotifyList.__doc__}))
-    NotifyAdmin.subcommand("log", type("Log", (Admins, NotifyLog), {"__doc__": NotifyLog.__doc__}))
-
-
-_admin_notify_commands()
+NotifyAdmin.subcommand("list", type("List", (Admins, NotifyList), {"__doc__": NotifyList.__doc__}))
+NotifyAdmin.subcommand("log", type("Log", (Admins, NotifyLog), {"__doc__": NotifyLog.__doc__}))
 
 
 def main():

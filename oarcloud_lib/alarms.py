@@ -12,6 +12,7 @@ import operator
 import re
 
 from oarcloud_lib import metrics
+from oarcloud_lib.catalog import dicts
 from oarcloud_lib.errors import Conflict, NotFound, Refused
 
 OK, ALARM, INSUFFICIENT = "ok", "alarm", "insufficient data"
@@ -148,11 +149,6 @@ COLUMNS = ("id, owner, name, kind, subject, metric, op, threshold, period, perio
            " notify, state, state_since, last_value, evaluated, created")
 
 
-def _row(cur):
-    names = [d.name for d in cur.description]
-    return [dict(zip(names, r)) for r in cur.fetchall()]
-
-
 def create(conn, owner, name, subject, rule, repeat=False, urls=()):
     """A new alarm of owner (None: an admin's, on node subject) from a checked
     rule (check_alarm).  Raises Refused, Conflict."""
@@ -170,12 +166,12 @@ def create(conn, owner, name, subject, rule, repeat=False, urls=()):
             " RETURNING " + COLUMNS,
             (owner, name, kind, subject, rule["metric"], rule["op"], rule["threshold"],
              rule["period"], rule["periods"], bool(repeat), urls))
-        return _row(cur)[0]
+        return dicts(cur)[0]
 
 
 def get(conn, owner, name, missing_ok=False):
     """owner's alarm called name.  Raises NotFound (unless missing_ok: None)."""
-    rows = _row(conn.execute("SELECT " + COLUMNS + " FROM alarms WHERE owner IS NOT DISTINCT"
+    rows = dicts(conn.execute("SELECT " + COLUMNS + " FROM alarms WHERE owner IS NOT DISTINCT"
                              " FROM %s AND name = %s", (owner, name)))
     if not rows and not missing_ok:
         raise NotFound(what="alarm", name=name)
@@ -184,12 +180,12 @@ def get(conn, owner, name, missing_ok=False):
 
 def owned(conn, owner):
     """owner's alarms (None: the admins'), by name."""
-    return _row(conn.execute("SELECT " + COLUMNS + " FROM alarms WHERE owner IS NOT DISTINCT"
+    return dicts(conn.execute("SELECT " + COLUMNS + " FROM alarms WHERE owner IS NOT DISTINCT"
                              " FROM %s ORDER BY name", (owner,)))
 
 
 def every(conn):
-    return _row(conn.execute("SELECT " + COLUMNS + " FROM alarms ORDER BY id"))
+    return dicts(conn.execute("SELECT " + COLUMNS + " FROM alarms ORDER BY id"))
 
 
 def delete(conn, owner, name):
@@ -201,7 +197,7 @@ def delete(conn, owner, name):
 
 def history(conn, alarm_id, limit=50):
     """The last transitions of an alarm, newest first."""
-    return _row(conn.execute("SELECT at, old_state, new_state, value FROM alarm_history"
+    return dicts(conn.execute("SELECT at, old_state, new_state, value FROM alarm_history"
                              " WHERE alarm = %s ORDER BY id DESC LIMIT %s", (alarm_id, limit)))
 
 

@@ -8,6 +8,7 @@ import logging
 from importlib import resources
 
 import psycopg
+import psycopg.rows
 
 from oarcloud_lib import config
 from oarcloud_lib.errors import NotReady
@@ -34,6 +35,12 @@ def connect(conf=None, dbname=None, autocommit=True):
         return psycopg.connect(conninfo(conf, dbname), autocommit=autocommit)
     except psycopg.OperationalError as e:
         raise NotReady(detail="catalog database unreachable: %s" % str(e).strip()) from None
+
+
+def dicts(cur):
+    """The rows of an executed cursor as dicts (psycopg's dict_row factory)."""
+    cur.row_factory = psycopg.rows.dict_row
+    return cur.fetchall()
 
 
 def session(conn=None):

@@ -57,8 +57,7 @@ def jobs_on(host, runner=LOCAL):
 
 
 def node_state(host, runner=LOCAL):
-    states = {r.get("state") for r in oar.OarServer(runner).nodes().get(host, [])}
-    return "Alive" if states == {"Alive"} else ",".join(sorted(s for s in states if s)) or "absent"
+    return oar.host_state(oar.OarServer(runner).nodes().get(host, []))
 
 
 def forget_ended_jobs(conn, host, live_jobs, runner=LOCAL):

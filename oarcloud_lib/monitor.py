@@ -117,13 +117,8 @@ def _number(v):
 
 
 def host_states(nodes):
-    """{host: 'Alive' or its other states joined} from {host: [resource dicts]}
-    (oar.resource_states, OarServer.nodes)."""
-    out = {}
-    for host, resources in nodes.items():
-        states = {r.get("state") for r in resources if r.get("state")}
-        out[host] = "Alive" if states == {"Alive"} else ",".join(sorted(states)) or "absent"
-    return out
+    """{host: oar.host_state} from {host: [resource dicts]} (oar.resource_states)."""
+    return {host: oar.host_state(resources) for host, resources in nodes.items()}
 
 
 class Monitor:
@@ -134,9 +129,10 @@ class Monitor:
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.latest = {}        # (kind, subject) -> (time, labels, {metric: value})
+        self.alive = {}         # node -> 1.0 when OAR has it Alive, else 0.0
         self.streams = {}       # node -> NodeStream
         self.node_state = {}    # node -> OAR state last seen
-        self.instances = {}     # domain -> (owner, name, node)
+        self.instances = {}     # domain -> (owner, name) of running instances
         self.job_ends = {}      # job id -> epoch of its walltime's end
         self.notified_at = {}   # alarm id -> time of its last notification
         self.last_rollup = 0.0
@@ -147,7 +143,7 @@ class Monitor:
 
     def _instance(self, conn, domain):
         if domain not in self.instances:
-            row = conn.execute("SELECT owner, name, node FROM instances WHERE domain = %s",
+            row = conn.execute("SELECT owner, name FROM instances WHERE domain = %s",
                                (domain,)).fetchone()
             if row is None:
                 return None
@@ -166,7 +162,7 @@ class Monitor:
             inst = self._instance(conn, domain) if isinstance(got, dict) else None
             if inst is None:
                 continue
-            owner, name, _ = inst
+            owner, name = inst
             values = {m: v for m, v in got.items()
                       if m in metrics.METRICS["instance"] and _number(v)}
             rows += [("instance", domain, owner, m, now, float(v)) for m, v in values.items()]
@@ -174,12 +170,7 @@ class Monitor:
                                                   "owner": owner, "node": node}, values)
         metrics.store(conn, rows)
         with self.lock:
-            for (kind, subject), entry in latest.items():
-                if kind == "node":
-                    old = self.latest.get((kind, subject))
-                    if old and "alive" in old[2]:
-                        entry[2]["alive"] = old[2]["alive"]
-                self.latest[(kind, subject)] = entry
+            self.latest.update(latest)
         stream = self.streams.get(node)
         if stream:
             stream.last = now
@@ -187,16 +178,15 @@ class Monitor:
                 stream.cpu_seconds = reading["cpu_seconds"]
 
     def prometheus(self):
-        """The last values, in Prometheus text format (stale ones left out)."""
+        """The last values, in Prometheus text format: OAR's state of every node,
+        and the readings of the last few cycles (older ones are forgotten)."""
         horizon = time.time() - 3 * self.interval - 5
-        samples = []
+        samples = [("node", "alive", {"node": n}, v) for n, v in sorted(self.alive.items())]
         with self.lock:
-            for (kind, _), (t, labels, values) in sorted(self.latest.items()):
-                if t < horizon and not (kind == "node" and "alive" in values):
-                    continue
-                for metric, value in sorted(values.items()):
-                    if t >= horizon or metric == "alive":
-                        samples.append((kind, metric, labels, value))
+            for key in [k for k, (t, _, _) in self.latest.items() if t < horizon]:
+                del self.latest[key]
+            for (kind, _), (_, labels, values) in sorted(self.latest.items()):
+                samples += [(kind, m, labels, v) for m, v in sorted(values.items())]
         return metrics.render_prometheus(samples)
 
     # -- every cycle ---------------------------------------------------------------------
@@ -221,13 +211,11 @@ class Monitor:
                              (state, host))
                 notify.enqueue_event(conn, None, "node_state", node=host, state=state)
             self.node_state[host] = state
-            alive = 1.0 if state == "Alive" else 0.0
-            rows.append(("node", host, None, "alive", now, alive))
-            with self.lock:
-                entry = self.latest.setdefault(("node", host), (now, {"node": host}, {}))
-                entry[2]["alive"] = alive
+            self.alive[host] = 1.0 if state == "Alive" else 0.0
+            rows.append(("node", host, None, "alive", now, self.alive[host]))
         for host in set(self.streams) - set(states):
             self.streams.pop(host).stop()
+            self.alive.pop(host, None)
         metrics.store(conn, rows)
 
     def lifecycle(self, conn, now):
@@ -286,6 +274,8 @@ class Monitor:
         """Every alarm, on the samples of its periods; notifications on transitions."""
         running = {(o, n): d for d, o, n in conn.execute(
             "SELECT domain, owner, name FROM instances WHERE state = 'running'").fetchall()}
+        for gone in set(self.instances) - set(running.values()):  # ended: forget them
+            del self.instances[gone]
         for a in alarms.every(conn):
             subject = a["subject"] if a["kind"] == "node" else running.get((a["owner"],
                                                                              a["subject"]))

@@ -12,6 +12,7 @@ import logging
 
 import apprise
 
+from oarcloud_lib.catalog import dicts
 from oarcloud_lib.errors import NotFound, Refused
 
 LOG = logging.getLogger(__name__)
@@ -147,14 +148,9 @@ def event_message(kind, **fields):
 
 # The catalog (migration 0006).  owner None: the admins' targets and messages.
 
-def _rows(cur):
-    names = [d.name for d in cur.description]
-    return [dict(zip(names, r)) for r in cur.fetchall()]
-
-
 def targets(conn, owner):
     """[{id, url, created}] of owner's targets (None: the admins')."""
-    return _rows(conn.execute("SELECT id, url, created FROM notify_targets"
+    return dicts(conn.execute("SELECT id, url, created FROM notify_targets"
                               " WHERE owner IS NOT DISTINCT FROM %s ORDER BY id", (owner,)))
 
 
@@ -167,7 +163,7 @@ def add_target(conn, owner, url):
                 return row, False
         cur = conn.execute("INSERT INTO notify_targets (owner, url) VALUES (%s, %s)"
                            " RETURNING id, url, created", (owner, url))
-        return _rows(cur)[0], True
+        return dicts(cur)[0], True
 
 
 def delete_target(conn, owner, ref):
@@ -207,7 +203,7 @@ def history(conn, owner, limit=50, ids=None):
     if ids is not None:
         query += " AND id = ANY(%s)"
         args.append(list(ids))
-    rows = _rows(conn.execute(query + " ORDER BY id DESC LIMIT %s", args + [limit]))
+    rows = dicts(conn.execute(query + " ORDER BY id DESC LIMIT %s", args + [limit]))
     for r in rows:
         r["url"] = redact(r["url"])
     return rows
@@ -215,7 +211,7 @@ def history(conn, owner, limit=50, ids=None):
 
 def due(conn, limit=20):
     """Pending messages whose time has come, oldest first."""
-    return _rows(conn.execute("SELECT id, url, title, body, attempts FROM notifications"
+    return dicts(conn.execute("SELECT id, url, title, body, attempts FROM notifications"
                               " WHERE state = 'pending' AND next_try <= now()"
                               " ORDER BY id LIMIT %s", (limit,)))
 

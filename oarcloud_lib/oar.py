@@ -171,6 +171,13 @@ def admit_cloud_types(rule_text):
     return rule_text.replace(TYPES_RULE_ANCHOR, TYPES_RULE_ANCHOR + "\n" + CLOUD_TYPES_PATTERN, 1)
 
 
+def host_state(resources):
+    """'Alive' when every resource of a host is, else its states joined
+    ('Alive,Suspected'), 'absent' without any resource."""
+    states = {r.get("state") for r in resources if r.get("state")}
+    return "Alive" if states == {"Alive"} else ",".join(sorted(states)) or "absent"
+
+
 def resources_by_host(oarnodes_json):
     """Group `oarnodes -J` output by network_address."""
     text = (oarnodes_json or "").strip()
