@@ -115,6 +115,23 @@ def idle_memory(rows):
             "controller": statistics.mean(ctl) if ctl else None}
 
 
+def marginal(results, base):
+    """Hook time split into a part per job and a part per instance: the line
+    through the two largest multi-node runs (instances per node against hook
+    time), the per-instance slope beside the bare start."""
+    multi = sorted((r for r in results if r["count"] >= 10), key=lambda r: r["count"])
+    if len(multi) < 2:
+        return
+    a, b = multi[-2], multi[-1]
+    per_a, per_b = a["count"] / a["nodes"], b["count"] / b["nodes"]
+    if per_b <= per_a:
+        return
+    slope = (b["hooks"] - a["hooks"]) / (per_b - per_a)
+    print("hook time per instance on a node (%d -> %d instances): %.3fs = %.2fx the bare start;"
+          " per job: %.2fs (allocation, fan-out, network sync)"
+          % (a["count"], b["count"], slope, slope / base, a["hooks"] - slope * per_a))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--counts", default="1,10,50")
@@ -147,6 +164,7 @@ def main():
             if r["count"] >= 10:
                 print("%d instances on %d nodes reachable in %.1fs (goal for 50: < 60 s)"
                       % (r["count"], r["nodes"], r["reachable"]))
+        marginal(results, base)
         mem = [r["memory"] for r in results if r["memory"]["instance"]]
         if mem:
             print("idle instance memory: %.1f MiB in the container + %.1f MiB libvirt_lxc "

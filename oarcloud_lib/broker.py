@@ -46,8 +46,8 @@ import socket
 import sys
 import time
 
-from oarcloud_lib import (accounts, catalog, config, images, imagestore, instances, joblog,
-                          jobspec, networks, oarssh, progress, saves)
+from oarcloud_lib import (accounts, catalog, commands, config, images, imagestore, instances,
+                          joblog, jobspec, networks, oarssh, progress, saves)
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, Refused
 from oarcloud_lib.oar import job_state
@@ -299,4 +299,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    commands.exit_now(main(sys.argv[1:]))

@@ -9,6 +9,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 
 from plumbum import local
@@ -92,6 +93,20 @@ def set_path(path):
     copy of the environment)."""
     os.environ["PATH"] = path
     local.env["PATH"] = path
+
+
+def exit_now(code):
+    """End this process with code, skipping the interpreter's teardown (0.04 to
+    0.07 s once psycopg, plumbum and jinja2 are loaded, on the path of every hook
+    and broker call).  Callers have closed their connections; logs and standard
+    streams are flushed here."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code if isinstance(code, int) else 1)
 
 
 def require_commands(names):

@@ -5,7 +5,8 @@ user oar, with: job id, job user, node file.  Jobs that are not cloud jobs
 return at once with success: a hook must never fail an ordinary job.  The
 scripts in <phase>.d run in name order, each bounded in time, with the job's
 facts in the environment (OARCLOUD_JOB_ID, OARCLOUD_JOB_USER,
-OARCLOUD_NODEFILE, OARCLOUD_PHASE).
+OARCLOUD_NODEFILE, OARCLOUD_PHASE, and OARCLOUD_JOB: what OAR's database says
+of the job, as JSON, so that no script asks OAR again).
 """
 import json
 import logging
@@ -17,7 +18,7 @@ from pathlib import Path
 from oarcloud_lib import accounts, commands, jobspec, paths
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError, Refused
-from oarcloud_lib.oar import get_job
+from oarcloud_lib.oar import job_facts
 
 LOG = logging.getLogger("oarcloud.hooks")
 PHASES = ("prologue", "epilogue")
@@ -34,10 +35,6 @@ def check_args(args):
     return int(job_id), user, nodefile
 
 
-def job_types(job_id, runner=LOCAL):
-    return get_job(job_id, runner).get("types") or []
-
-
 def log_to_file(name, logger=None):
     """Records of logger (the root logger by default), INFO and up, to
     /var/log/oarcloud/NAME (stderr when it cannot be written)."""
@@ -52,11 +49,13 @@ def log_to_file(name, logger=None):
     logger.setLevel(logging.INFO)
 
 
-def run_phase(phase, job_id, user, nodefile, hooks_dir=None, runner=LOCAL):
+def run_phase(phase, job_id, user, nodefile, job=None, hooks_dir=None, runner=LOCAL):
     """Run every script of <phase>.d in order; raises CommandFailed on the first failure."""
     hooks_dir = Path(hooks_dir or paths.HOOKS_INSTALL_DIR) / ("%s.d" % phase)
     env = {"OARCLOUD_JOB_ID": str(job_id), "OARCLOUD_JOB_USER": user,
            "OARCLOUD_NODEFILE": nodefile, "OARCLOUD_PHASE": phase}
+    if job is not None:
+        env["OARCLOUD_JOB"] = json.dumps(job)
     for script in sorted(hooks_dir.glob("*")):
         if not (script.is_file() and os.access(script, os.X_OK)):
             continue
@@ -73,11 +72,12 @@ def main(phase, args):
     log_to_file("hooks.log", LOG)
     try:
         job_id, user, nodefile = check_args(args)
-        spec = jobspec.parse_types(job_types(job_id))
+        job = job_facts(job_id)
+        spec = jobspec.parse_types(job["types"])
         if spec is None:
             return 0
         LOG.info("job %s (%s): cloud %s starts: %s", job_id, user, phase, json.dumps(spec.__dict__))
-        run_phase(phase, job_id, user, nodefile)
+        run_phase(phase, job_id, user, nodefile, job)
         return 0
     except OarcloudError as e:
         LOG.error("%s failed: %s", phase, e)

@@ -97,11 +97,16 @@ def catalog_view(conn, node):
 # -- Open vSwitch ---------------------------------------------------------------------
 
 def interfaces(runner=LOCAL):
-    """{name: {"ofport", "external_ids"}} of every interface of the switch."""
-    rows = ovs.parse_json_table(ovs.vsctl(["--format=json", "--columns=name,ofport,external_ids",
-                                           "list", "Interface"], runner))
+    """{name: {"ofport", "external_ids", "tag"}} of every interface of the switch
+    (and the VLAN tag of its port), in one ovs-vsctl call."""
+    out = ovs.vsctl(["--format=json", "--columns=name,ofport,external_ids", "list", "Interface",
+                     "--", "--columns=name,tag", "list", "Port"], runner)
+    lines = (out or "").splitlines()
+    ifaces, ports = (ovs.parse_json_table(line) for line in (lines + ["", ""])[:2])
+    tags = {r["name"]: r["tag"] for r in ports if isinstance(r["tag"], int)}
     return {r["name"]: {"ofport": r["ofport"] if isinstance(r["ofport"], int) else -1,
-                        "external_ids": r["external_ids"] or {}} for r in rows}
+                        "external_ids": r["external_ids"] or {}, "tag": tags.get(r["name"])}
+            for r in ifaces}
 
 
 def _tags(ifaces):
@@ -149,27 +154,26 @@ def ensure_gateway(net, tag, links, exposures, recorded=None, runner=LOCAL):
     digest = _digest(vni, tag, cidr, net["gateway"], mac, node_side, gw_side, MTU, rules)
     if recorded == digest and port in links and link in links and (NETNS_DIR / ns).exists():
         return False
-    if not (NETNS_DIR / ns).exists():
-        runner.run(["ip", "netns", "add", ns])
+    # Two `ip -batch` runs (the node's side, then the namespace's) instead of a
+    # dozen ip commands: the namespace's own forwarding and checksums after.
+    outside = [] if (NETNS_DIR / ns).exists() else ["netns add %s" % ns]
     if port not in links:
-        runner.run(["ip", "link", "add", port, "mtu", str(MTU), "type", "veth", "peer", "name",
-                    "gw0", "mtu", str(MTU), "netns", ns])
+        outside.append("link add %s mtu %d type veth peer name gw0 mtu %d netns %s"
+                       % (port, MTU, MTU, ns))
     if link not in links:
-        runner.run(["ip", "link", "add", link, "type", "veth", "peer", "name", "up0", "netns", ns])
-        runner.run(["ip", "addr", "add", "%s/30" % node_side, "dev", link])
-    for argv in (["ip", "link", "set", "gw0", "address", mac],
-                 ["ip", "addr", "replace", "%s/%d" % (net["gateway"], cidr.prefixlen), "dev",
-                  "gw0"],
-                 ["ip", "link", "set", "gw0", "up"], ["ip", "link", "set", "lo", "up"],
-                 ["ip", "addr", "replace", "%s/30" % gw_side, "dev", "up0"],
-                 ["ip", "link", "set", "up0", "up"],
-                 ["ip", "route", "replace", "default", "via", str(node_side)],
-                 ["sysctl", "-qw", "net.ipv4.ip_forward=1"],
-                 ["ethtool", "-K", "gw0", "tx", "off"]):
+        outside += ["link add %s type veth peer name up0 netns %s" % (link, ns),
+                    "address add %s/30 dev %s" % (node_side, link)]
+    outside += ["link set %s up" % port, "link set %s up" % link]
+    runner.run(["ip", "-batch", "-"], stdin="\n".join(outside) + "\n")
+    runner.run(["ip", "-netns", ns, "-batch", "-"], stdin="\n".join([
+        "link set gw0 address %s" % mac,
+        "address replace %s/%d dev gw0" % (net["gateway"], cidr.prefixlen),
+        "link set gw0 up", "link set lo up",
+        "address replace %s/30 dev up0" % gw_side, "link set up0 up",
+        "route replace default via %s" % node_side]) + "\n")
+    for argv in (["sysctl", "-qw", "net.ipv4.ip_forward=1"], ["ethtool", "-K", "gw0", "tx", "off"]):
         runner.run(inside + argv)
-    for argv in (["ip", "link", "set", port, "up"], ["ip", "link", "set", link, "up"],
-                 ["ethtool", "-K", port, "tx", "off"]):
-        runner.run(argv)
+    runner.run(["ethtool", "-K", port, "tx", "off"])
     runner.run(inside + ["iptables-restore"], stdin=rules)
     ovs.vsctl(["--may-exist", "add-port", INTEGRATION_BRIDGE, port, "--", "set", "Interface",
                port, "external_ids:oc-vni=%d" % vni, "external_ids:oc-tag=%d" % tag,
@@ -186,10 +190,23 @@ def remove_gateway(vni, runner=LOCAL):
     LOG.info("network vni %d: gateway removed from %s", vni, this_node())
 
 
+def _chains(table, runner):
+    """The rules of an iptables table, as `iptables -S` lists them."""
+    return set(runner.out(["iptables", "-t", table, "-S"]).splitlines())
+
+
+def _forwarding():
+    """IPv4 forwarding on (this network namespace's /proc/sys)."""
+    knob = Path("/proc/sys/net/ipv4/ip_forward")
+    if knob.read_text().strip() != "1":
+        knob.write_text("1\n")
+
+
 def _node_iptables(gateways, exposures, runner):
     """This node's OC-* chains: NAT of the gateways' links, published ports; or,
     when there is nothing to serve, no chain at all."""
-    have = runner.run(["iptables", "-t", "nat", "-S", "OC-POSTROUTING"], check=False).code == 0
+    listed = {table: _chains(table, runner) for table in CHAINS}
+    have = "-N OC-POSTROUTING" in listed["nat"]
     if not gateways:
         if have:
             for table, chains in CHAINS.items():
@@ -199,7 +216,7 @@ def _node_iptables(gateways, exposures, runner):
                     runner.run(["iptables", "-t", table, "-F", "OC-" + chain], check=False)
                     runner.run(["iptables", "-t", table, "-X", "OC-" + chain], check=False)
         return
-    runner.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    _forwarding()
     text = templating.render("node-iptables.j2", gateways=gateways, exposures=exposures,
                              link_range=str(LINK_RANGE))
     digest = _digest(text)
@@ -214,8 +231,7 @@ def _node_iptables(gateways, exposures, runner):
         NODE_RULES_DIGEST.write_text(digest)
     for table, chains in CHAINS.items():
         for chain in chains:
-            if runner.run(["iptables", "-t", table, "-C", chain, "-j", "OC-" + chain],
-                          check=False).code != 0:
+            if "-A %s -j OC-%s" % (chain, chain) not in listed[table]:
                 runner.run(["iptables", "-t", table, "-I", chain, "1", "-j", "OC-" + chain])
 
 
@@ -227,10 +243,40 @@ def sync(conn=None, runner=LOCAL):
         return _apply(catalog_view(conn, this_node()), runner)
 
 
+def prepare(conn=None, runner=LOCAL):
+    """The gateways (and node NAT) of the networks of this node's instances that
+    are still starting, made while their domains start: the sync that follows
+    then finds them in place and only writes flows.  Removes nothing."""
+    with _locked(), catalog.session(conn) as conn:
+        nics, nets, _, exposures, _ = catalog_view(conn, this_node())
+        hosted = {n["network"] for n in nics if n["node"] == this_node()}
+        _gateways(nets, hosted, exposures, interfaces(runner), runner)
+
+
 def clear(runner=LOCAL):
     """Remove all of oarcloud's networking from this node (nothing to serve)."""
     with _locked():
         return _apply(([], {}, {}, [], []), runner)
+
+
+def _gateways(nets, hosted, exposures, ifaces, runner):
+    """Tags, gateways and node NAT chains for the hosted networks; returns
+    ({vni: tag}, whether a gateway port was made or changed)."""
+    tags = _allocate_tags({nets[i]["vni"] for i in hosted}, _tags(ifaces))
+    links = _links(runner)
+    by_vni = {nets[i]["vni"]: nets[i] for i in hosted}
+    changed = False
+    for vni, tag in sorted(tags.items()):
+        recorded = ifaces.get(gw_port(vni), {}).get("external_ids", {}).get("oc-gw")
+        changed |= ensure_gateway(by_vni[vni], tag, links,
+                                  [e for e in exposures if nets[e["network"]]["vni"] == vni],
+                                  recorded, runner)
+    gateways = [{"vni": v, "link": link_port(v), "address": str(link_addresses(t)[1])}
+                for v, t in sorted(tags.items())]
+    _node_iptables(gateways, [dict(e, gw=str(link_addresses(tags[nets[e["network"]]["vni"]])[1]))
+                              for e in exposures if nets[e["network"]]["vni"] in tags],
+                   runner)
+    return tags, changed
 
 
 def _apply(view, runner):
@@ -240,18 +286,13 @@ def _apply(view, runner):
     ifaces = interfaces(runner)
     local = [n for n in nics if n["node"] == node and n["port"] in ifaces]
     hosted = {n["network"] for n in local}
-    tags = _allocate_tags({nets[i]["vni"] for i in hosted}, _tags(ifaces))
-    links = _links(runner)
-    by_vni = {nets[i]["vni"]: nets[i] for i in hosted}
-    for vni, tag in sorted(tags.items()):
-        recorded = ifaces.get(gw_port(vni), {}).get("external_ids", {}).get("oc-gw")
-        ensure_gateway(by_vni[vni], tag,
-                       links, [e for e in exposures if nets[e["network"]]["vni"] == vni],
-                       recorded, runner)
+    # changed: a port added or removed, ofports to read again
+    tags, changed = _gateways(nets, hosted, exposures, ifaces, runner)
     for name, i in ifaces.items():
         vni = i["external_ids"].get("oc-vni")
         if name.startswith("gw-") and vni and int(vni) not in tags:
             remove_gateway(int(vni), runner)
+            changed = True
     for ns in NETNS_DIR.glob("ocgw-*"):  # a gateway whose port is gone
         vni = ns.name[len("ocgw-"):]
         if vni.isdigit() and int(vni) not in tags:
@@ -263,25 +304,25 @@ def _apply(view, runner):
             peers[n["node"]] = socket.gethostbyname(n["node"])
     wanted = {ovs.tunnel_port_name(ip): ip for ip in peers.values()}
     for port, ip in wanted.items():
-        ovs.ensure_flow_tunnel(INTEGRATION_BRIDGE, port, ip, runner)
+        if port not in ifaces:
+            changed |= ovs.ensure_flow_tunnel(INTEGRATION_BRIDGE, port, ip, runner)
     for name in ifaces:
         if name.startswith("vx-") and name not in wanted:
             ovs.delete_port(INTEGRATION_BRIDGE, name, runner)
-    ifaces = interfaces(runner)
+            changed = True
+    if changed:
+        ifaces = interfaces(runner)
     text = _flows(nics, nets, rules, hosted, tags, ifaces, node, peers)
     ofctl = ["ovs-ofctl", "-O", "OpenFlow15", "--bundle", "replace-flows",
              INTEGRATION_BRIDGE, "-"]
     runner.run(ofctl, stdin=text)
     tag_ports = []
     for n in local:
-        tag_ports += ["--", "set", "Port", n["port"], "tag=%d" % tags[nets[n["network"]]["vni"]]]
+        tag = tags[nets[n["network"]]["vni"]]
+        if ifaces[n["port"]]["tag"] != tag:
+            tag_ports += ["--", "set", "Port", n["port"], "tag=%d" % tag]
     if tag_ports:
         ovs.vsctl(tag_ports[1:], runner)
-    gateways = [{"vni": v, "link": link_port(v), "address": str(link_addresses(t)[1])}
-                for v, t in sorted(tags.items())]
-    _node_iptables(gateways, [dict(e, gw=str(link_addresses(tags[nets[e["network"]]["vni"]])[1]))
-                              for e in exposures if nets[e["network"]]["vni"] in tags],
-                   runner)
     summary = {"node": node, "networks": len(hosted), "ports": len(local),
                "tunnels": len(wanted), "flows": netflows.count(text)}
     LOG.info("network sync on %s: %s", node, summary)

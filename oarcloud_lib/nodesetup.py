@@ -13,7 +13,7 @@ import socket
 import sys
 from pathlib import Path
 
-from oarcloud_lib import daemons, netdev, ovs, paths
+from oarcloud_lib import daemons, netdev, oarssh, ovs, paths
 from oarcloud_lib.commands import LOCAL, require_commands
 from oarcloud_lib.errors import NotReady, Refused
 from oarcloud_lib.oar import NODE_SSHD_CONFIG, NODE_SSHD_PIDFILE, OarServer
@@ -219,6 +219,7 @@ def setup_node(name=None, cores=None, underlay_if=None, progress=None, runner=LO
     progress = progress or Progress("setup node %s" % name)
     require_commands(NODE_COMMANDS)
     progress.step("oar-node sshd (port 6667)", ensure_sshd(runner))
+    progress.step("OAR ssh client: x25519 key exchange first", oarssh.ensure_client_config())
     progress.step("open vswitch daemons", ensure_ovs(runner))
     datapath = ovs_datapath()
     progress.step("bridge %s (%s datapath)" % (INTEGRATION_BRIDGE, datapath),

@@ -9,10 +9,29 @@ import os
 import shlex
 import socket
 import sys
+from pathlib import Path
 
 OARDODO = "/usr/lib/oar/oardodo/oardodo"
-OAR_SSH = ["ssh", "-F", "/var/lib/oar/.ssh/config", "-i", "/var/lib/oar/.ssh/id_rsa",
+OAR_SSH_CONFIG = Path("/var/lib/oar/.ssh/config")
+# OpenSSH 9's default key exchange (sntrup761x25519, post-quantum) costs 0.09 s
+# of CPU on every connection; OAR opens one to check nodes and one to start
+# each job, oarcloud one per node and per exec.  x25519 first, sntrup761 kept.
+KEX_LINE = "KexAlgorithms ^curve25519-sha256"
+KEX_MARK = "# set by oarcloud: x25519 key exchange first (sntrup761: +0.09 s per connection)"
+OAR_SSH = ["ssh", "-F", str(OAR_SSH_CONFIG), "-i", "/var/lib/oar/.ssh/id_rsa",
            "-p", "6667", "-l", "oar", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"]
+
+
+def ensure_client_config(path=OAR_SSH_CONFIG):
+    """OAR's ssh client configuration (user oar's, also given to our own ssh with
+    -F) with x25519 key exchange first; True if changed.  The file is the OAR
+    package's: one line is added, its owner and mode are kept."""
+    text = path.read_text() if path.exists() else ""
+    if KEX_LINE in text.splitlines():
+        return False
+    path.write_text(text + ("" if text.endswith("\n") or not text else "\n")
+                    + "%s\n%s\n" % (KEX_MARK, KEX_LINE))
+    return True
 
 
 def this_node():

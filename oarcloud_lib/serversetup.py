@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from oarcloud_lib import catalog, config, jobspec, monitor, paths, templating
+from oarcloud_lib import catalog, config, jobspec, monitor, oarssh, paths, templating
 from oarcloud_lib.commands import LOCAL, require_commands
 from oarcloud_lib.errors import NotReady
 from oarcloud_lib.nodesetup import ensure_hooks
@@ -106,6 +106,7 @@ def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL
 
     conf_changed = oarconf.ensure(oar_settings(conf))
     progress.step("oar.conf (database, hooks, timeouts)", conf_changed)
+    progress.step("OAR ssh client: x25519 key exchange first", oarssh.ensure_client_config())
 
     if cluster.database_exists("oar"):
         progress.step("OAR database", False)
