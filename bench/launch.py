@@ -88,10 +88,12 @@ def launch(count, nodes):
     starts = [float(e["message"].split("domain start ")[1].split("s")[0])
               for e in events if "domain start" in e["message"]]
     mem = idle_memory(rows)
+    t_delete = time.time()
     as_user([USER_CLI, "delete", rows[0]["name"], "--wait"])
     return {"count": count, "nodes": nodes, "total": t_running - t0, "reachable": t_reach - t0,
-            "reached": ok, "scheduling": first - t0, "hooks": done - first,
-            "after_hooks": t_running - done, "domain_start_mean": statistics.mean(starts),
+            "delete": time.time() - t_delete, "reached": ok, "scheduling": first - t0,
+            "hooks": done - first, "after_hooks": t_running - done,
+            "domain_start_mean": statistics.mean(starts),
             "hook_per_instance": (done - first) / max(1, count / nodes),
             "memory": mem}
 
@@ -148,14 +150,14 @@ def main():
             runs = args.repeat if count == 1 else 1
             for _ in range(runs):
                 results.append(launch(count, 1 if count == 1 else 2))
-        print("%-6s %-5s %8s %9s %10s %7s %11s %12s %9s %12s" % (
+        print("%-6s %-5s %8s %9s %10s %7s %11s %12s %9s %12s %8s" % (
             "COUNT", "NODES", "TOTAL", "REACHABLE", "SCHEDULING", "HOOKS", "AFTER_HOOKS",
-            "HOOK/INST", "START", "HOOK/BARE"))
+            "HOOK/INST", "START", "HOOK/BARE", "DELETE"))
         for r in results:
-            print("%-6d %-5d %7.2fs %8.2fs %9.2fs %6.2fs %10.2fs %11.3fs %8.3fs %11.2fx" % (
+            print("%-6d %-5d %7.2fs %8.2fs %9.2fs %6.2fs %10.2fs %11.3fs %8.3fs %11.2fx %7.2fs" % (
                 r["count"], r["nodes"], r["total"], r["reachable"], r["scheduling"], r["hooks"],
                 r["after_hooks"], r["hook_per_instance"], r["domain_start_mean"],
-                r["hook_per_instance"] / base))
+                r["hook_per_instance"] / base, r["delete"]))
         ones = [r["reachable"] for r in results if r["count"] == 1]
         if ones:
             print("1 instance, submit to reachable: median %.2fs (goal < 3 s)"

@@ -52,10 +52,11 @@ from oarcloud_lib.oarssh import this_node
 LOG = logging.getLogger("oarcloud.nodeagent")
 NODE_TIMEOUT = 90
 INSTANCE_MTU = 1450  # 1500 on the underlay, less VXLAN's 50 bytes
-# Instances started at once on one node: a start is mostly libvirt's and the
-# kernel's CPU, so about one per core (bench/launch.py: 50 instances on two
-# 2-core nodes, hooks 4.2-4.3 s with 2 or 3 at once, 4.8 s with 4).
-CREATE_PARALLEL = min(8, (os.cpu_count() or 1) + 1)
+# Instances started (or removed) at once on one node: a start is mostly
+# libvirt's and the kernel's CPU, so about one per core (bench/launch.py: 50
+# instances on two 2-core nodes, hooks 4.2-4.3 s with 2 or 3 at once, 4.8 s
+# with 4).
+NODE_PARALLEL = min(8, (os.cpu_count() or 1) + 1)
 JOB_OF_NAME = re.compile(r"^oc([0-9]{1,9})-")
 NIC_SUFFIX = re.compile(r"n[0-9]$")  # the ports of an instance's NICs after the first
 
@@ -104,7 +105,7 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
                   for image in sorted({r["image"] for r in rows})}
         # A few at a time: a domain start waits on libvirt and the kernel, not
         # on us; meanwhile the gateways of their networks are made.
-        with ThreadPoolExecutor(max_workers=CREATE_PARALLEL + 1) as pool:
+        with ThreadPoolExecutor(max_workers=NODE_PARALLEL + 1) as pool:
             gateways = pool.submit(netnode.prepare, conn, runner)
             list(pool.map(one, rows))
             gateways.result()
@@ -176,16 +177,22 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
     domains |= {p.name for p in paths.INSTANCES.glob(prefix + "*")}
     ports = [p for p in ovs.ports(INTEGRATION_BRIDGE, runner) if p.startswith(prefix)]
     domains |= {NIC_SUFFIX.sub("", p) for p in ports}
-    for domain in sorted(domains):
+
+    def one(domain):
+        # The job is over: no grace, except for an instance whose changes are
+        # to be saved (libvirt's SIGTERM first, then its kill).
+        saved = conn is not None and saves.pending(conn, domain) is not None
         if libvirt_error is None:
-            driver.remove(domain)
+            driver.remove(domain, at_once=not saved)
         for port in ports:
             if NIC_SUFFIX.sub("", port) == domain:
                 ovs.delete_port(INTEGRATION_BRIDGE, port, runner)
-        if conn is not None and libvirt_error is None:
+        if saved and libvirt_error is None:
             keep_changes(conn, domain, runner)
         rootfs.remove(domain, runner=runner)
         LOG.info("job %s: %s removed from %s", job_id, domain, this_node())
+    with ThreadPoolExecutor(max_workers=NODE_PARALLEL) as pool:
+        list(pool.map(one, sorted(domains)))
     # Flows, tunnels and gateways of the networks no longer served here go too.
     if not netnode.sync_quietly(conn, runner) and not any(
             p.startswith("oc") for p in ovs.ports(INTEGRATION_BRIDGE, runner)):
