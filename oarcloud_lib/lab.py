@@ -22,8 +22,8 @@ from pathlib import Path
 
 import psycopg
 
-from oarcloud_lib import (accounts, catalog, daemons, images, monitor, netdev, nodesetup, paths,
-                          serversetup)
+from oarcloud_lib import (accounts, catalog, daemons, images, monitor, netdev, nodesetup,
+                          oarssh, paths, serversetup)
 from oarcloud_lib.commands import LOCAL, Runner, require_commands
 from oarcloud_lib.errors import NotFound, NotReady, Refused
 from oarcloud_lib.oar import OarServer
@@ -146,7 +146,8 @@ class Lab:
         cluster = Cluster(self.runner)
         info = cluster.info()
         files = [str(HOSTS_FILE), str(paths.OAR_CONF), info["config"]["hba_file"],
-                 str(Path(info["pgdata"]) / "postgresql.auto.conf"), str(paths.SITE_CONF)]
+                 str(Path(info["pgdata"]) / "postgresql.auto.conf"), str(paths.SITE_CONF),
+                 str(oarssh.OAR_SSH_CONFIG)]
         backup = self.root / "backup"
         backup.mkdir(parents=True, exist_ok=True)
         saved = {}

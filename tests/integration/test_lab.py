@@ -12,7 +12,8 @@ from oarcloud_lib.lab import Lab
 DAEMON_COMMS = {"ovsdb-server", "ovs-vswitchd", "libvirtd", "virtlogd", "Almighty", "postgres",
                 "sshd", "sleep", "libvirt_lxc"}
 WATCHED_FILES = ["/etc/hosts", "/etc/oar/oar.conf", "/etc/postgresql/15/main/pg_hba.conf",
-                 "/var/lib/postgresql/15/main/postgresql.auto.conf", "/etc/oarcloud/oarcloud.conf"]
+                 "/var/lib/postgresql/15/main/postgresql.auto.conf", "/etc/oarcloud/oarcloud.conf",
+                 "/var/lib/oar/.ssh/config"]
 
 
 def _digest(path):
