@@ -38,18 +38,19 @@ a 2-core emulated node share its cores), 64 MiB each.
 Figures only; nothing is asserted.
 """
 import argparse
-import http.server
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime
 
-from benchlib import ADMIN, USER_CLI, VENV_PY, run, run_as
+from benchlib import ADMIN, TREE, USER_CLI, VENV_PY, run, run_as
+
+sys.path.insert(0, os.path.join(TREE, "tests", "integration"))
+from webhook import Webhook  # noqa: E402  (the monitoring tests' server)
 
 USER = "ocbmon"
 NAME = "m"
@@ -277,47 +278,6 @@ def print_probe(node, rows):
 
 # -- breach to delivery ----------------------------------------------------------------
 
-class Webhook:
-    """A local HTTP server keeping each POST's JSON body and arrival time."""
-
-    def __init__(self):
-        self.posts = []
-        hook = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's API
-                at = time.time()
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                try:
-                    data = json.loads(body or b"{}")
-                except ValueError:
-                    data = {}
-                hook.posts.append({"at": at, "title": str(data.get("title", ""))})
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "json://127.0.0.1:%d/" % self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait(self, prefix, since, timeout):
-        """Arrival time of the first POST after since whose title starts with prefix."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            for p in list(self.posts):
-                if p["at"] >= since and p["title"].startswith(prefix):
-                    return p["at"]
-            time.sleep(0.05)
-        return None
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def alarm_show():
     res = as_user([USER_CLI, "alarm", "show", ALARM, "--json"], check=False)
     try:
@@ -417,7 +377,7 @@ def latency(rows, args, interval):
     window = interval * PERIODS
     runs = []
     try:
-        as_user([USER_CLI, "notify", "add", hook.url])
+        as_user([USER_CLI, "notify", "add", hook.url()])
         as_user([USER_CLI, "alarm", "create", ALARM, "--instance", instance, "--metric", "cpu",
                  "--op", "gt", "--threshold", str(THRESHOLD), "--period", "%ds" % interval,
                  "--periods", str(PERIODS)])
@@ -448,7 +408,7 @@ def latency(rows, args, interval):
                 "median": med}
     finally:
         as_user([USER_CLI, "alarm", "delete", ALARM], check=False)
-        as_user([USER_CLI, "notify", "del", hook.url], check=False)
+        as_user([USER_CLI, "notify", "del", hook.url()], check=False)
         hook.stop()
 
 

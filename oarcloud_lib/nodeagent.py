@@ -181,14 +181,14 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
     def one(domain):
         # The job is over: no grace, except for an instance whose changes are
         # to be saved (libvirt's SIGTERM first, then its kill).
-        saved = conn is not None and saves.pending(conn, domain) is not None
+        save = saves.pending(conn, domain) if conn is not None else None
         if libvirt_error is None:
-            driver.remove(domain, at_once=not saved)
+            driver.remove(domain, at_once=save is None)
         for port in ports:
             if NIC_SUFFIX.sub("", port) == domain:
                 ovs.delete_port(INTEGRATION_BRIDGE, port, runner)
-        if saved and libvirt_error is None:
-            keep_changes(conn, domain, runner)
+        if save is not None and libvirt_error is None:
+            keep_changes(conn, domain, save, runner)
         rootfs.remove(domain, runner=runner)
         LOG.info("job %s: %s removed from %s", job_id, domain, this_node())
     with ThreadPoolExecutor(max_workers=NODE_PARALLEL) as pool:
@@ -202,12 +202,10 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
     return sorted(domains)
 
 
-def keep_changes(conn, domain, runner=LOCAL):
-    """If the instance's owner asked to save it when its job ends, keep its
-    changes (the overlay's upper directory) for the server's saver; True if kept."""
-    save = saves.pending(conn, domain)
-    if save is None:
-        return False
+def keep_changes(conn, domain, save, runner=LOCAL):
+    """Keep the changes of an instance its owner asked to save when its job ends
+    (save: its pending row): the overlay's upper directory, for the server's
+    saver; True if kept."""
     d = rootfs.instance_dir(domain)
     if not (d / "upper").is_dir():
         saves.set_state(conn, save["id"], "failed", "the instance's root was not found on %s"

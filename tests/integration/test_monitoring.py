@@ -2,13 +2,11 @@
 lab started probes the nodes; a CPU burn in an instance fires its alarm and a
 real SMTP server (aiosmtpd, started here) receives the mails; a failed launch
 and a node taken down reach JSON webhooks served here; bad input is refused."""
-import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import pytest
 from conftest import admin, node_exec, run, wait_job
 from test_faults import node_states, wait_alive
 from test_instances import NODES, launch, oarcloud
+from webhook import Webhook
 
 BURN = "timeout %d sh -c 'while :; do :; done'"
 
@@ -67,39 +66,6 @@ class Inbox:
 
     def stop(self):
         self.controller.stop()
-
-
-class Webhook:
-    """A local HTTP server receiving apprise's JSON posts, by path."""
-
-    def __init__(self):
-        self.posts = []
-        hook = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's API
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                hook.posts.append({"path": self.path, "at": time.time(),
-                                   "json": json.loads(body or b"{}")})
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path):
-        return "json://127.0.0.1:%d/%s" % (self.port, path)
-
-    def titles(self, path):
-        return [p["json"].get("title", "") for p in self.posts if p["path"] == "/" + path]
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
