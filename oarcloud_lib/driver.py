@@ -100,6 +100,27 @@ class Guest:
     def nic_count(self):
         return len(self.ports())
 
+    def listens(self, port):
+        """Whether a process of the instance listens on TCP port (in the
+        instance's own network namespace, as /proc/INIT/net shows it)."""
+        want = ":%04X" % port
+        pid = self.init_pid()
+        for table in ("tcp", "tcp6"):
+            try:
+                with open("/proc/%d/net/%s" % (pid, table)) as f:
+                    next(f, None)
+                    for line in f:
+                        fields = line.split()
+                        if len(fields) > 3 and fields[1].endswith(want) and fields[3] == "0A":
+                            return True
+            except OSError:
+                continue
+        return False
+
+    def has_file(self, path):
+        """Whether path exists in the instance's root (not followed if a symlink)."""
+        return os.path.lexists("/proc/%d/root/%s" % (self.init_pid(), path.lstrip("/")))
+
     def ports(self):
         """Host-side names of the instance's network interfaces (its veths)."""
         xml = self._call("describe", self._dom.XMLDesc, 0)

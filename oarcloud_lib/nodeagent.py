@@ -57,6 +57,9 @@ INSTANCE_MTU = 1450  # 1500 on the underlay, less VXLAN's 50 bytes
 # instances on two 2-core nodes, hooks 4.2-4.3 s with 2 or 3 at once, 4.8 s
 # with 4).
 NODE_PARALLEL = min(8, (os.cpu_count() or 1) + 1)
+# How long an instance's sshd (images that have one) gets to listen before the
+# instance is called running anyway (its first start makes its host keys).
+SSHD_WAIT = 30.0
 JOB_OF_NAME = re.compile(r"^oc([0-9]{1,9})-")
 NIC_SUFFIX = re.compile(r"n[0-9]$")  # the ports of an instance's NICs after the first
 
@@ -98,8 +101,8 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
 
     def one(row):
         if row["state"] != "running":
-            _create_one(job_id, row, nics[row["domain"]], conn, driver, owner, key, hosts,
-                        stacks[row["image"]], runner)
+            return _create_one(job_id, row, nics[row["domain"]], conn, driver, owner, key,
+                               hosts, stacks[row["image"]], runner)
     with imagecache.using():
         stacks = {image: image_stack(conn, image, owner)
                   for image in sorted({r["image"] for r in rows})}
@@ -107,8 +110,14 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
         # on us; meanwhile the gateways of their networks are made.
         with ThreadPoolExecutor(max_workers=NODE_PARALLEL + 1) as pool:
             gateways = pool.submit(netnode.prepare, conn, runner)
-            list(pool.map(one, rows))
+            started = [s for s in pool.map(one, rows) if s]
             gateways.result()
+    # Running means reachable: `oarcloud ssh` right after launch finds sshd.
+    wait_for_sshd([guest for _, guest, _ in started])
+    for row, guest, timings in started:
+        instances.set_state(conn, row["domain"], "running")
+        LOG.info("job %s: %s (%s) running on %s (%s)", job_id, row["name"], row["domain"],
+                 this_node(), timings)
     # Their ports are on br-int: now the flows and tunnels that serve them.
     netnode.sync(conn, runner)
     imagecache.evict(conf.node_cache_budget)
@@ -145,10 +154,36 @@ def _create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, runne
     if guest.state() != "running":
         raise OarcloudError("instance %s did not start (state %s)" % (row["name"], guest.state()))
     tune_nics(guest.init_pid(), len(spec.nics), runner)
-    instances.set_state(conn, row["domain"], "running")
-    LOG.info("job %s: %s (%s) running on %s (root %.3fs, domain start %.3fs, nics %.3fs)",
-             job_id, row["name"], row["domain"], this_node(), t_start - t_root,
-             t_started - t_start, time.monotonic() - t_started)
+    return row, guest, "root %.3fs, domain start %.3fs, nics %.3fs" % (
+        t_start - t_root, t_started - t_start, time.monotonic() - t_started)
+
+
+def wait_for_sshd(guests, timeout=SSHD_WAIT):
+    """Wait until the sshd of each instance whose image has one listens on
+    port 22.  One whose sshd does not come up in time is logged, not failed:
+    its owner can still exec into it."""
+    def has_sshd(guest):
+        try:
+            return guest.has_file("/usr/sbin/sshd")
+        except OarcloudError:  # init gone: nothing to wait for
+            return False
+
+    def listening(guest):
+        try:
+            return guest.listens(22)
+        except OarcloudError:
+            return True
+    waiting = [g for g in guests if has_sshd(g)]
+    count, start = len(waiting), time.monotonic()
+    while waiting and time.monotonic() < start + timeout:
+        waiting = [g for g in waiting if not listening(g)]
+        if waiting:
+            time.sleep(0.05)
+    for guest in waiting:
+        LOG.warning("%s: its sshd does not listen on port 22 after %g s", guest.name, timeout)
+    if count > len(waiting):
+        LOG.info("sshd listening in %d instance(s) after %.2fs", count - len(waiting),
+                 time.monotonic() - start)
 
 
 def tune_nics(init_pid, count, runner=LOCAL):
@@ -234,6 +269,7 @@ def power(domain, verb, grace=10.0):
         if state != "running":
             guest.start()
             tune_nics(guest.init_pid(), guest.nic_count())
+            wait_for_sshd([guest])
     elif verb == "stop":
         if state == "running":
             try:
