@@ -168,15 +168,15 @@ def wait_for_sshd(guests, timeout=SSHD_WAIT):
         except OarcloudError:  # init gone: nothing to wait for
             return False
 
-    def listening(guest):
+    def done(guest):
         try:
             return guest.listens(22)
-        except OarcloudError:
+        except OarcloudError:  # init gone meanwhile: stop waiting
             return True
     waiting = [g for g in guests if has_sshd(g)]
     count, start = len(waiting), time.monotonic()
     while waiting and time.monotonic() < start + timeout:
-        waiting = [g for g in waiting if not listening(g)]
+        waiting = [g for g in waiting if not done(g)]
         if waiting:
             time.sleep(0.05)
     for guest in waiting:
