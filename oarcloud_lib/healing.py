@@ -57,7 +57,7 @@ def jobs_on(host, runner=LOCAL):
 
 
 def node_state(host, runner=LOCAL):
-    return oar.host_state(oar.OarServer(runner).nodes().get(host, []))
+    return oar.host_state(oar.resource_states(runner=runner).get(host, []))
 
 
 def forget_ended_jobs(conn, host, live_jobs, runner=LOCAL):

@@ -112,14 +112,14 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
             gateways = pool.submit(netnode.prepare, conn, runner)
             started = [s for s in pool.map(one, rows) if s]
             gateways.result()
-    # Running means reachable: `oarcloud ssh` right after launch finds sshd.
+    # Their ports are on br-int: now the flows and tunnels that serve them.
+    netnode.sync(conn, runner)
+    # Running means reachable: on its networks, and by `oarcloud ssh` (sshd up).
     wait_for_sshd([guest for _, guest, _ in started])
     for row, guest, timings in started:
         instances.set_state(conn, row["domain"], "running")
         LOG.info("job %s: %s (%s) running on %s (%s)", job_id, row["name"], row["domain"],
                  this_node(), timings)
-    # Their ports are on br-int: now the flows and tunnels that serve them.
-    netnode.sync(conn, runner)
     imagecache.evict(conf.node_cache_budget)
 
 
