@@ -25,7 +25,7 @@ USER = "ocbench"
 # Run on a node: an instance-like domain started by bare virsh (no hooks, no OAR).
 BARE = r"""
 import subprocess, sys, time
-from oarcloud_lib import images, imagecache, rootfs, catalog
+from oarcloud_lib import idmap, images, imagecache, rootfs, catalog
 from oarcloud_lib.driver import DomainSpec
 from oarcloud_lib.nodesetup import INTEGRATION_BRIDGE
 with catalog.connect() as conn:
@@ -33,9 +33,9 @@ with catalog.connect() as conn:
 lower = imagecache.ensure(sha, "tiny")
 name, times = "ocbench-0", []
 for i in range(int(sys.argv[1])):
-    root = rootfs.prepare(name, [lower], [sha])
+    root = rootfs.prepare(name, [lower], [sha], idmap.tenant_base(idmap.MAX_SLOT))
     spec = DomainSpec(name=name, job_id=0, owner="bench", cores=1, memory=256 << 20,
-                      rootfs=str(root), uid_base=rootfs.UID_BASE,
+                      rootfs=str(root), uid_base=idmap.tenant_base(idmap.MAX_SLOT),
                       nics=[{"bridge": INTEGRATION_BRIDGE, "mac": "52:54:c6:13:ff:fe",
                              "port": name, "ip": "198.18.255.254", "prefix": 16,
                              "gateway": None, "mtu": 1450}])
@@ -51,6 +51,44 @@ for i in range(int(sys.argv[1])):
     rootfs.remove(name)
 print(" ".join("%.4f" % t for t in times))
 """
+
+
+# Run on a node: an instance's root prepared the way before per-tenant uid
+# ranges (a plain overlay on the cache entry) and as now (the layers through
+# idmapped mounts in the tenant's range, oarcloud_lib.rootfs.prepare).
+ROOT = r"""
+import json, os, subprocess, sys, time
+from oarcloud_lib import catalog, idmap, images, imagecache, rootfs
+n, image = int(sys.argv[1]), sys.argv[2]
+with catalog.connect() as conn:
+    sha = images.get(conn, image)["sha256"]
+lower = imagecache.ensure(sha, image)
+base, name = idmap.tenant_base(idmap.MAX_SLOT), "ocbench-root"
+d = rootfs.instance_dir(name)
+plain, mapped = [], []
+for i in range(n):
+    t = time.monotonic()
+    for sub in ("upper", "work", "root"):
+        os.makedirs(d / sub, exist_ok=True)
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", "lowerdir=%s,upperdir=%s,workdir=%s"
+                    % (lower, d / "upper", d / "work"), str(d / "root")], check=True)
+    plain.append(time.monotonic() - t)
+    rootfs.remove(name)
+    t = time.monotonic()
+    rootfs.prepare(name, [lower], [sha], base)
+    mapped.append(time.monotonic() - t)
+    rootfs.remove(name)
+print(json.dumps({"plain": plain, "idmapped": mapped}))
+"""
+
+
+def root_prepare(repeat, image):
+    """{plain, idmapped}: seconds to prepare an instance root, both ways, on node-1."""
+    res = run([ADMIN, "lab", "exec", "node-1", "--", VENV_PY, "-c", ROOT, str(repeat), image],
+              cwd=TREE)
+    if res.returncode != 0:
+        sys.exit("root prepare failed: %s" % res.stderr)
+    return json.loads(res.stdout)
 
 
 def as_user(argv):
@@ -138,14 +176,25 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--counts", default="1,10,50")
     ap.add_argument("--repeat", type=int, default=5, help="runs of the 1-instance case")
+    ap.add_argument("--json", default="/tmp/oarcloud-bench-launch.json",
+                    help="where the results go (JSON)")
     args = ap.parse_args()
     run([ADMIN, "user", "add", USER])
+    out = {}
     try:
         bare = bare_start(args.repeat)
         base = statistics.median(bare)
+        out["bare_start"] = bare
         print("baseline: bare virsh start of an equivalent domain: median %.3fs (%d runs)"
               % (base, len(bare)))
-        results = []
+        for image in ("tiny", "bookworm"):
+            roots = root_prepare(max(args.repeat, 10), image)
+            out["root_prepare_" + image] = roots
+            before, after = (statistics.median(roots[k]) for k in ("plain", "idmapped"))
+            print("instance root of %s: plain overlay (before per-tenant ranges) median %.4fs,"
+                  " idmapped layers %.4fs: %.2fx; the whole 1-instance hook work: see below"
+                  % (image, before, after, after / before))
+        results = out["launches"] = []
         for count in [int(c) for c in args.counts.split(",")]:
             runs = args.repeat if count == 1 else 1
             for _ in range(runs):
@@ -174,6 +223,8 @@ def main():
                                   statistics.mean(m["controller"] for m in mem) / 2**20))
     finally:
         run([ADMIN, "user", "del", USER])
+        Path(args.json).write_text(json.dumps(out, indent=2, sort_keys=True, default=str))
+        print("results: %s" % args.json)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 import json
 import logging
 import os
+import re
 import sys
 
 from plumbum import cli
@@ -9,6 +10,14 @@ from plumbum import cli
 from oarcloud_lib.errors import OarcloudError
 
 VERSION = "0.1.0"
+# Control characters (terminal escapes among them) never reach a terminal:
+# tables and fields show values other users chose (image descriptions, names).
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(value):
+    """str(value) with control characters shown as '?'."""
+    return CONTROL_RE.sub("?", str(value))
 
 
 def print_json(data):
@@ -17,7 +26,7 @@ def print_json(data):
 
 def print_table(rows, columns):
     """rows: list of dicts; columns: list of (key, header)."""
-    cells = [[h for _, h in columns]] + [["" if r.get(k) is None else str(r.get(k))
+    cells = [[h for _, h in columns]] + [["" if r.get(k) is None else printable(r.get(k))
                                           for k, _ in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     for row in cells:
@@ -38,7 +47,7 @@ def print_fields(out, keys, width=14):
             continue
         if isinstance(v, list):
             v = ", ".join(v) or "-"
-        print("%-*s %s" % (width, k.replace("_h", "") + ":", v))
+        print("%-*s %s" % (width, k.replace("_h", "") + ":", printable(v)))
 
 
 def broker_argv(verb, *args):

@@ -85,10 +85,12 @@ def proxy(domain, port):
     if not (port.isdigit() and 0 < int(port) < 65536):
         raise Refused(detail="bad port %r" % port[:10])
     os.execv("/usr/bin/nsenter", ["nsenter", "-t", str(guest(domain).init_pid()), "-n", "--",
-                                  sys.executable, "-m", "oarcloud_lib.relay", "127.0.0.1", port])
+                                  sys.executable, "-I", "-m", "oarcloud_lib.relay", "127.0.0.1",
+                                  port])
 
 
 def main(argv):
+    os.chdir("/")  # never the caller's directory (commands.root_entry, without plumbum's import)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     verb, rest = (argv[0], argv[1:]) if argv else ("", [])
     try:

@@ -19,7 +19,10 @@ from oarcloud_lib.errors import CommandFailed, Conflict, NotFound, Refused
 
 LOG = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
-RESERVED = {"root", "oar", "postgres", "oarcloud", "nobody", "admin", "daemon", "libvirt-qemu"}
+# System accounts and the catalog's own PostgreSQL roles (an account is also a
+# login role of the catalog).
+RESERVED = {"root", "oar", "oar_ro", "postgres", "oarcloud", "oarcloud_users", "nobody",
+            "admin", "daemon", "libvirt-qemu", "public", "pg_signal_backend"}
 FIRST_USER_UID = 1000
 KEY_NAME = "id_oarcloud"
 KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",

@@ -22,6 +22,8 @@ OPS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.l
 SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 MIN_PERIOD = 1
 MIN_PERIODS, MAX_PERIODS = 1, 100
+# Alarms per user (admins: no limit); each notifies at most notify.MAX_TARGETS URLs.
+MAX_ALARMS = 100
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?\Z")
 # Values older than the coarsest retention are gone: a rule looking further
 # back would never have data.
@@ -151,15 +153,30 @@ COLUMNS = ("id, owner, name, kind, subject, metric, op, threshold, period, perio
 
 def create(conn, owner, name, subject, rule, repeat=False, urls=()):
     """A new alarm of owner (None: an admin's, on node subject) from a checked
-    rule (check_alarm).  Raises Refused, Conflict."""
+    rule (check_alarm).  A user has at most MAX_ALARMS, an alarm at most
+    notify.MAX_TARGETS URLs.  Raises Refused, Conflict."""
     from oarcloud_lib import notify
     check_name(name)
-    urls = [notify.check_url(u) for u in urls]
+    urls = list(urls)
+    if len(urls) > notify.MAX_TARGETS:
+        raise Refused(detail="an alarm notifies at most %d URLs, not %d"
+                             % (notify.MAX_TARGETS, len(urls)))
+    policy = notify.site_policy() if urls else None
+    urls = [notify.check_url(u, policy) for u in urls]
     kind = "node" if owner is None else "instance"
     metrics.check_metric(rule["metric"], kind)
     with conn.transaction():
+        if owner is not None:   # concurrent creations count one after the other
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                         ("oarcloud.alarms:%s" % owner,))
         if get(conn, owner, name, missing_ok=True):
             raise Conflict(what="alarm", detail="%s already exists" % name)
+        if owner is not None:
+            have = conn.execute("SELECT count(*) FROM alarms WHERE owner = %s",
+                                (owner,)).fetchone()[0]
+            if have >= MAX_ALARMS:
+                raise Refused(detail="%s already has %d alarms, the most allowed: delete one"
+                                     " first (alarm delete)" % (owner, have))
         cur = conn.execute(
             "INSERT INTO alarms (owner, name, kind, subject, metric, op, threshold, period,"
             " periods, repeat, notify) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"

@@ -47,7 +47,7 @@ import sys
 import time
 
 from oarcloud_lib import (accounts, catalog, commands, config, images, imagestore, instances,
-                          joblog, jobspec, networks, oarssh, progress, saves)
+                          joblog, jobspec, networks, oarssh, paths, progress, saves)
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, Refused
 from oarcloud_lib.oar import job_state
@@ -111,10 +111,11 @@ def image_verb(conn, user, verb, args):
     if verb == "image-import":
         name, description = args[0], (args[1] if len(args) > 1 else "")
         images.check_new_name(conn, name)
+        images.check_description(description)
         # The user's `oarcloud image import` shows the progress (it knows the size).
         sha, size, unpacked = imagestore.ingest(sys.stdin.buffer)
         images.register(conn, name, sha, size, owner=user, unpacked=unpacked,
-                        description=description[:500])
+                        description=description)
         return "image %s imported (%d MB packed, %d MB unpacked, sha256 %s)" % (
             name, size >> 20, unpacked >> 20, sha[:12])
     if verb == "image-save":
@@ -140,7 +141,7 @@ def image_verb(conn, user, verb, args):
         suite, name = args
         if not SUITE_RE.match(suite):
             raise Refused(detail="bad suite name %r" % suite[:40])
-        images.check_new_name(conn, name)
+        images.check_new_name(conn, name, site=True)
         print("building %s with debootstrap %s (a few minutes)..." % (name, suite),
               file=sys.stderr, flush=True)
         images.ensure_site_image(conn, name, lambda root: images.build_debootstrap_rootfs(
@@ -241,11 +242,12 @@ def monitor_verb(conn, user, verb, args):
     if verb == "notify-del":
         notify.delete_target(conn, user, _stdin())
         return "target removed", 0
-    lines, ok = notify.test(conn, user)
+    lines, ok = notify.test(conn, user, detail=False)  # no port scanner: no reasons for users
     return "\n".join(lines), 0 if ok else 1
 
 
 def main(argv):
+    commands.root_entry(paths.ROOT_PATH)
     # Warnings on the terminal; the job's events (INFO) go to the catalog.
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setLevel(logging.WARNING)

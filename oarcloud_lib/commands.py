@@ -95,6 +95,14 @@ def set_path(path):
     local.env["PATH"] = path
 
 
+def root_entry(path):
+    """What every entry point that runs as root does first: commands from path
+    only, and the working directory "/" (never a caller's, whose files a
+    relative name could pick up)."""
+    set_path(path)
+    os.chdir("/")
+
+
 def exit_now(code):
     """End this process with code, skipping the interpreter's teardown (0.04 to
     0.07 s once psycopg, plumbum and jinja2 are loaded, on the path of every hook

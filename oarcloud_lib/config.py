@@ -6,7 +6,7 @@ nodes see the server's; a real site copies it, mode 0600, to each node).
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from oarcloud_lib import paths
 from oarcloud_lib.errors import NotReady
@@ -35,6 +35,16 @@ class SiteConfig:
     monitor_interval: int = 5
     monitor_listen: str = "127.0.0.1:9465"
     walltime_warning: int = 10
+    # Isolation (docs/security.md).  Instances may not reach the site's own
+    # ranges (the nodes' underlay, the server, link-local) unless listed here
+    # ("CIDR" or "CIDR:PORT" or "CIDR:PORT/PROTO").
+    egress_allow: list = field(default_factory=list)
+    # More of the site's own ranges instances may not reach (CIDRs): its
+    # management network, storage servers, internal services.
+    egress_deny: list = field(default_factory=list)
+    # Notification URLs may not point to loopback, link-local, private or the
+    # site's own ranges unless their address is in one of these CIDRs.
+    notify_allow_cidrs: list = field(default_factory=list)
 
     def fill_secrets(self):
         for name in ("oar_db_password", "oar_db_ro_password", "catalog_password"):

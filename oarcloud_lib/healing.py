@@ -145,7 +145,7 @@ def worker(hosts):
 
 def main(argv):
     """heal-nodes (from OAR, hosts on stdin) or heal-nodes --worker HOST..."""
-    commands.set_path(paths.ROOT_PATH)
+    commands.root_entry(paths.ROOT_PATH)
     if argv[:1] == ["--worker"]:
         hooks.log_to_file("healing.log")
         worker([h for h in argv[1:] if HOST_OK.match(h)])

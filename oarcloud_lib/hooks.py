@@ -68,7 +68,7 @@ def run_phase(phase, job_id, user, nodefile, job=None, hooks_dir=None, runner=LO
 def main(phase, args):
     """Entry point of the installed prologue/epilogue; returns the exit code for OAR."""
     assert phase in PHASES
-    commands.set_path(paths.ROOT_PATH)
+    commands.root_entry(paths.ROOT_PATH)
     log_to_file("hooks.log", LOG)
     try:
         job_id, user, nodefile = check_args(args)

@@ -26,7 +26,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from oarcloud_lib import imagestore, paths
+from oarcloud_lib import idmap, imagestore, paths
 from oarcloud_lib.errors import CommandFailed, NotFound, NotReady
 
 LOG = logging.getLogger("oarcloud.imagecache")
@@ -35,11 +35,13 @@ UNPACK = ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=trusted.overla
 CHUNK = 1 << 20
 PROGRESS_FROM = 32 << 20  # bytes: smaller images say only when they are cached
 SHA_RE = re.compile(r"^[0-9a-f]{64}\Z")
-# Instances map their uids 0..65535 to UID_BASE..UID_BASE+65535 on the node:
-# root in an instance is not root on the node.  One range per node, so that
-# the cache is shared by all instances.
-UID_BASE = 1000000
-UID_COUNT = 65536
+# The cache's files are owned in UID_BASE..UID_BASE+65535 (the store's 0..65535
+# shifted once, at unpack); instances see them in their tenant's own range
+# through idmapped mounts (oarcloud_lib.idmap).  The cache is root's alone
+# (0700): no user of the node can reach an image's files, setuid or not.
+UID_BASE = idmap.CACHE_BASE
+UID_COUNT = idmap.COUNT
+MODE = 0o700
 
 
 def cache_dir(cache=None):
@@ -119,7 +121,8 @@ def _fetch(sha256, label, cache, store):
              os.uname().nodename)
     tmp = cache / (".%s.tmp" % sha256)
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "rootfs").mkdir(parents=True)
+    tmp.mkdir(mode=0o700)
+    (tmp / "rootfs").mkdir(mode=0o700)
     try:
         _unpack(source, tmp / "rootfs", sha256, label)
         shift_ownership(tmp / "rootfs")
@@ -148,7 +151,7 @@ def ensure(sha256, label="", cache=None, store=None, verify=True):
     cache = cache_dir(cache)
     label = label or sha256[:12]
     final = cache / sha256
-    cache.mkdir(parents=True, exist_ok=True)
+    paths.ensure_dir(cache, MODE)
     with open(cache / (".%s.lock" % sha256), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         entry = _entry(sha256, cache)
@@ -172,7 +175,7 @@ def ensure(sha256, label="", cache=None, store=None, verify=True):
 def using(cache=None):
     """Hold while choosing and mounting entries: eviction waits for it."""
     cache = cache_dir(cache)
-    cache.mkdir(parents=True, exist_ok=True)
+    paths.ensure_dir(cache, MODE)
     with open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_SH)
         yield

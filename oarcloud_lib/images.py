@@ -22,6 +22,10 @@ from oarcloud_lib.errors import Conflict, NotFound, NotReady, Refused
 LOG = logging.getLogger(__name__)
 NAME_RE = re.compile(jobspec.IMAGE_RE + r"\Z")
 BUSYBOX = "/bin/busybox"
+SITE_NAMES = ("tiny", "bookworm")
+# Characters that may not appear in a description (terminal escapes, controls):
+# descriptions are printed in other users' listings.
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def check_name(name):
@@ -171,9 +175,23 @@ def chain(conn, top):
     return out
 
 
-def check_new_name(conn, name):
-    """A name for a new image: well formed, and neither an image nor asked by a save."""
+def site_names():
+    """Names only the site's own images may have: the built-in ones and the site's
+    default image (a user's image by that name would become everyone's default)."""
+    from oarcloud_lib import config
+    try:
+        return set(SITE_NAMES) | {config.load(missing_ok=True).default_image}
+    except OSError:  # a user's own check (the config is root's): the broker checks again
+        return set(SITE_NAMES)
+
+
+def check_new_name(conn, name, site=False):
+    """A name for a new image (a site image's when site): well formed, not reserved
+    for the site, and neither an image nor asked by a save.  Raises Refused, Conflict."""
     check_name(name)
+    if not site and name in site_names():
+        raise Refused(detail="image name %s is reserved for the site's own image: pick "
+                             "another" % name)
     if get(conn, name) is not None:
         raise Conflict(what="image", detail="an image named %s exists (pick another name)" % name)
     if conn.execute("SELECT 1 FROM image_saves WHERE image = %s AND state IN"
@@ -182,8 +200,17 @@ def check_new_name(conn, name):
     return name
 
 
+def check_description(text):
+    """A description of at most 500 printable characters.  Raises Refused."""
+    if not isinstance(text, str) or len(text) > 500 or CONTROL_RE.search(text):
+        raise Refused(detail="bad description: at most 500 characters, no control characters "
+                             "or terminal escapes")
+    return text
+
+
 def register(conn, name, sha256, size, owner=None, visibility="private", parent=None,
              depth=0, unpacked=0, description=""):
+    check_description(description)
     conn.execute("INSERT INTO images (name, owner, visibility, format, size, sha256, parent,"
                  " depth, unpacked, description) VALUES (%s, %s, %s, 'tar.zst', %s, %s, %s, %s,"
                  " %s, %s)", (name, owner, visibility, size, sha256, parent, depth, unpacked,
@@ -267,6 +294,12 @@ def ensure_site_image(conn, name, build, description, store=None):
     """Build and register a public site image unless it is there and intact; True if built."""
     check_name(name)
     row = get(conn, name)
+    if row and row["owner"] is not None:
+        # Never adopt a user's image as the site's (anyone would launch it by default).
+        raise Conflict(what="image %s" % name,
+                       detail="it belongs to user %s, not to the site: an admin deletes it "
+                              "(oarcloud-admin user del, or the user's image delete), or the "
+                              "site picks another name" % row["owner"])
     if row and imagestore.path_of(row["sha256"], store).exists():
         return False
     with tempfile.TemporaryDirectory(prefix="oarcloud-image-") as tmp:

@@ -16,6 +16,7 @@ from oarcloud_lib.errors import Refused
 # One pattern per key.  They must mean the same in Python's re and in Perl:
 # plain classes and counted repeats only, anchored by the callers.
 NAME_RE = r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?"
+MAX_NAME = 32  # what NAME_RE takes
 IMAGE_RE = r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 KEYS = {
     "image": IMAGE_RE,
@@ -64,7 +65,10 @@ class CloudSpec:
             if value is not None:
                 types.append("cloud.%s=%s" % (key, value))
         if self.memory is not None:
-            types.append("cloud.memory=%dK" % (self.memory // 1024))
+            # The largest unit that holds it exactly (16G, not 16777216K: the
+            # value takes at most 7 digits).
+            unit = next(u for u in "TGMK" if self.memory % _SIZE_UNITS[u] == 0)
+            types.append("cloud.memory=%d%s" % (self.memory // _SIZE_UNITS[unit], unit))
         types += ["cloud.network=%s" % n for n in self.networks]
         return types
 
@@ -122,4 +126,9 @@ def parse_types(types):
             spec.memory = parse_size(value)
         else:
             setattr(spec, key, value)
+    if spec.name and spec.count and spec.count > 1 \
+            and len(spec.name) + len("-%d" % (spec.count - 1)) > MAX_NAME:
+        # Its instances are NAME-0 ... NAME-(count-1): each must be a valid name.
+        raise Refused(detail="name %r is too long for %d instances: at most %d characters "
+                             "with '-%d'" % (spec.name, spec.count, MAX_NAME, spec.count - 1))
     return spec

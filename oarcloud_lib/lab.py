@@ -197,7 +197,10 @@ class Lab:
         progress.step("underlay bridge %s (%s)" % (BRIDGE, UNDERLAY), self._ensure_bridge())
         progress.step("names in /etc/hosts", self._ensure_hosts(max(nodes, len(state["nodes"]))))
         progress.say("server:")
-        serversetup.setup_server(SERVER_IP, str(UNDERLAY), progress=progress, runner=self.runner)
+        # The tests' webhook and SMTP servers listen on 127.0.0.1 (nothing else of
+        # loopback: the isolation tests aim at the rest).
+        serversetup.setup_server(SERVER_IP, str(UNDERLAY), progress=progress, runner=self.runner,
+                                 notify_allow=["127.0.0.1/32"])
         for i in range(1, nodes + 1):
             name = node_name(i)
             progress.say("%s:" % name)
@@ -309,7 +312,7 @@ class Lab:
 
     def _setup_node(self, name, cores, progress):
         r = self.node_runner(name)
-        res = r.run([sys.executable, "-m", "oarcloud_cli.admin", "setup", "node",
+        res = r.run([sys.executable, "-I", "-m", "oarcloud_cli.admin", "setup", "node",
                      "--name", name, "--cores", str(cores), "--underlay-if", "eth0"],
                     timeout=300, check=False)
         for line in res.out.splitlines():
@@ -415,7 +418,7 @@ class Lab:
             if daemons.read_pid(nodesetup.DAEMONS["libvirtd"], root):
                 # Instances first, while libvirtd and OVS still answer.
                 res = self.node_runner(name).run(
-                    [sys.executable, "-m", "oarcloud_lib.nodeagent", "destroy-all"],
+                    [sys.executable, "-I", "-m", "oarcloud_lib.nodeagent", "destroy-all"],
                     check=False, timeout=120)
                 if res.code != 0:
                     LOG.warning("%s: instance teardown: %s", name, res.err.strip())

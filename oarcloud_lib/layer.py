@@ -29,37 +29,79 @@ def injected(owner):
             "home/%s/.ssh/authorized_keys" % owner}
 
 
-def _unshift(uid, base=imagecache.UID_BASE, count=imagecache.UID_COUNT):
-    return uid - base if base <= uid < base + count else NOBODY
+def _unshift(uid, bases):
+    """An owner on the node back to the instance's own id (nobody if in no range)."""
+    for base in bases:
+        if base <= uid < base + imagecache.UID_COUNT:
+            return uid - base
+    return NOBODY
 
 
-def export(root, out, skip=frozenset()):
-    """Write root as a tar stream to the binary file out; returns the member count."""
+def _info(name, rel, st, dirfd):
+    """The TarInfo of one entry (name, relative to dirfd), from its lstat."""
+    info = tarfile.TarInfo(rel)
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.mtime = int(st.st_mtime)
+    if stat.S_ISREG(st.st_mode):
+        info.type, info.size = tarfile.REGTYPE, st.st_size
+    elif stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(st.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=dirfd)
+    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        info.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
+        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    elif stat.S_ISFIFO(st.st_mode):
+        info.type = tarfile.FIFOTYPE
+    else:
+        return None  # sockets
+    return info
+
+
+def export(root, out, skip=frozenset(), bases=None):
+    """Write root as a tar stream to the binary file out; returns the member count.
+
+    Walks with directory file descriptors (os.fwalk) and opens every entry
+    relative to its directory without following links, so an instance that
+    swaps a directory for a symlink meanwhile cannot make root read outside
+    root.  Symlinks (to directories too) are kept as links, hard links as
+    links.  Owners in one of bases (default: the cache's range and that of the
+    owner of root) go back to 0..65535."""
     root = os.fspath(root)
-    count = 0
+    bases = tuple(bases or {imagecache.UID_BASE, os.lstat(root).st_uid})
+    count, inodes = 0, {}
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
                       copybufsize=CHUNK) as tar:
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, dirnames, filenames, dirfd in os.fwalk(root):
             dirnames.sort()
-            for path in [dirpath] + [os.path.join(dirpath, n) for n in sorted(filenames)]:
-                rel = os.path.relpath(path, root)
+            rel_dir = os.path.relpath(dirpath, root)
+            entries = [(rel_dir, None, os.fstat(dirfd))]
+            # fwalk lists symlinks to directories among dirnames (and never enters them).
+            for name in sorted(filenames + dirnames):
+                st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+                if name in filenames or stat.S_ISLNK(st.st_mode):
+                    entries.append((os.path.normpath(os.path.join(rel_dir, name)), name, st))
+            for rel, name, st in entries:
                 if rel in skip:
                     continue
-                st = os.lstat(path)
-                if stat.S_ISSOCK(st.st_mode):
+                info = _info(name, rel, st, dirfd)
+                if info is None:
                     continue
-                info = tar.gettarinfo(path, arcname=rel)
-                info.uid, info.gid = _unshift(st.st_uid), _unshift(st.st_gid)
-                info.uname = info.gname = ""
-                if info.isdir():
+                info.uid, info.gid = _unshift(st.st_uid, bases), _unshift(st.st_gid, bases)
+                if name is None:
                     try:
-                        if os.getxattr(path, OPAQUE, follow_symlinks=False) == b"y":
+                        if os.getxattr(dirfd, OPAQUE) == b"y":
                             info.pax_headers = {"SCHILY.xattr." + OPAQUE: "y"}
                     except OSError:
                         pass
+                if info.isreg() and st.st_nlink > 1:
+                    first = inodes.setdefault((st.st_dev, st.st_ino), rel)
+                    if first != rel:
+                        info.type, info.linkname, info.size = tarfile.LNKTYPE, first, 0
                 if info.isreg():
-                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dirfd)
                     with os.fdopen(fd, "rb") as f:
+                        info.size = os.fstat(fd).st_size
                         tar.addfile(info, f)
                 else:
                     tar.addfile(info)

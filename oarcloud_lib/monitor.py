@@ -15,8 +15,19 @@ Every `monitor_interval` seconds (site config) it:
 
 Queued notifications are delivered by a thread pool of this process, each
 target on its own, retried on notify.BACKOFF: producers (hooks included)
-only ever INSERT a row.
+only ever INSERT a row.  Owners take turns (pick): PER_OWNER deliveries in
+flight per user at most, ADMIN_THREADS kept for the admins' messages, so
+that one user's slow targets delay only that user.  Each URL passes the
+site's policy again when sent (notify.site_policy, re-read every
+POLICY_EVERY seconds).
+
+Every PRUNE_EVERY seconds it deletes what is older than its retention
+(prune): delivered or failed notifications after KEEP_NOTIFICATIONS, the
+events of jobs ended KEEP_JOB_EVENTS ago, alarm transitions after
+KEEP_ALARM_HISTORY; PRUNE_BATCH rows per table per run at most, so a run
+stays short (a full batch runs again at the next cycle).
 """
+import collections
 import concurrent.futures
 import http.server
 import json
@@ -44,6 +55,27 @@ LOGFILE = paths.LOG_DIR / "monitor.log"
 ROLLUP_EVERY = 60.0
 STREAM_RETRY = 10.0
 DELIVERY_THREADS = 8
+# Deliveries in flight at once per user; the admins' messages (owner None)
+# have ADMIN_THREADS of the DELIVERY_THREADS, which users never take.
+PER_OWNER = 2
+ADMIN_THREADS = 2
+POLICY_EVERY = 60.0
+PRUNE_EVERY = 300.0
+PRUNE_BATCH = 10000
+KEEP_NOTIFICATIONS = 14 * 86400
+KEEP_JOB_EVENTS = 30 * 86400
+KEEP_ALARM_HISTORY = 30 * 86400
+# What prune deletes: (table, seconds kept, which rows older than %(before)s go).
+PRUNE = (
+    ("notifications", KEEP_NOTIFICATIONS,
+     "state IN ('sent', 'failed') AND created < to_timestamp(%(before)s)"),
+    # Of jobs without an instance alive or ended since.
+    ("job_events", KEEP_JOB_EVENTS,
+     "at < to_timestamp(%(before)s) AND NOT EXISTS (SELECT 1 FROM instances i"
+     " WHERE i.job_id = job_events.job_id AND (i.state NOT IN ('deleted', 'failed')"
+     " OR i.updated >= to_timestamp(%(before)s)))"),
+    ("alarm_history", KEEP_ALARM_HISTORY, "at < to_timestamp(%(before)s)"),
+)
 # OAR states in which a node is worth probing.
 PROBED = ("Alive", "Suspected")
 
@@ -121,6 +153,52 @@ def host_states(nodes):
     return {host: oar.host_state(resources) for host, resources in nodes.items()}
 
 
+def pick(due, inflight, threads=DELIVERY_THREADS, per_owner=PER_OWNER,
+         admin_threads=ADMIN_THREADS):
+    """Which of the due rows (dicts with id and owner, oldest first) to send
+    now, given the rows in flight -> a list of due's rows.  At most threads in
+    flight in all, per_owner of each user's, admin_threads of the admins'
+    (owner None), which users never take; owners take turns, one row each,
+    the owner of the oldest row first."""
+    counts = collections.Counter(r["owner"] for r in inflight)
+    busy = {r["id"] for r in inflight}
+    free = threads - len(busy)
+    users_free = threads - admin_threads - sum(n for o, n in counts.items() if o is not None)
+    queues = {}     # owner -> their rows not in flight; owners in order of their oldest
+    for row in due:
+        if row["id"] not in busy:
+            queues.setdefault(row["owner"], []).append(row)
+    picked = []
+    took = True
+    while free > 0 and took:
+        took = False
+        for owner, rows in queues.items():
+            if free == 0 or not rows or counts[owner] >= (
+                    admin_threads if owner is None else per_owner) \
+                    or (owner is not None and users_free <= 0):
+                continue
+            picked.append(rows.pop(0))
+            counts[owner] += 1
+            free -= 1
+            if owner is not None:
+                users_free -= 1
+            took = True
+    return picked
+
+
+def prune(conn, now, limit=PRUNE_BATCH):
+    """Delete at most limit rows of each PRUNE table that are older than it keeps
+    them -> {table: rows deleted}; a table at limit may have more left.
+    Raises psycopg.Error."""
+    deleted = {}
+    for table, keep, where in PRUNE:
+        cur = conn.execute("DELETE FROM " + table + " WHERE id IN (SELECT id FROM " + table
+                           + " WHERE " + where + " LIMIT %(limit)s)",
+                           {"before": now - keep, "limit": limit})
+        deleted[table] = cur.rowcount
+    return deleted
+
+
 class Monitor:
     def __init__(self, conf=None, interval=None, listen=None):
         self.conf = conf or config.load()
@@ -136,6 +214,7 @@ class Monitor:
         self.job_ends = {}      # job id -> epoch of its walltime's end
         self.notified_at = {}   # alarm id -> time of its last notification
         self.last_rollup = 0.0
+        self.last_prune = 0.0
         self.http = None
         self.log = open(LOGFILE, "ab") if LOGFILE.parent.is_dir() else subprocess.DEVNULL
 
@@ -299,7 +378,7 @@ class Monitor:
 
     def tick(self, conn):
         now = time.time()
-        for step in (self.watch_nodes, self.lifecycle, self.evaluate):
+        for step in (self.watch_nodes, self.lifecycle, self.evaluate, self.prune_old):
             try:
                 step(conn, now)
             except psycopg.OperationalError:
@@ -327,26 +406,53 @@ class Monitor:
     # -- delivery and HTTP ---------------------------------------------------------------
 
     def deliver(self):
-        """Deliver due notifications, each target in its own thread, until stopped."""
-        inflight = {}
+        """Deliver due notifications until stopped: DELIVERY_THREADS at once at
+        most, owners taking turns (pick), each URL checked against the site's
+        policy again (notify.site_policy)."""
+        inflight = {}   # notification id -> (row, future)
         conn = None
+        policy, policy_at = notify.site_policy(self.conf), time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(DELIVERY_THREADS) as pool:
             while not self.stopping.is_set():
                 try:
+                    if time.monotonic() - policy_at >= POLICY_EVERY:
+                        policy, policy_at = self.send_policy(policy), time.monotonic()
                     conn = conn or catalog.connect(self.conf)
                     for nid in [n for n, (_, f) in inflight.items() if f.done()]:
                         row, future = inflight.pop(nid)
                         ok, why = future.result()
                         notify.delivered(conn, row, ok, why, time.time())
-                    for row in notify.due(conn, 100):
-                        if row["id"] not in inflight:
+                    if len(inflight) < DELIVERY_THREADS:
+                        due = notify.due(conn, 100, per_owner=2 * max(PER_OWNER, ADMIN_THREADS))
+                        for row in pick(due, [r for r, _ in inflight.values()]):
                             inflight[row["id"]] = (row, pool.submit(
-                                notify.send_one, row["url"], row["title"], row["body"]))
+                                notify.send_one, row["url"], row["title"], row["body"], policy))
                 except (psycopg.Error, NotReady) as e:
                     LOG.warning("delivery: catalog: %s", e)
                     conn = None
                     self.stopping.wait(5)
                 self.stopping.wait(0.2)
+
+    def send_policy(self, current):
+        """The site's notification policy, from the site config as it is now
+        (an admin may have changed notify_allow_cidrs); current if unreadable."""
+        try:
+            return notify.site_policy(config.load())
+        except (OarcloudError, OSError, ValueError, TypeError) as e:
+            LOG.warning("delivery: site config: %s (the last policy stays)", e)
+            return current
+
+    def prune_old(self, conn, now):
+        """Every PRUNE_EVERY seconds, and again at the next cycle while a batch
+        was full: what is older than its retention (prune)."""
+        if now - self.last_prune < PRUNE_EVERY:
+            return
+        self.last_prune = now
+        deleted = prune(conn, now)
+        if any(deleted.values()):
+            LOG.info("pruned %s", ", ".join("%d %s" % (n, t) for t, n in deleted.items() if n))
+        if max(deleted.values(), default=0) >= PRUNE_BATCH:
+            self.last_prune = now - PRUNE_EVERY
 
     def serve_http(self):
         host, _, port = self.listen.rpartition(":")
@@ -434,7 +540,7 @@ def ensure_running(timeout=15.0):
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     paths.LOG_DIR.mkdir(parents=True, exist_ok=True)
     with open(LOGFILE, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "oarcloud_lib.monitor"],
+        proc = subprocess.Popen([sys.executable, "-I", "-m", "oarcloud_lib.monitor"],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True,
                                 env=dict(os.environ, PATH=paths.ROOT_PATH))

@@ -28,7 +28,7 @@ import logging
 import socket
 from pathlib import Path
 
-from oarcloud_lib import catalog, netflows, networks, ovs, templating, vpn
+from oarcloud_lib import catalog, config, netflows, networks, ovs, templating, vpn
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError
 from oarcloud_lib.nodesetup import INTEGRATION_BRIDGE
@@ -218,7 +218,8 @@ def _node_iptables(gateways, exposures, runner):
         return
     _forwarding()
     text = templating.render("node-iptables.j2", gateways=gateways, exposures=exposures,
-                             link_range=str(LINK_RANGE))
+                             link_range=str(LINK_RANGE),
+                             egress=networks.egress_policy(config.load()))
     digest = _digest(text)
     try:
         same = have and NODE_RULES_DIGEST.read_text() == digest

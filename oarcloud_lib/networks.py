@@ -15,6 +15,10 @@ from oarcloud_lib.errors import Conflict, NotFound, Refused
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?\Z")
 # Smallest and largest private network a user may create.
 MIN_PREFIX, MAX_PREFIX = 16, 29
+# The ranges a private network may be carved from: RFC 1918, shared address
+# space (RFC 6598) and the benchmarking range (RFC 2544, the default network's).
+PRIVATE_RANGES = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15"))
 # VXLAN network identifiers of private networks (24 bits; the flat instance
 # network of the lab uses key 1).
 VNI_FIRST, VNI_LAST = 4096, (1 << 24) - 1
@@ -54,6 +58,10 @@ def check_cidr(text, reserved=()):
     if net.is_loopback or net.is_multicast or net.is_link_local or net.is_unspecified \
             or net.is_reserved:
         raise Refused(detail="bad CIDR %s: not a usable unicast range" % text)
+    if not any(net.subnet_of(r) for r in PRIVATE_RANGES):
+        # A public range would hide the real hosts of that range from the instances.
+        raise Refused(detail="bad CIDR %s: a private network uses a private range (%s)"
+                      % (text, ", ".join(map(str, PRIVATE_RANGES))))
     for r in reserved:
         r = ipaddress.ip_network(r)
         if net.overlaps(r):
@@ -85,6 +93,53 @@ def check_port(text):
     if not 1 <= low <= high <= 65535:
         raise Refused(detail="bad port %r: ports go from 1 to 65535, low to high" % text)
     return low, high
+
+
+# What instances may never open a connection to unless the admin allows it
+# (egress_allow): besides the site's own ranges (the nodes' underlay, the
+# server), link-local (cloud metadata services, the nodes' gateway links).
+EGRESS_DENIED = ("169.254.0.0/16",)
+
+
+def check_egress_allow(text):
+    """An admin's egress exception 'CIDR', 'CIDR:PORT' or 'CIDR:PORT/PROTO' (tcp or
+    udp) -> {cidr, port, proto}.  Raises Refused."""
+    cidr, _, rest = str(text).partition(":")
+    port, _, proto = rest.partition("/")
+    net = ipaddress.ip_network(cidr, strict=False) if _valid_net(cidr) else None
+    if net is None or net.version != 4:
+        raise Refused(detail="bad egress_allow entry %r: CIDR[:PORT[/tcp|udp]]" % (text,))
+    low = high = None
+    if port:
+        low, high = check_port(port)
+    if proto and proto not in ("tcp", "udp"):
+        raise Refused(detail="bad egress_allow entry %r: the protocol is tcp or udp" % (text,))
+    return {"cidr": str(net), "port": None if low is None else
+            ("%d" % low if low == high else "%d:%d" % (low, high)),
+            "proto": proto or ("tcp" if port else None)}
+
+
+def _valid_net(text):
+    try:
+        ipaddress.ip_network(text, strict=False)
+        return True
+    except ValueError:
+        return False
+
+
+def egress_policy(conf):
+    """{deny: [CIDR], allow: [{cidr, port, proto}]}: where instances may not open
+    connections (the nodes' underlay, the server, link-local, the admin's
+    egress_deny) and the exceptions (the nodes' published ports, the admin's
+    egress_allow).  Raises Refused."""
+    deny = [str(ipaddress.ip_network(c, strict=False)) for c in
+            [conf.nodes_cidr, conf.server_address] + list(EGRESS_DENIED)
+            + list(getattr(conf, "egress_deny", []) or []) if c and _valid_net(c)]
+    # Published ports (net expose) are open to all: instances may reach them too.
+    published = ["%s:%d-%d/%s" % (conf.nodes_cidr, NODE_PORTS[0], NODE_PORTS[1], proto)
+                 for proto in ("tcp", "udp") if conf.nodes_cidr]
+    return {"deny": sorted(set(deny)),
+            "allow": [check_egress_allow(a) for a in published + list(conf.egress_allow or [])]}
 
 
 def check_rule(direction, proto, port=None, remote=None):

@@ -38,13 +38,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from oarcloud_lib import (access, catalog, commands, config, imagecache, images, instances,
+from oarcloud_lib import (access, catalog, commands, config, idmap, imagecache, images, instances,
                           joblog, jobspec, layer, netnode, networks, oarssh, ovs, paths, rootfs,
                           saves)
 from oarcloud_lib.accounts import NAME_RE as USER_RE
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.driver import DomainSpec, LxcDriver
-from oarcloud_lib.errors import OarcloudError, Refused
+from oarcloud_lib.errors import Conflict, OarcloudError, Refused
 from oarcloud_lib.oar import job_facts
 from oarcloud_lib.nodesetup import INTEGRATION_BRIDGE, ovs_datapath
 from oarcloud_lib.oarssh import this_node
@@ -95,14 +95,16 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
     # Every instance of the job knows the others by name.
     hosts = "127.0.0.1 localhost\n" + "".join("%s %s\n" % (r["ip"], r["name"]) for r in every)
     owner = rows[0]["owner"] if rows else None
-    key = conn.execute("SELECT ssh_pubkey FROM accounts WHERE name = %s", (owner,)).fetchone() \
-        if owner else None
-    key = key[0] if key else None
+    account = conn.execute("SELECT ssh_pubkey, id_slot FROM accounts WHERE name = %s",
+                           (owner,)).fetchone() if owner else None
+    key = account[0] if account else None
+    # The owner's instances run in the owner's own uid range on the node.
+    uid_base = idmap.tenant_base(account[1]) if account else None
 
     def one(row):
         if row["state"] != "running":
             return _create_one(job_id, row, nics[row["domain"]], conn, driver, owner, key,
-                               hosts, stacks[row["image"]], runner)
+                               hosts, stacks[row["image"]], uid_base, runner)
     with imagecache.using():
         stacks = {image: image_stack(conn, image, owner)
                   for image in sorted({r["image"] for r in rows})}
@@ -131,10 +133,10 @@ def image_stack(conn, image, owner):
             [c["sha256"] for c in chain])
 
 
-def _create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, runner):
+def _create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, uid_base, runner):
     instances.set_state(conn, row["domain"], "creating")
     t_root = time.monotonic()
-    root = rootfs.prepare(row["domain"], *stack, runner=runner)
+    root = rootfs.prepare(row["domain"], *stack, uid_base=uid_base, runner=runner)
     rootfs.write_file(root, "/etc/hostname", row["name"] + "\n")
     rootfs.write_file(root, "/etc/hosts", hosts)
     if key:
@@ -143,7 +145,7 @@ def _create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, runne
     rootfs.add_account(root, owner, key)
     spec = DomainSpec(
         name=row["domain"], job_id=job_id, owner=owner, cores=row["cores"],
-        memory=row["memory"], rootfs=str(root), uid_base=rootfs.UID_BASE,
+        memory=row["memory"], rootfs=str(root), uid_base=uid_base,
         uid_count=rootfs.UID_COUNT,
         nics=[{"bridge": INTEGRATION_BRIDGE, "mac": n["mac"], "port": n["port"], "ip": n["ip"],
                "prefix": n["prefix"], "gateway": n["gateway"], "mtu": INSTANCE_MTU}
@@ -247,10 +249,13 @@ def keep_changes(conn, domain, save, runner=LOCAL):
                         % this_node())
         return False
     rootfs.unmount(domain, runner=runner)
+    paths.ensure_dir(paths.KEPT, 0o700, 0, 0)
     kept = paths.KEPT / domain
     if kept.exists():
         shutil.rmtree(kept)
-    kept.mkdir(parents=True)
+    kept.mkdir(mode=0o700)
+    uid_base = rootfs.base_of(d)
+    os.chown(kept, uid_base, uid_base)
     os.rename(d / "upper", kept / "upper")
     os.rename(d / "layers", kept / "layers")
     saves.set_state(conn, save["id"], "kept", node=this_node())
@@ -302,14 +307,19 @@ def save(domain, flatten=False):
     skip = layer.injected(_owner_of(domain))
     d = rootfs.instance_dir(domain)
     frozen = False
-    try:
-        guest.suspend()
+    if guest.state() == "running":
+        # Never read a running instance's files unfrozen (it could swap them
+        # under the reader), and never run anything of the instance's as root.
+        try:
+            guest.suspend()
+        except OarcloudError as e:
+            raise Conflict(what="instance %s" % domain,
+                           detail="it could not be frozen for the save (%s): stop it, then "
+                                  "save it" % e) from None
         frozen = True
-    except OarcloudError as e:
-        LOG.warning("%s: could not freeze (%s): syncing instead", domain, e)
-        LOCAL.run(["nsenter", "-t", str(guest.init_pid()), "-m", "--", "sync"], check=False)
     try:
-        count = layer.export(d / ("root" if flatten else "upper"), sys.stdout.buffer, skip)
+        count = layer.export(d / ("root" if flatten else "upper"), sys.stdout.buffer, skip,
+                             bases=(imagecache.UID_BASE, rootfs.base_of(d)))
     finally:
         if frozen:
             guest.resume()
@@ -325,12 +335,14 @@ def export_kept(domain, flatten=False):
     if not (kept / "upper").is_dir():
         raise Refused(detail="no changes kept for %s on %s" % (domain, this_node()))
     skip = layer.injected(_owner_of(domain))
+    # The kept upper is in the tenant's range, the cache's layers in the cache's.
+    bases = (imagecache.UID_BASE, rootfs.base_of(kept))
     if not flatten:
-        return layer.export(kept / "upper", sys.stdout.buffer, skip)
+        return layer.export(kept / "upper", sys.stdout.buffer, skip, bases)
     cache = imagecache.cache_dir()
     lowers = [cache / sha / "rootfs" for sha in (kept / "layers").read_text().split()]
     with layer.merged(kept / "upper", lowers) as root:
-        return layer.export(root, sys.stdout.buffer, skip)
+        return layer.export(root, sys.stdout.buffer, skip, bases)
 
 
 def drop_kept(domain):
@@ -531,7 +543,7 @@ NODE_VERBS = ("start", "stop", "reboot", "save", "export-kept", "drop-kept")
 
 
 def main(argv):
-    commands.set_path(paths.ROOT_PATH)
+    commands.root_entry(paths.ROOT_PATH)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     verb = argv[0] if argv else ""

@@ -133,7 +133,7 @@ def ensure_libvirtd(runner):
             # Slave propagation: libvirtd still sees the mounts made later
             # on the node (instance root filesystems).
             argv = ["unshare", "--mount", "--propagation", "slave", "--",
-                    sys.executable, "-m", "oarcloud_lib.umount_exec",
+                    sys.executable, "-I", "-m", "oarcloud_lib.umount_exec",
                     "--umount", CGROUP_UNIFIED, "--"] + argv
         _spawn_and_wait(runner, argv, DAEMONS["libvirtd"], "libvirtd")
         changed = True
@@ -172,21 +172,25 @@ def ensure_hooks(src=None, dst=paths.HOOKS_INSTALL_DIR):
 
 
 def ensure_log_dir(path=paths.LOG_DIR, owner="oar"):
-    """The directory hooks log to; they run as OAR's user."""
+    """The directory hooks log to (they run as OAR's user), readable by no one else."""
     pw = pwd.getpwnam(owner)
-    changed = not path.is_dir()
-    path.mkdir(parents=True, exist_ok=True)
-    st = path.stat()
-    if (st.st_uid, st.st_gid) != (pw.pw_uid, pw.pw_gid):
-        os.chown(path, pw.pw_uid, pw.pw_gid)
-        changed = True
+    return paths.ensure_dir(path, 0o700, pw.pw_uid, pw.pw_gid)
+
+
+def ensure_private_dirs():
+    """The node's image cache (root's alone), instances (no listing) and kept
+    changes (root's alone), also where an older version made them 0755."""
+    changed = False
+    for path, mode in ((paths.CACHE, 0o700), (paths.INSTANCES, 0o711), (paths.KEPT, 0o700)):
+        changed |= paths.ensure_dir(path, mode, 0, 0)
     return changed
 
 
 def hook_content(data):
-    """A hook file as installed: Python hooks run with this oarcloud's interpreter."""
+    """A hook file as installed: Python hooks run with this oarcloud's interpreter,
+    isolated (-I: they run as root, from whatever directory their caller was in)."""
     if data.startswith(b"#!/usr/bin/env python3\n"):
-        return b"#!" + sys.executable.encode() + data[len(b"#!/usr/bin/env python3"):]
+        return b"#!" + sys.executable.encode() + b" -I" + data[len(b"#!/usr/bin/env python3"):]
     return data
 
 
@@ -231,6 +235,7 @@ def setup_node(name=None, cores=None, underlay_if=None, progress=None, runner=LO
     progress.step("libvirtd (lxc driver)", ensure_libvirtd(runner))
     progress.step("hooks in %s" % paths.HOOKS_INSTALL_DIR, ensure_hooks())
     progress.step("hook log directory %s" % paths.LOG_DIR, ensure_log_dir())
+    progress.step("image cache, instances and kept changes private", ensure_private_dirs())
     progress.step("registered in OAR (%d cores, cloud=YES, Alive)" % cores,
                   ensure_registered(name, cores, runner))
     return progress.done()

@@ -39,11 +39,18 @@ def this_node():
     return socket.gethostname()
 
 
+def root_python():
+    """The interpreter argv for code that runs as root: isolated (-I: neither the
+    working directory nor PYTHON* variables nor a user's site packages reach
+    sys.path), so that a caller's ./oarcloud_lib never shadows the package."""
+    return [sys.executable, "-I"]
+
+
 def spawn_root_worker(module, *args):
     """Start `python -m module args...` as root, detached (own session), and return
     at once: what OAR's server-side hooks do, since OAR waits for them."""
     from oarcloud_lib.commands import LOCAL
-    argv = [sys.executable, "-m", module, *args]
+    argv = [*root_python(), "-m", module, *args]
     if os.geteuid() != 0:
         argv = [OARDODO] + argv
     return LOCAL.spawn(argv)
@@ -52,7 +59,7 @@ def spawn_root_worker(module, *args):
 def agent_argv(node, verb, *args, tty=False, module="oarcloud_lib.nodeagent"):
     """argv running `python -m module verb args...` (the node agent by default)
     as root on node."""
-    argv = [sys.executable, "-m", module, verb, *[str(a) for a in args]]
+    argv = [*root_python(), "-m", module, verb, *[str(a) for a in args]]
     if node == this_node():
         return argv
     return OAR_SSH + (["-tt"] if tty else ["-T"]) + [node, OARDODO] + [shlex.quote(a) for a in argv]

@@ -23,6 +23,24 @@ HEAL_LOCKS = Path("/run/oarcloud/heal")
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def ensure_dir(path, mode, uid=None, gid=None):
+    """path as a directory with exactly mode (and owner, when given); True if
+    anything changed.  The private ones (docs/security.md): the store and the
+    node cache 0700, the instances 0711 (each 0700, its tenant's), logs 0700."""
+    path = Path(path)
+    changed = not path.is_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_mode & 0o7777 != mode:
+        os.chmod(path, mode)
+        changed = True
+    want = (st.st_uid if uid is None else uid, st.st_gid if gid is None else gid)
+    if (st.st_uid, st.st_gid) != want:
+        os.chown(path, *want)
+        changed = True
+    return changed
+
+
 def share_dir():
     """The directory holding templates/ and hooks/ (a checkout or an install)."""
     tree = Path(__file__).resolve().parent.parent

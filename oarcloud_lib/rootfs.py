@@ -1,23 +1,28 @@
 """Instance root filesystems on a node: an image cache and per-instance overlays.
 
 The node's cache (oarcloud_lib.imagecache) holds each image layer once,
-unpacked and shifted into the instances' uid range (root in an instance is
-UID_BASE on the node); an instance's root is an overlay of those (read-only
-lowers) and its own upper directory, so N instances of an image cost one
-unpacked copy plus what each changes.
+unpacked and shifted into the cache's uid range, readable by root only.  An
+instance's root is an overlay of those layers, each seen through an idmapped
+mount (oarcloud_lib.idmap) in its tenant's own uid range, and of its own upper
+directory: N instances of an image cost one unpacked copy plus what each
+changes, and nothing a tenant's instance root owns on the node belongs to
+another tenant.
+
+    /var/lib/oarcloud/instances/           0711 root (no listing)
+    /var/lib/oarcloud/instances/<domain>/  0700, owned by the tenant's instance root
+        upper/ work/ root/ layers          (libvirt_lxc sets up the root as that uid)
 """
 import logging
 import os
 import shutil
 from pathlib import Path
 
-from oarcloud_lib import imagecache, paths
+from oarcloud_lib import idmap, paths
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import NotReady
 
 LOG = logging.getLogger(__name__)
-UID_BASE = imagecache.UID_BASE
-UID_COUNT = imagecache.UID_COUNT
+UID_COUNT = idmap.COUNT
 # The instance owner's uid inside the instance.
 USER_UID = 1000
 
@@ -26,31 +31,77 @@ def instance_dir(domain, base=paths.INSTANCES):
     return Path(base) / domain
 
 
-def prepare(domain, lowers, layers=(), base=paths.INSTANCES, runner=LOCAL):
-    """Mount the instance's overlay root over lowers (cache entries, top first);
-    returns its path.  layers (their checksums) are recorded so that the cache
-    keeps them while the instance exists.  Idempotent."""
+def base_of(path):
+    """The node uid of root in the instance whose directory (or root) is path."""
+    return os.lstat(path).st_uid
+
+
+def prepare(domain, lowers, layers, uid_base, base=paths.INSTANCES, runner=LOCAL):
+    """Mount the instance's overlay root over lowers (cache entries, top first),
+    each seen in the tenant's uid range uid_base; returns its path.  layers (their
+    checksums) are recorded so that the cache keeps them while the instance
+    exists.  Idempotent.  Raises NotReady (no idmapped mounts here)."""
+    paths.ensure_dir(base, 0o711)
     d = instance_dir(domain, base)
     root = d / "root"
     if os.path.ismount(root):
         return root
+    d.mkdir(mode=0o700, exist_ok=True)
+    os.chown(d, uid_base, uid_base)
+    os.chmod(d, 0o700)
     for sub in ("upper", "work", "root"):
-        (d / sub).mkdir(parents=True, exist_ok=True)
+        (d / sub).mkdir(exist_ok=True)
     (d / "layers").write_text("".join("%s\n" % sha for sha in layers))
     st = os.stat(lowers[0])
-    os.chown(d / "upper", st.st_uid, st.st_gid)
+    os.chown(d / "upper", uid_base + st.st_uid - idmap.CACHE_BASE,
+             uid_base + st.st_gid - idmap.CACHE_BASE)
     os.chmod(d / "upper", st.st_mode & 0o7777)
-    runner.run(["mount", "-t", "overlay", "overlay", "-o", "lowerdir=%s,upperdir=%s,workdir=%s"
-                % (":".join(map(str, lowers)), d / "upper", d / "work"), str(root)])
+    seen = []
+    _unmount_lowers(d, runner)  # what a killed run may have left
+    try:
+        with idmap.Userns(uid_base) as ns:
+            for i, lower in enumerate(lowers):
+                target = d / ("lower%d" % i)
+                target.mkdir(exist_ok=True)
+                idmap.bind(lower, target, ns)
+                seen.append(target)
+        runner.run(["mount", "-t", "overlay", "overlay", "-o",
+                    "lowerdir=%s,upperdir=%s,workdir=%s"
+                    % (":".join(map(str, seen)), d / "upper", d / "work"), str(root)])
+    finally:
+        # The overlay holds its own references to its layers.
+        _unmount_lowers(d, runner)
     return root
 
 
+def _mount_points():
+    """The mount points of this mount namespace, from /proc/self/mountinfo
+    (os.path.ismount misses a bind mount from the same filesystem).  Ours hold
+    no character that mountinfo escapes."""
+    with open("/proc/self/mountinfo") as f:
+        return {line.split()[4] for line in f}
+
+
+def _unmount_lowers(d, runner=LOCAL):
+    lowers = sorted(Path(d).glob("lower*"))
+    mounted = _mount_points() if lowers else set()
+    for lower in lowers:
+        if str(lower) in mounted:
+            runner.run(["umount", "-l", str(lower)], check=False)
+        try:
+            lower.rmdir()
+        except OSError:
+            pass
+
+
 def unmount(domain, base=paths.INSTANCES, runner=LOCAL):
-    root = instance_dir(domain, base) / "root"
+    d = instance_dir(domain, base)
+    root = d / "root"
     if os.path.ismount(root):
         runner.run(["umount", str(root)], check=False)
         if os.path.ismount(root):
             runner.run(["umount", "-l", str(root)])
+    _unmount_lowers(d, runner)
 
 
 def remove(domain, base=paths.INSTANCES, runner=LOCAL):
@@ -75,13 +126,13 @@ def _inside(root, relpath):
 
 def _makedirs(root, reldir, uid, mode=0o755):
     """Create the missing directories of reldir in root, owned by instance uid."""
-    path, rel = Path(root), ""
+    path, rel, base = Path(root), "", base_of(root)
     for part in Path(reldir.lstrip("/")).parts:
         path, rel = path / part, rel + "/" + part
         if not path.exists() and not path.is_symlink():
             _inside(root, rel)  # its parent, symlinks resolved, is in root
             path.mkdir(mode=mode)
-            os.lchown(path, uid + UID_BASE, uid + UID_BASE)
+            os.lchown(path, uid + base, uid + base)
             os.chmod(path, mode)
     _inside(root, reldir + "/x")  # and none of them leads out
 
@@ -98,15 +149,16 @@ def read_file(root, relpath):
 
 
 def write_file(root, relpath, content, mode=0o644, uid=0, dir_mode=0o755):
-    """Write a file inside an instance root, as instance uid (shifted)."""
+    """Write a file inside an instance root, as instance uid (in its tenant's range)."""
     _makedirs(root, os.path.dirname(relpath.lstrip("/")), uid, dir_mode)
+    base = base_of(root)
     target = _inside(root, relpath)
     if target.is_symlink():
         target.unlink()
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     with os.fdopen(fd, "w") as f:
         f.write(content)
-    os.lchown(target, uid + UID_BASE, uid + UID_BASE)
+    os.lchown(target, uid + base, uid + base)
     os.chmod(target, mode)
 
 

@@ -158,7 +158,10 @@ def finish_kept(conn, save):
             raise Refused(detail="the instance's image %s is gone" % inst[1])
         image = _store_and_register(conn, save, parent, save["flatten"], "export-kept")
     except OarcloudError as e:
-        set_state(conn, save["id"], "failed", str(e)[:2000])
+        # The changes stay on the node (nothing is lost): an admin can export them.
+        set_state(conn, save["id"], "failed", ("%s (the changes are kept on %s in %s)"
+                                              % (e, save["node"], paths.KEPT / save["domain"]))
+                  [:2000])
         joblog.add_event(conn, save["job_id"], "ERROR", "save of %s to image %s failed: %s"
                          % (save["instance"], save["image"], e), node=save["node"])
         LOG.error("save %s (%s -> %s) failed: %s", save["id"], save["domain"], save["image"], e)
@@ -168,8 +171,8 @@ def finish_kept(conn, save):
                          % (save["instance"], image["name"], image["size"] >> 20, image["depth"]),
                          node=save["node"])
         LOG.info("save %s: %s -> image %s", save["id"], save["domain"], save["image"])
-    LOCAL.run(oarssh.agent_argv(save["node"], "drop-kept", save["domain"]), check=False,
-              timeout=120)
+        LOCAL.run(oarssh.agent_argv(save["node"], "drop-kept", save["domain"]), check=False,
+                  timeout=120)
 
 
 def work(window=KEEP_WINDOW, runner=LOCAL):
@@ -202,7 +205,7 @@ def work(window=KEEP_WINDOW, runner=LOCAL):
 
 def main(argv):
     """server-epilogue JOB_ID (from OAR: start the worker, return 0 at once) or --worker."""
-    commands.set_path(paths.ROOT_PATH)
+    commands.root_entry(paths.ROOT_PATH)
     if argv[:1] == ["--worker"]:
         hooks.log_to_file("saver.log")
         try:

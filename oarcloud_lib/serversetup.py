@@ -9,7 +9,7 @@ from pathlib import Path
 from oarcloud_lib import catalog, config, jobspec, monitor, oarssh, paths, templating
 from oarcloud_lib.commands import LOCAL, require_commands
 from oarcloud_lib.errors import NotReady
-from oarcloud_lib.nodesetup import ensure_hooks
+from oarcloud_lib.nodesetup import ensure_hooks, ensure_log_dir
 from oarcloud_lib.oar import AdmissionRules, OarConf, OarServer
 from oarcloud_lib.postgres import Cluster
 from oarcloud_lib.progress import Progress
@@ -56,6 +56,17 @@ def oar_settings(conf):
     }
 
 
+def ensure_store(store=paths.IMAGE_STORE):
+    """The image store, read by root on the nodes only: the directory 0700, its
+    files 0600 (also those an older version wrote 0644); True if changed."""
+    changed = paths.ensure_dir(store, 0o700, 0, 0)
+    for f in store.iterdir():
+        if f.is_file() and f.stat().st_mode & 0o077:
+            os.chmod(f, 0o600)
+            changed = True
+    return changed
+
+
 def ensure_sudoers(runner=LOCAL, path=SUDOERS):
     """Users may run the broker as root (it checks what they own); checked by visudo."""
     content = templating.render("sudoers.j2", broker=paths.HOOKS_INSTALL_DIR / "broker")
@@ -77,8 +88,11 @@ def render_admission_rule():
                              keys=jobspec.KEYS, repeatable=sorted(jobspec.REPEATABLE))
 
 
-def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL):
-    """Bring PostgreSQL, the OAR server and the catalog to the wanted state.
+def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL,
+                 notify_allow=None):
+    """Bring PostgreSQL, the OAR server and the catalog to the wanted state;
+    notify_allow (CIDRs), when given, is where notifications may go despite the
+    URL policy (the lab's own webhook and mail servers on loopback).
 
     Returns the list of changed steps.  Raises NotReady, CommandFailed.
     """
@@ -92,6 +106,8 @@ def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL
     oarconf = OarConf()
     existing = oarconf.values()
     conf.server_address, conf.nodes_cidr = address, nodes_cidr
+    if notify_allow is not None:
+        conf.notify_allow_cidrs = list(notify_allow)
     # Keep passwords an admin already put in oar.conf.
     conf.oar_db_password = conf.oar_db_password or existing.get("DB_BASE_PASSWD", "")
     conf.oar_db_ro_password = conf.oar_db_ro_password or existing.get("DB_BASE_PASSWD_RO", "")
@@ -137,9 +153,8 @@ def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL
     progress.step("catalog schema", bool(applied), ", ".join(applied))
     progress.step("hooks, broker and healer in %s" % paths.HOOKS_INSTALL_DIR, ensure_hooks())
     progress.step("sudo rule for the instance broker", ensure_sudoers(runner))
-    for d in (paths.STATE, paths.IMAGE_STORE, paths.LOG_DIR):  # noqa: the store is read by nodes
-        if not d.is_dir():
-            d.mkdir(parents=True, mode=0o755)
-            progress.step("directory %s" % d, True)
+    progress.step("directory %s" % paths.STATE, paths.ensure_dir(paths.STATE, 0o755))
+    progress.step("log directory %s (OAR's and root's alone)" % paths.LOG_DIR, ensure_log_dir())
+    progress.step("image store %s (root's alone)" % paths.IMAGE_STORE, ensure_store())
     progress.step("monitor service (metrics, alarms, notifications)", monitor.ensure_running())
     return progress.done() if own else progress.changes

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import USER_CLI, as_user, node_exec, run
 
-from oarcloud_lib import rootfs
+from oarcloud_lib import idmap
 
 NODES = ("node-1", "node-2")
 
@@ -63,11 +63,13 @@ def test_two_instances_on_one_node_run_and_ping(make_user):
     res = in_instance(node, domain, "ping", "-c", "2", "-W", "2", rows[1]["ip"])
     assert res.returncode == 0, res.stdout + res.stderr
     assert in_instance(node, domain, "hostname").stdout.strip() == "pair-0"
-    # unprivileged: root in the instance is UID_BASE on the node
+    # unprivileged: root in the instance is the first uid of its owner's range on the node
     init = instance_init(node, domain)
     uid = [l for l in Path("/proc/%s/status" % init).read_text().splitlines()
            if l.startswith("Uid:")][0].split()[1]
-    assert int(uid) == rootfs.UID_BASE
+    slot = run(["runuser", "-u", "postgres", "--", "psql", "-d", "oarcloud", "-tAc",
+                "SELECT id_slot FROM accounts WHERE name = '%s'" % user], check=True).stdout
+    assert int(uid) == idmap.tenant_base(int(slot))
     assert in_instance(node, domain, "id", "-u").stdout.strip() == "0"
     # the user's key is root's authorized key in the instance
     key = Path("/home/%s/.ssh/id_oarcloud.pub" % user).read_text().split()[1]

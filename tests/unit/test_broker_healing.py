@@ -20,7 +20,7 @@ def test_agent_argv_quotes_every_word_for_the_remote_shell():
 
 def test_agent_argv_runs_locally_on_this_node():
     argv = oarssh.agent_argv(oarssh.this_node(), "stop", "oc1-0")
-    assert argv[1:] == ["-m", "oarcloud_lib.nodeagent", "stop", "oc1-0"]
+    assert argv[1:] == ["-I", "-m", "oarcloud_lib.nodeagent", "stop", "oc1-0"]
 
 
 def test_hosts_from_healing_stdin_are_validated_and_unique():

@@ -3,11 +3,12 @@ mount namespace): fetch, corruption, eviction, a save's layer round trip."""
 import io
 import os
 import subprocess
+import tarfile
 import time
 
 import pytest
 
-from oarcloud_lib import imagecache, imagestore, layer
+from oarcloud_lib import idmap, imagecache, imagestore, layer
 from oarcloud_lib.errors import NotReady
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, mknod)")
@@ -102,3 +103,28 @@ def test_a_saved_layer_round_trips_through_store_cache_and_overlay(tmp_path):
                           % (top, bottom, merged, merged)],
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == [".", "./a", "./a/new", "./d", "./d/y", "./etc", "./keep"]
+
+
+def test_export_keeps_symlinks_to_directories_and_hard_links(tmp_path):
+    """A flattened save of a Debian root keeps /bin -> usr/bin (it used to drop
+    every symlink to a directory: the image no longer booted)."""
+    root = tmp_path / "root"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/tool").write_text("x")
+    os.link(root / "usr/bin/tool", root / "usr/bin/same")
+    (root / "bin").symlink_to("usr/bin")
+    (root / "out").symlink_to("/etc")  # a link out is only a link, never followed
+    base = idmap.tenant_base(7)
+    for p in [root] + list(root.rglob("*")):
+        os.lchown(p, base, base)
+    buf = io.BytesIO()
+    layer.export(root, buf)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as t:
+        members = {m.name: m for m in t.getmembers()}
+    assert members["bin"].issym() and members["bin"].linkname == "usr/bin"
+    assert members["out"].issym() and members["out"].linkname == "/etc"
+    assert "out/passwd" not in members and "bin/tool" not in members
+    assert members["usr/bin/same"].isreg()  # the first name of the inode, then links to it
+    assert members["usr/bin/tool"].islnk() and members["usr/bin/tool"].linkname == "usr/bin/same"
+    assert {(m.uid, m.gid) for m in members.values()} == {(0, 0)}  # the tenant's range, unshifted

@@ -5,6 +5,7 @@ import pytest
 
 from oarcloud_lib import networks
 from oarcloud_lib.errors import Refused
+from oarcloud_lib.config import SiteConfig
 
 UNDERLAY = "198.19.0.0/16"
 
@@ -134,3 +135,27 @@ def test_flows_isolate_and_guard_ports():
     assert any("table=41" in l and "tcp,tp_dst=22" in l for l in lines)
     assert sum("priority=0,actions=drop" in l for l in lines) == 7
     assert netflows.count(text) == len(lines)
+
+
+def test_egress_policy_denies_the_sites_ranges_and_keeps_the_admins_exceptions():
+    conf = SiteConfig(server_address="10.0.0.1", nodes_cidr="10.1.0.0/16",
+                      egress_deny=["10.2.0.0/16"], egress_allow=["10.1.0.5/32:53/udp",
+                                                                 "10.2.3.0/24:443"])
+    policy = networks.egress_policy(conf)
+    assert policy["deny"] == ["10.0.0.1/32", "10.1.0.0/16", "10.2.0.0/16", "169.254.0.0/16"]
+    assert policy["allow"] == [
+        {"cidr": "10.1.0.0/16", "port": "30000:32767", "proto": "tcp"},   # published ports
+        {"cidr": "10.1.0.0/16", "port": "30000:32767", "proto": "udp"},
+        {"cidr": "10.1.0.5/32", "port": "53", "proto": "udp"},
+        {"cidr": "10.2.3.0/24", "port": "443", "proto": "tcp"}]
+    for bad in ("nowhere", "10.0.0.0/33", "10.0.0.0/8:0", "10.0.0.0/8:80/sctp", "::1/128"):
+        with pytest.raises(Refused):
+            networks.check_egress_allow(bad)
+
+
+def test_a_private_network_uses_a_private_range():
+    for public in ("8.8.0.0/16", "1.2.3.0/24", "203.0.112.0/24"):
+        with pytest.raises(Refused, match="private range"):
+            networks.check_cidr(public)
+    for private in ("10.3.0.0/16", "172.16.4.0/24", "192.168.1.0/24", "100.64.0.0/16"):
+        assert str(networks.check_cidr(private)) == private

@@ -3,10 +3,18 @@ import os
 
 import pytest
 
-from oarcloud_lib import imagecache, rootfs
+from oarcloud_lib import idmap, imagecache, rootfs
 from oarcloud_lib.errors import NotReady
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+TENANT = idmap.tenant_base(3)
+
+
+def tenant_root(path):
+    """path as the root of an instance of the tenant of slot 3 (owned by its root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, TENANT, TENANT)
+    return path
 
 
 def test_shift_ownership_keeps_setuid(tmp_path):
@@ -15,15 +23,15 @@ def test_shift_ownership_keeps_setuid(tmp_path):
     f.write_text("x")
     os.chmod(f, 0o4755)
     (tmp_path / "link").symlink_to("/etc/passwd")
-    imagecache.shift_ownership(tmp_path, base=rootfs.UID_BASE)
+    imagecache.shift_ownership(tmp_path, base=imagecache.UID_BASE)
     st = os.stat(f)
-    assert st.st_uid == rootfs.UID_BASE and st.st_mode & 0o7777 == 0o4755
-    assert os.lstat(tmp_path / "link").st_uid == rootfs.UID_BASE
+    assert st.st_uid == imagecache.UID_BASE and st.st_mode & 0o7777 == 0o4755
+    assert os.lstat(tmp_path / "link").st_uid == imagecache.UID_BASE
     assert os.stat("/etc/passwd").st_uid == 0  # the link was not followed
 
 
 def test_write_file_refuses_to_leave_the_root(tmp_path):
-    root = tmp_path / "root"
+    root = tenant_root(tmp_path / "root")
     (root / "etc").mkdir(parents=True)
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -35,10 +43,11 @@ def test_write_file_refuses_to_leave_the_root(tmp_path):
     rootfs.write_file(root, "/etc/hostname", "vm\n")
     assert (root / "etc" / "hostname").read_text() == "vm\n"
     assert not (root / "etc" / "hostname").is_symlink()
-    assert os.stat(root / "etc" / "hostname").st_uid == rootfs.UID_BASE
+    assert os.stat(root / "etc" / "hostname").st_uid == TENANT  # the tenant's root
 
 
 def test_add_account_writes_owner_account_and_key(tmp_path):
+    tenant_root(tmp_path)
     (tmp_path / "etc" / "sudoers.d").mkdir(parents=True)
     (tmp_path / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
     (tmp_path / "etc" / "group").write_text("root:x:0:\n")
@@ -52,7 +61,7 @@ def test_add_account_writes_owner_account_and_key(tmp_path):
     assert keys.read_text() == "ssh-ed25519 AAAA alice@x\n"
     for p, mode in ((keys, 0o600), (keys.parent, 0o700), (keys.parent.parent, 0o755)):
         st = os.stat(p)
-        assert st.st_uid == rootfs.UID_BASE + 1000 and st.st_mode & 0o777 == mode, p
+        assert st.st_uid == TENANT + 1000 and st.st_mode & 0o777 == mode, p
     assert "alice ALL=(ALL) NOPASSWD:ALL" in (tmp_path / "etc/sudoers.d/oarcloud").read_text()
 
 

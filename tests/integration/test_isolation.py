@@ -1,0 +1,250 @@
+"""Tenant isolation on the lab (docs/security.md): each test makes an attack the way
+an ordinary user would (a shell on a node, root in an instance, psql, the CLI)
+and checks that it fails and that nothing else changed.
+
+A job shell on a node is a login of the user in the node's namespaces; the
+tests open it with `lab exec NODE -- runuser -u USER` (what oarsh gives a job's
+owner: OAR's cpuset manager, which oarsh needs to find the job, is off on
+oarcloud sites)."""
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import admin, as_user, node_exec, run
+from test_images import give, image_row
+from test_instances import in_instance, instance_init, launch, oarcloud
+
+from oarcloud_lib import catalog, config, idmap, images, imagestore, paths
+from oarcloud_lib.errors import Conflict
+
+
+def job_shell(node, user, script, cwd="/"):
+    """Run a shell script as user on node, in the node's namespaces."""
+    return node_exec(node, "runuser", "-u", user, "--", "sh", "-c", "cd %s && %s" % (cwd, script))
+
+
+def psql(user, sql):
+    return run(["runuser", "-u", user, "--", "psql", "-X", "-d", "oarcloud", "-tAc", sql],
+               cwd="/tmp")
+
+
+def id_slot(user):
+    with catalog.connect() as conn:
+        return conn.execute("SELECT id_slot FROM accounts WHERE name = %s",
+                            (user,)).fetchone()[0]
+
+
+def proc_uid(pid):
+    status = Path("/proc/%s/status" % pid).read_text().splitlines()
+    return int([l for l in status if l.startswith("Uid:")][0].split()[1])
+
+
+def setuid_image(user, name):
+    """The tiny image with a setuid-root shell (/bin/rootsh), imported by user."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "rootfs"
+        root.mkdir()
+        src = imagestore.path_of(image_row("tiny")["sha256"])
+        subprocess.run("zstd -dcq %s | tar --numeric-owner -x -C %s" % (src, root), shell=True,
+                       check=True)
+        os.link(root / "bin/busybox", root / "bin/rootsh")
+        os.chmod(root / "bin/rootsh", 0o4755)
+        out = Path(os.path.expanduser("~%s" % user)) / "suid.tar"
+        subprocess.run(["tar", "--numeric-owner", "-C", str(root), "-cf", str(out), "."],
+                       check=True)
+    give(user, out)
+    oarcloud(user, "image", "import", str(out), "--name", name, check=True)
+    return image_row(name)
+
+
+@pytest.fixture(scope="module")
+def tenants(lab):
+    """Two real accounts, alice and bob, each with one instance on node-1."""
+    names = ["ocz" + os.urandom(3).hex() for _ in range(2)]
+    for n in names:
+        admin("user", "add", n, check=True)
+    alice, bob = names
+    try:
+        image = setuid_image(alice, "suid-" + alice)
+        a = launch(alice, "--name", "a", "--image", image["name"], "--cores", "1")[0]
+        b = launch(bob, "--name", "b", "--cores", "1")[0]
+        yield dict(alice=alice, bob=bob, image=image, a=a, b=b)
+    finally:
+        for n in names:
+            admin("user", "del", n)
+
+
+def domain(row):
+    return "oc%d-0" % row["job_id"]
+
+
+def test_an_images_setuid_file_is_no_door_on_the_node(tenants):
+    alice, bob, a, b = tenants["alice"], tenants["bob"], tenants["a"], tenants["b"]
+    sha = tenants["image"]["sha256"]
+    node = a["node"]
+    cached = "%s/%s/rootfs/bin/rootsh" % (paths.CACHE, sha)
+    # In the instance the file is setuid root, as its owner built it ...
+    assert in_instance(node, domain(a), "stat", "-c", "%u %a", "/bin/rootsh").stdout.split() \
+        == ["0", "4755"]
+    # ... on the node, root of alice's instance is alice's own range, not shared.
+    a_base = idmap.tenant_base(id_slot(alice))
+    b_base = idmap.tenant_base(id_slot(bob))
+    assert proc_uid(instance_init(node, domain(a))) == a_base
+    assert proc_uid(instance_init(b["node"], domain(b))) == b_base
+    assert abs(a_base - b_base) >= idmap.COUNT
+    st = node_exec(node, "stat", "-c", "%u %a", cached, check=True).stdout.split()
+    assert st == [str(idmap.CACHE_BASE), "4755"]  # neither root's nor a tenant's
+    # bob, with a shell on the node, cannot reach the file (nor list the cache) ...
+    for path in (cached, "%s/%s/root/bin/rootsh" % (paths.INSTANCES, domain(a))):
+        res = job_shell(node, bob, "%s -c 'id -u'" % path)
+        assert res.returncode != 0 and "Permission denied" in res.stderr, res.stdout + res.stderr
+    for d in (paths.CACHE, paths.INSTANCES, "%s/%s" % (paths.INSTANCES, domain(a))):
+        res = job_shell(node, bob, "ls %s" % d)
+        assert res.returncode != 0 and "Permission denied" in res.stderr, d
+    # ... and alice herself only gets root of her own instance's range, nothing more.
+    res = job_shell(node, alice, "%s -c 'id -u'" % cached)
+    assert res.returncode != 0 and "Permission denied" in res.stderr
+
+
+def test_no_tenant_file_is_readable_from_a_node(tenants):
+    alice, bob, a = tenants["alice"], tenants["bob"], tenants["a"]
+    node = a["node"]
+    oarcloud(alice, "exec", "a", "--", "sh", "-c", "echo s3cret > /root/secret", check=True)
+    store_file = imagestore.path_of(tenants["image"]["sha256"])
+    for who in (bob, alice):
+        for path in ("%s/%s/upper/root/secret" % (paths.INSTANCES, domain(a)), store_file,
+                     "%s/hooks.log" % paths.LOG_DIR):
+            res = job_shell(node, who, "cat %s" % path)
+            assert res.returncode != 0 and "Permission denied" in res.stderr, (who, path)
+        for d in (paths.IMAGE_STORE, paths.KEPT, paths.LOG_DIR):
+            res = job_shell(node, who, "ls %s" % d)
+            assert res.returncode != 0 and "Permission denied" in res.stderr, (who, d)
+    assert oct(store_file.stat().st_mode & 0o777) == oct(0o600)
+    # the server's users cannot either
+    res = as_user(bob, ["cat", str(store_file)])
+    assert res.returncode != 0 and "Permission denied" in res.stderr
+
+
+def test_the_catalog_helpers_cannot_be_shadowed(tenants):
+    alice, bob = tenants["alice"], tenants["bob"]
+    oarcloud(alice, "net", "create", "priv", "--cidr", "10.77.0.0/24", check=True)
+    oarcloud(alice, "net", "rule", "add", "priv", "--direction", "ingress", "--proto", "tcp",
+             "--port", "5432", "--remote", "10.77.0.0/24", check=True)
+    # bob's temporary table would shadow `networks` in network_owner() (search_path)
+    res = psql(bob, "CREATE TEMP TABLE networks AS SELECT id, current_user::text AS owner"
+                    " FROM generate_series(1, 100000) id; SELECT count(*) FROM net_rules")
+    assert res.returncode != 0 and "permission denied" in res.stderr, res.stdout + res.stderr
+    res = psql(bob, "CREATE TABLE public.networks (id int, owner text)")
+    assert res.returncode != 0 and "permission denied" in res.stderr
+    mine = "SELECT count(*) FROM net_rules WHERE port_low = 5432"
+    assert psql(bob, mine).stdout.strip() == "0"
+    assert psql(alice, mine).stdout.strip() == "1"
+    # every SECURITY DEFINER function of the catalog searches pg_temp last
+    res = psql("postgres", "SELECT count(*), count(*) FILTER (WHERE array_to_string(proconfig,"
+                           " ',') LIKE '%search_path=%pg_temp') FROM pg_proc WHERE prosecdef"
+                           " AND pronamespace = 'public'::regnamespace")
+    total, pinned = res.stdout.strip().split("|")
+    assert int(total) >= 4 and total == pinned, res.stdout + res.stderr
+
+
+def test_root_never_runs_code_from_the_callers_directory(tenants):
+    alice, a = tenants["alice"], tenants["a"]
+    node = a["node"]
+    home = Path(os.path.expanduser("~%s" % alice))
+    mark = "/tmp/pwned-%s" % alice
+    evil = home / "evil" / "oarcloud_lib"
+    evil.mkdir(parents=True)
+    payload = "import os\nopen(%r, 'w').write(str(os.geteuid()))\n" % mark
+    for module in ("__init__.py", "access.py", "nodeagent.py", "relay.py"):
+        (evil / module).write_text(payload)
+    give(alice, evil.parent)
+    for p in [evil] + list(evil.iterdir()):
+        give(alice, p)
+    # the broker runs on this node (the instance's): root's `python -m` starts here
+    res = job_shell(node, alice, "/usr/local/bin/oarcloud exec a -- true", cwd=evil.parent)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = job_shell(node, alice, "/usr/local/bin/oarcloud stop a && "
+                    "/usr/local/bin/oarcloud start a", cwd=evil.parent)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert node_exec(node, "test", "-e", mark).returncode != 0
+    assert not Path(mark).exists()
+
+
+def test_a_flattened_save_keeps_every_entry(make_user):
+    user = make_user()
+    launch(user, "--name", "deb", "--image", "bookworm", "--cores", "1")
+    oarcloud(user, "exec", "deb", "--", "sh", "-c",
+             "mkdir -p /srv/d && ln -s /srv/d /srv/l && echo kept > /srv/d/f", check=True)
+    oarcloud(user, "image", "save", "deb", "deb-flat", "--flatten", check=True)
+    launch(user, "--name", "flat", "--image", "deb-flat", "--cores", "1")
+    res = oarcloud(user, "ssh", "flat", "--", "readlink /bin /lib /sbin /srv/l; cat /srv/l/f")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.split() == ["usr/bin", "usr/lib", "usr/sbin", "/srv/d", "kept"]
+
+
+def tiny_tar(user):
+    """The tiny image as a plain tar in user's home."""
+    tarball = Path(os.path.expanduser("~%s" % user)) / "t.tar"
+    subprocess.run("zstd -dcq %s > %s" % (imagestore.path_of(image_row("tiny")["sha256"]),
+                                          tarball), shell=True, check=True)
+    return give(user, tarball)
+
+
+def test_site_image_names_cannot_be_squatted(make_user):
+    user = make_user()
+    tarball = tiny_tar(user)
+    for name in images.SITE_NAMES:
+        res = oarcloud(user, "image", "import", str(tarball), "--name", name)
+        assert res.returncode != 0 and "reserved for the site" in res.stderr, res.stderr
+    # a user's image under a name the site later builds is never adopted as the site's
+    mine = "deb99-" + user
+    oarcloud(user, "image", "import", str(tarball), "--name", mine, check=True)
+    with catalog.connect() as conn, pytest.raises(Conflict, match="belongs to user"):
+        images.ensure_site_image(conn, mine, lambda root: None, "Debian 99")
+    assert image_row(mine)["owner"] == user and image_row(mine)["visibility"] == "private"
+
+
+def test_lesser_holes_are_closed(make_user):
+    user = make_user()
+    res = oarcloud(user, "net", "create", "pub", "--cidr", "8.8.0.0/16")
+    assert res.returncode != 0 and "private range" in res.stderr, res.stderr
+    res = oarcloud(user, "image", "import", tiny_tar(user), "--name", "esc",
+                   "--description", "nice\x1b]0;owned\x07\x1b[2J")
+    assert res.returncode != 0 and "no control characters" in res.stderr, res.stderr
+    assert image_row("esc") is None
+    for name in ("oar_ro", "oarcloud_users"):
+        res = admin("user", "add", name)
+        assert res.returncode != 0 and "reserved" in res.stderr, res.stderr
+    res = oarcloud(user, "net", "list", "--json", check=True)
+    assert json.loads(res.stdout) == [] or all(n["name"] != "pub" for n in json.loads(res.stdout))
+
+
+def reach(node, dom, host, port):
+    """Whether the instance opens a TCP connection to host:port (busybox nc, 2 s)."""
+    res = in_instance(node, dom, "sh", "-c", "nc -w 2 %s %s </dev/null && echo open" % (host, port))
+    return "open" in res.stdout
+
+
+def test_instances_do_not_reach_the_sites_own_services(tenants):
+    """From root in an instance: the server's PostgreSQL, another node's and its own
+    node's OAR sshd are the site's, not the tenants'.  The node itself reaches them
+    (they are up); the instance's connections are dropped."""
+    b = tenants["b"]
+    node, dom = b["node"], domain(b)
+    other = [n for n in ("node-1", "node-2") if n != node][0]
+    addresses = {n: run(["getent", "ahostsv4", n], check=True).stdout.split()[0]
+                 for n in (node, other)}
+    server = config.load().server_address
+    for host, port in ((server, 5432), (addresses[other], 6667), (addresses[node], 6667)):
+        up = node_exec(node, "timeout", "3", "bash", "-c",
+                       "exec 3<>/dev/tcp/%s/%s && echo open" % (host, port))
+        assert "open" in up.stdout, (host, port, up.stderr)
+        assert not reach(node, dom, host, port), (host, port)
+    # the instance still reaches its own network (its gateway answers pings)
+    res = in_instance(node, dom, "sh", "-c", "ip route | awk '/default/ {print $3}'")
+    gateway = res.stdout.strip()
+    assert in_instance(node, dom, "ping", "-c", "1", "-W", "2", gateway).returncode == 0
