@@ -172,17 +172,25 @@ def _end_jobs(name, runner, timeout=90):
                        % ", ".join(map(str, _user_jobs(name, runner))))
 
 
-def _images_to_drop(conn, name):
-    """Checksums of the account's images; refuses while another user's layer
-    stands on one of them (it would lose its parent)."""
-    deps = conn.execute("SELECT c.name, c.owner, c.parent FROM images c JOIN images p"
-                        " ON c.parent = p.name WHERE p.owner = %s AND c.depth > 0"
-                        " AND c.owner IS DISTINCT FROM %s ORDER BY c.name", (name, name)).fetchall()
-    if deps:
-        raise Conflict(what="user %s" % name, detail="image %s of %s is a layer over %s's image "
-                       "%s: it must go first; nothing changed" % (deps[0][0], deps[0][1] or "the site",
-                                                                  name, deps[0][2]))
-    return [r[0] for r in conn.execute("SELECT sha256 FROM images WHERE owner = %s", (name,))]
+def _images_to_keep(conn, name):
+    """Names of the account's images that others still need (public, shared,
+    under another user's live instance or layer, or the parent of one of
+    those): they go to the site instead of being deleted."""
+    keep = {r[0] for r in conn.execute(
+        "SELECT i.name FROM images i WHERE i.owner = %s AND (i.visibility = 'public'"
+        " OR EXISTS (SELECT 1 FROM image_shares s WHERE s.image = i.name AND s.account <> %s)"
+        " OR EXISTS (SELECT 1 FROM instances n WHERE n.image = i.name AND n.owner <> %s"
+        "            AND n.state NOT IN ('deleted', 'failed'))"
+        " OR EXISTS (SELECT 1 FROM images c WHERE c.parent = i.name"
+        "            AND c.owner IS DISTINCT FROM %s))", (name, name, name, name))}
+    own = dict(conn.execute("SELECT name, parent FROM images WHERE owner = %s", (name,)))
+    todo = list(keep)
+    while todo:  # a kept layer keeps the chain of the account's images it stands on
+        parent = own.get(todo.pop())
+        if parent in own and parent not in keep:
+            keep.add(parent)
+            todo.append(parent)
+    return sorted(keep)
 
 
 def delete(name, conn=None, runner=LOCAL):
@@ -192,9 +200,15 @@ def delete(name, conn=None, runner=LOCAL):
         row = _row(conn, name)
         if row is None:
             raise NotFound(what="oarcloud user", name=name)
-        theirs = _images_to_drop(conn, name)
         _end_jobs(name, runner)
         with conn.transaction():
+            kept = _images_to_keep(conn, name)
+            if kept:
+                conn.execute("UPDATE images SET owner = NULL WHERE name = ANY(%s)", (kept,))
+                LOG.warning("user %s: images %s go to the site (others use them)", name,
+                            ", ".join(kept))
+            theirs = [r[0] for r in conn.execute("SELECT sha256 FROM images WHERE owner = %s",
+                                                 (name,))]
             conn.execute("DELETE FROM accounts WHERE name = %s", (name,))
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
             if row["unix_created"] and _unix_user(name) is not None:

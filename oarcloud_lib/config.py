@@ -34,7 +34,17 @@ class SiteConfig:
     # Prometheus (host:port), minutes before a walltime's end users are told.
     monitor_interval: int = 5
     monitor_listen: str = "127.0.0.1:9465"
+    # What Prometheus sends (Authorization: Bearer ...): any user of the server
+    # can reach the port, and the metrics are every tenant's.  Also in
+    # /etc/oarcloud/monitor.token, for Prometheus' credentials_file.
+    monitor_token: str = ""
     walltime_warning: int = 10
+    # Processes an instance may have (its pids cgroup), and memory an instance
+    # may have per core it holds: OAR schedules cores, so memory per core
+    # bounds what the instances of a node take together (set it to the nodes'
+    # memory per core, less what the node itself needs).
+    instance_pids_max: int = 4096
+    memory_per_core: int = 4 << 30
     # Isolation (docs/security.md).  Instances may not reach the site's own
     # ranges (the nodes' underlay, the server, link-local) unless listed here
     # ("CIDR" or "CIDR:PORT" or "CIDR:PORT/PROTO").
@@ -47,7 +57,8 @@ class SiteConfig:
     notify_allow_cidrs: list = field(default_factory=list)
 
     def fill_secrets(self):
-        for name in ("oar_db_password", "oar_db_ro_password", "catalog_password"):
+        for name in ("oar_db_password", "oar_db_ro_password", "catalog_password",
+                     "monitor_token"):
             if not getattr(self, name):
                 setattr(self, name, secrets.token_hex(16))
 

@@ -35,8 +35,11 @@ def nodes_from_nodefile(text):
     return dict(Counter(line.strip() for line in text.splitlines() if line.strip()))
 
 
-def plan(job_id, owner, spec, node_cores, default_image):
-    """The instance rows of a job (without addresses).  Raises Refused."""
+def plan(job_id, owner, spec, node_cores, default_image, memory_per_core=None):
+    """The instance rows of a job (without addresses); with memory_per_core
+    (bytes), no instance has more memory than that for each of its cores: OAR
+    schedules cores, so the instances of a node never hold more memory together
+    than its cores' share.  Raises Refused."""
     nodes = list(node_cores)
     if not nodes:
         raise Refused(detail="the job has no nodes")
@@ -53,6 +56,10 @@ def plan(job_id, owner, spec, node_cores, default_image):
             raise Refused(detail="%d instance(s) of %d cores do not fit in the %d core(s) the "
                                  "job has on %s" % (per_node[node], spec.cores, have, node))
         cores = spec.cores or max(1, have // per_node[node])
+        if memory_per_core and memory > cores * memory_per_core:
+            raise Refused(detail="%d MiB of memory for %d core(s): at most %d MiB per core "
+                                 "(memory_per_core): ask for more cores or less memory"
+                          % (memory >> 20, cores, memory_per_core >> 20))
         name = instance_name(spec.name, count, idx) if spec.name else domain_name(job_id, idx)
         rows.append({"domain": domain_name(job_id, idx), "job_id": job_id, "idx": idx,
                      "name": name, "owner": owner, "node": node,

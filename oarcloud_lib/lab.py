@@ -147,7 +147,7 @@ class Lab:
         info = cluster.info()
         files = [str(HOSTS_FILE), str(paths.OAR_CONF), info["config"]["hba_file"],
                  str(Path(info["pgdata"]) / "postgresql.auto.conf"), str(paths.SITE_CONF),
-                 str(oarssh.OAR_SSH_CONFIG)]
+                 str(paths.MONITOR_TOKEN), str(oarssh.OAR_SSH_CONFIG)]
         backup = self.root / "backup"
         backup.mkdir(parents=True, exist_ok=True)
         saved = {}

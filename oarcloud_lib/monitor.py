@@ -29,6 +29,7 @@ stays short (a full batch runs again at the next cycle).
 """
 import collections
 import concurrent.futures
+import hmac
 import http.server
 import json
 import logging
@@ -454,6 +455,14 @@ class Monitor:
         if max(deleted.values(), default=0) >= PRUNE_BATCH:
             self.last_prune = now - PRUNE_EVERY
 
+    def authorized(self, header):
+        """Whether an Authorization header carries the site's monitor token (every
+        user of the server reaches the port; the metrics are every tenant's)."""
+        token = self.conf.monitor_token
+        scheme, _, given = header.partition(" ")
+        return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), token.encode())
+
     def serve_http(self):
         host, _, port = self.listen.rpartition(":")
         monitor = self
@@ -462,6 +471,12 @@ class Monitor:
             def do_GET(self):  # noqa: N802 - the http.server API
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404, "see /metrics")
+                    return
+                if not monitor.authorized(self.headers.get("Authorization", "")):
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Bearer realm="oarcloud"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 body = monitor.prometheus().encode()
                 self.send_response(200)

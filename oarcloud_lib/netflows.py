@@ -59,9 +59,11 @@ def render(ports, networks):
 
     ports: [{"ofport", "tag", "pairs": [(mac, ip)], "vpn"}] local instance/VPN ports;
     networks: [{"tag", "vni", "gateway", "gateway_mac", "gw_ofport",
-                "tunnels": [ofport], "members": [{"mac", "ip", "ofport", "tunnel"}],
+                "members": [{"mac", "ip", "ofport", "tunnel"}],
                 "rules": [rule dicts]}] where a member has ofport (local) or
-    tunnel (the ofport of the tunnel to its node).
+    tunnel (the ofport of the tunnel to its node).  A tunnel delivers only its
+    node's members of the network, by their MAC and address, with the
+    network's VNI: nothing from another node, network or identity.
     """
     for n in networks:
         n["egress"] = [m for r in n["rules"] if r["direction"] == "egress"

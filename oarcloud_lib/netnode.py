@@ -28,10 +28,10 @@ import logging
 import socket
 from pathlib import Path
 
-from oarcloud_lib import catalog, config, netflows, networks, ovs, templating, vpn
+from oarcloud_lib import catalog, config, netflows, networks, ovs, paths, templating, vpn
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError
-from oarcloud_lib.nodesetup import INTEGRATION_BRIDGE
+from oarcloud_lib.nodesetup import INTEGRATION_BRIDGE, UNDERLAY_BRIDGE, ovs_datapath
 from oarcloud_lib.oarssh import this_node
 
 LOG = logging.getLogger("oarcloud.netnode")
@@ -42,7 +42,9 @@ NODE_RULES_DIGEST = Path("/run/oarcloud/net/node-iptables.digest")
 # Per-network link between a gateway namespace and the node: a /30 of this range.
 LINK_RANGE = ipaddress.ip_network("169.254.0.0/18")
 MTU = 1450
-CHAINS = {"nat": ("PREROUTING", "OUTPUT", "POSTROUTING"), "filter": ("INPUT", "FORWARD")}
+CHAINS = {"nat": ("PREROUTING", "OUTPUT", "POSTROUTING"),
+          "filter": ("INPUT", "FORWARD", "OUTPUT")}
+VXLAN_PORT = 4789  # the IANA port, Open vSwitch's default for type=vxlan
 
 
 def gw_port(vni):
@@ -202,9 +204,10 @@ def _forwarding():
         knob.write_text("1\n")
 
 
-def _node_iptables(gateways, exposures, runner):
-    """This node's OC-* chains: NAT of the gateways' links, published ports; or,
-    when there is nothing to serve, no chain at all."""
+def _node_iptables(gateways, exposures, peers, runner):
+    """This node's OC-* chains: NAT of the gateways' links, published ports,
+    VXLAN from peers (addresses) only and never from a user's socket; or, when
+    there is nothing to serve, no chain at all."""
     listed = {table: _chains(table, runner) for table in CHAINS}
     have = "-N OC-POSTROUTING" in listed["nat"]
     if not gateways:
@@ -219,7 +222,8 @@ def _node_iptables(gateways, exposures, runner):
     _forwarding()
     text = templating.render("node-iptables.j2", gateways=gateways, exposures=exposures,
                              link_range=str(LINK_RANGE),
-                             egress=networks.egress_policy(config.load()))
+                             egress=networks.egress_policy(config.load()),
+                             peers=sorted(set(peers)), vxlan_port=VXLAN_PORT)
     digest = _digest(text)
     try:
         same = have and NODE_RULES_DIGEST.read_text() == digest
@@ -251,7 +255,8 @@ def prepare(conn=None, runner=LOCAL):
     with _locked(), catalog.session(conn) as conn:
         nics, nets, _, exposures, _ = catalog_view(conn, this_node())
         hosted = {n["network"] for n in nics if n["node"] == this_node()}
-        _gateways(nets, hosted, exposures, interfaces(runner), runner)
+        _gateways(nets, hosted, exposures, interfaces(runner),
+                  _peers(nics, hosted, this_node()), runner)
 
 
 def clear(runner=LOCAL):
@@ -260,7 +265,32 @@ def clear(runner=LOCAL):
         return _apply(([], {}, {}, [], []), runner)
 
 
-def _gateways(nets, hosted, exposures, ifaces, runner):
+def _peers(nics, hosted, node):
+    """{node: underlay address} of the other nodes that host networks hosted here."""
+    return {n["node"]: socket.gethostbyname(n["node"]) for n in nics
+            if n["network"] in hosted and n["node"] and n["node"] != node}
+
+
+def _underlay_flows(peers, runner):
+    """On a userspace datapath, the underlay bridge takes VXLAN from peers
+    (addresses) only (the kernel datapath's tunnels are guarded by OC-INPUT)."""
+    if ovs_datapath() != "netdev" or UNDERLAY_BRIDGE not in ovs.bridges(runner):
+        return
+    text = templating.render("underlay-flows.j2", ports=ovs.ports(UNDERLAY_BRIDGE, runner),
+                             peers=sorted(set(peers)), vxlan_port=VXLAN_PORT)
+    digest = _digest(text)
+    try:
+        if paths.UNDERLAY_FLOWS_DIGEST.read_text() == digest:
+            return
+    except OSError:
+        pass
+    paths.UNDERLAY_FLOWS_DIGEST.unlink(missing_ok=True)
+    runner.run(["ovs-ofctl", "--bundle", "replace-flows", UNDERLAY_BRIDGE, "-"], stdin=text)
+    paths.UNDERLAY_FLOWS_DIGEST.parent.mkdir(parents=True, exist_ok=True)
+    paths.UNDERLAY_FLOWS_DIGEST.write_text(digest)
+
+
+def _gateways(nets, hosted, exposures, ifaces, peers, runner):
     """Tags, gateways and node NAT chains for the hosted networks; returns
     ({vni: tag}, whether a gateway port was made or changed)."""
     tags = _allocate_tags({nets[i]["vni"] for i in hosted}, _tags(ifaces))
@@ -276,7 +306,7 @@ def _gateways(nets, hosted, exposures, ifaces, runner):
                 for v, t in sorted(tags.items())]
     _node_iptables(gateways, [dict(e, gw=str(link_addresses(tags[nets[e["network"]]["vni"]])[1]))
                               for e in exposures if nets[e["network"]]["vni"] in tags],
-                   runner)
+                   peers.values(), runner)
     return tags, changed
 
 
@@ -288,7 +318,9 @@ def _apply(view, runner):
     local = [n for n in nics if n["node"] == node and n["port"] in ifaces]
     hosted = {n["network"] for n in local}
     # changed: a port added or removed, ofports to read again
-    tags, changed = _gateways(nets, hosted, exposures, ifaces, runner)
+    peers = _peers(nics, hosted, node)
+    tags, changed = _gateways(nets, hosted, exposures, ifaces, peers, runner)
+    _underlay_flows(peers.values(), runner)
     for name, i in ifaces.items():
         vni = i["external_ids"].get("oc-vni")
         if name.startswith("gw-") and vni and int(vni) not in tags:
@@ -299,10 +331,6 @@ def _apply(view, runner):
         if vni.isdigit() and int(vni) not in tags:
             remove_gateway(int(vni), runner)
     # Tunnels to the nodes hosting the same networks.
-    peers = {}
-    for n in nics:
-        if n["network"] in hosted and n["node"] and n["node"] != node:
-            peers[n["node"]] = socket.gethostbyname(n["node"])
     wanted = {ovs.tunnel_port_name(ip): ip for ip in peers.values()}
     for port, ip in wanted.items():
         if port not in ifaces:
@@ -360,7 +388,6 @@ def _flows(nics, nets, rules, hosted, tags, ifaces, node, peers):
         out.append({"tag": tags[vni], "vni": vni, "gateway": net["gateway"],
                          "gateway_mac": networks.mac_for(vni, cidr, net["gateway"]),
                          "gw_ofport": gw if gw > 0 else None,
-                         "tunnels": sorted({t for t in tunnel_of.values() if t > 0}),
                          "members": members, "rules": rules.get(net_id, [])})
     return netflows.render(sorted(ports.values(), key=lambda p: p["ofport"]), out)
 

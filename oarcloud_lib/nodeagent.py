@@ -39,12 +39,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from oarcloud_lib import (access, catalog, commands, config, idmap, imagecache, images, instances,
-                          joblog, jobspec, layer, netnode, networks, oarssh, ovs, paths, rootfs,
-                          saves)
+                          joblog, jobspec, layer, limits, netnode, networks, oarssh, ovs, paths,
+                          rootfs, saves)
 from oarcloud_lib.accounts import NAME_RE as USER_RE
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.driver import DomainSpec, LxcDriver
-from oarcloud_lib.errors import Conflict, OarcloudError, Refused
+from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, Refused
 from oarcloud_lib.oar import job_facts
 from oarcloud_lib.nodesetup import INTEGRATION_BRIDGE, ovs_datapath
 from oarcloud_lib.oarssh import this_node
@@ -104,8 +104,11 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
     def one(row):
         if row["state"] != "running":
             return _create_one(job_id, row, nics[row["domain"]], conn, driver, owner, key,
-                               hosts, stacks[row["image"]], uid_base, runner)
-    with imagecache.using():
+                               hosts, stacks[row["image"]], userns, conf.instance_pids_max,
+                               runner)
+    # One user namespace carries the owner's uid mapping for all their instances here.
+    with imagecache.using(), (idmap.Userns(uid_base) if rows else contextlib.nullcontext()) \
+            as userns:
         stacks = {image: image_stack(conn, image, owner)
                   for image in sorted({r["image"] for r in rows})}
         # A few at a time: a domain start waits on libvirt and the kernel, not
@@ -133,10 +136,13 @@ def image_stack(conn, image, owner):
             [c["sha256"] for c in chain])
 
 
-def _create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, uid_base, runner):
+def _create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, userns, pids_max,
+                runner):
     instances.set_state(conn, row["domain"], "creating")
     t_root = time.monotonic()
-    root = rootfs.prepare(row["domain"], *stack, uid_base=uid_base, runner=runner)
+    uid_base = userns.base
+    root = rootfs.prepare(row["domain"], *stack, uid_base=uid_base, runner=runner,
+                          userns=userns)
     rootfs.write_file(root, "/etc/hostname", row["name"] + "\n")
     rootfs.write_file(root, "/etc/hosts", hosts)
     if key:
@@ -156,6 +162,7 @@ def _create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, uid_b
     if guest.state() != "running":
         raise OarcloudError("instance %s did not start (state %s)" % (row["name"], guest.state()))
     tune_nics(guest.init_pid(), len(spec.nics), runner)
+    limits.limit_pids(guest.init_pid(), pids_max)
     return row, guest, "root %.3fs, domain start %.3fs, nics %.3fs" % (
         t_start - t_root, t_started - t_start, time.monotonic() - t_started)
 
@@ -221,6 +228,7 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
         save = saves.pending(conn, domain) if conn is not None else None
         if libvirt_error is None:
             driver.remove(domain, at_once=save is None)
+            limits.release(domain)
         for port in ports:
             if NIC_SUFFIX.sub("", port) == domain:
                 ovs.delete_port(INTEGRATION_BRIDGE, port, runner)
@@ -274,6 +282,7 @@ def power(domain, verb, grace=10.0):
         if state != "running":
             guest.start()
             tune_nics(guest.init_pid(), guest.nic_count())
+            limits.limit_pids(guest.init_pid(), config.load().instance_pids_max)
             wait_for_sshd([guest])
     elif verb == "stop":
         if state == "running":
@@ -285,6 +294,7 @@ def power(domain, verb, grace=10.0):
             while guest.state() == "running" and time.monotonic() < deadline:
                 time.sleep(0.2)
             guest.destroy()
+            limits.release(domain)
     elif verb == "reboot":
         power(domain, "stop", grace)
         power(domain, "start")
@@ -473,6 +483,20 @@ def _one_line(text):
     return (tail[-1] if tail else "unknown error")[:300]
 
 
+def _refuse(job_id):
+    """End a job whose request was refused (the user's input, not a fault of the
+    node) without failing the prologue: OAR would mark all its nodes Suspected.
+    The job is deleted as OAR's own user (who may delete any job) and the
+    prologue succeeds; OAR then kills it before its command starts."""
+    res = LOCAL.run(["runuser", "-u", "oar", "--", "oardel", str(job_id)], check=False,
+                    timeout=60)
+    if res.code != 0:
+        LOG.error("job %s: oardel failed (%s): failing the prologue instead", job_id,
+                  _one_line(res.err or res.out))
+        return 1
+    return 0
+
+
 def prologue(job_id, nodefile):
     """Allocate the job's instances and create them on all its nodes; 0 on success."""
     conf = config.load()
@@ -489,7 +513,8 @@ def prologue(job_id, nodefile):
             nets = instances.resolve_networks(conn, owner, spec.networks,
                                               conf.default_network_cidr,
                                               networks.reserved_ranges(conf))
-            planned = instances.plan(job_id, owner, spec, node_cores, conf.default_image)
+            planned = instances.plan(job_id, owner, spec, node_cores, conf.default_image,
+                                     conf.memory_per_core)
             wanted = saves.names_on_exit(spec, len(planned))
             for name in wanted:
                 images.check_new_name(conn, name)
@@ -498,6 +523,8 @@ def prologue(job_id, nodefile):
         except OarcloudError as e:
             LOG.error("job %s refused: %s", job_id, e)
             print("oarcloud: %s" % e, file=sys.stderr)
+            if isinstance(e, (Refused, NotFound, Conflict)):
+                return _refuse(job_id)
             return 1
         nodes = sorted({r["node"] for r in rows})
         LOG.info("job %s: creating %d instance(s) on %s", job_id, len(rows), ", ".join(nodes))

@@ -96,6 +96,7 @@ def ensure_ovs(runner):
             "--pidfile=%s" % DAEMONS["ovs-vswitchd"], "--detach",
             "--log-file=/var/log/openvswitch/ovs-vswitchd.log"],
             DAEMONS["ovs-vswitchd"], "ovs-vswitchd")
+        paths.UNDERLAY_FLOWS_DIGEST.unlink(missing_ok=True)  # its flows are gone
         changed = True
     return changed
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 ETC = Path(os.environ.get("OARCLOUD_ETC", "/etc/oarcloud"))
 SITE_CONF = ETC / "oarcloud.conf"
+MONITOR_TOKEN = ETC / "monitor.token"  # Prometheus' credentials_file (0600)
 STATE = Path("/var/lib/oarcloud")
 # The server's image store: nodes read it (NFS on a real site, the shared
 # filesystem in the lab) and copy what they use into their own cache.
@@ -18,6 +19,9 @@ HOOKS_INSTALL_DIR = Path("/usr/local/lib/oarcloud/hooks")
 OAR_CONF = Path("/etc/oar/oar.conf")
 LAB = Path("/var/lib/oarcloud-lab")
 HEAL_LOCKS = Path("/run/oarcloud/heal")
+# The digest of the flows netnode last wrote on the underlay bridge (a new
+# ovs-vswitchd starts without them: setup node drops it then).
+UNDERLAY_FLOWS_DIGEST = Path("/run/oarcloud/net/underlay-flows.digest")
 # Hooks run as root with whatever environment OAR and oardodo pass: they use
 # this PATH, never the inherited one (ethtool, ip and friends live in sbin).
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -12,6 +12,7 @@ another tenant.
     /var/lib/oarcloud/instances/<domain>/  0700, owned by the tenant's instance root
         upper/ work/ root/ layers          (libvirt_lxc sets up the root as that uid)
 """
+import contextlib
 import logging
 import os
 import shutil
@@ -36,11 +37,13 @@ def base_of(path):
     return os.lstat(path).st_uid
 
 
-def prepare(domain, lowers, layers, uid_base, base=paths.INSTANCES, runner=LOCAL):
+def prepare(domain, lowers, layers, uid_base, base=paths.INSTANCES, runner=LOCAL, userns=None):
     """Mount the instance's overlay root over lowers (cache entries, top first),
-    each seen in the tenant's uid range uid_base; returns its path.  layers (their
-    checksums) are recorded so that the cache keeps them while the instance
-    exists.  Idempotent.  Raises NotReady (no idmapped mounts here)."""
+    each seen in the tenant's uid range uid_base (through userns, an
+    idmap.Userns of that range, when the caller holds one for several
+    instances); returns its path.  layers (their checksums) are recorded so
+    that the cache keeps them while the instance exists.  Idempotent.  Raises
+    NotReady (no idmapped mounts here)."""
     paths.ensure_dir(base, 0o711)
     d = instance_dir(domain, base)
     root = d / "root"
@@ -59,7 +62,7 @@ def prepare(domain, lowers, layers, uid_base, base=paths.INSTANCES, runner=LOCAL
     seen = []
     _unmount_lowers(d, runner)  # what a killed run may have left
     try:
-        with idmap.Userns(uid_base) as ns:
+        with contextlib.nullcontext(userns) if userns else idmap.Userns(uid_base) as ns:
             for i, lower in enumerate(lowers):
                 target = d / ("lower%d" % i)
                 target.mkdir(exist_ok=True)

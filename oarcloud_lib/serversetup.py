@@ -56,6 +56,19 @@ def oar_settings(conf):
     }
 
 
+def ensure_token_file(conf, path=paths.MONITOR_TOKEN):
+    """The monitor's token alone in a file (0600) for Prometheus' credentials_file;
+    True if changed."""
+    if path.exists() and path.read_text().strip() == conf.monitor_token \
+            and path.stat().st_mode & 0o077 == 0:
+        return False
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(conf.monitor_token + "\n")
+    os.chmod(path, 0o600)
+    return True
+
+
 def ensure_store(store=paths.IMAGE_STORE):
     """The image store, read by root on the nodes only: the directory 0700, its
     files 0600 (also those an older version wrote 0644); True if changed."""
@@ -113,6 +126,7 @@ def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL
     conf.oar_db_ro_password = conf.oar_db_ro_password or existing.get("DB_BASE_PASSWD_RO", "")
     conf.fill_secrets()
     progress.step("site config %s" % paths.SITE_CONF, config.save(conf))
+    progress.step("Prometheus token %s" % paths.MONITOR_TOKEN, ensure_token_file(conf))
     # Nodes (and this server through its cluster address) log in as OAR's
     # and the catalog's roles only, with a password.
     hba = ["host all oar,oar_ro,%s %s scram-sha-256" % (conf.catalog_user, nodes_cidr)] \

@@ -14,6 +14,7 @@ network, not the gateway.  A client without its file in the endpoint's
 client-config-dir is refused (ccd-exclusive), which is how deleting the
 network or the client locks it out.
 """
+import grp
 import ipaddress
 import logging
 import os
@@ -31,6 +32,8 @@ from oarcloud_lib.nodesetup import INTEGRATION_BRIDGE
 
 LOG = logging.getLogger("oarcloud.vpn")
 RUN = Path("/run/oarcloud/vpn")
+# What an endpoint runs as once its TAP device is open (templates/vpn-server.conf.j2).
+SERVER_USER, SERVER_GROUP = "nobody", "nogroup"
 UDP_PORTS = (40000, 40999)
 DAYS = 3650
 
@@ -172,7 +175,12 @@ def ensure_endpoints(wanted, runner=LOCAL):
         d = RUN / str(ep["vni"])
         keep.add(d.name)
         (d / "ccd").mkdir(parents=True, exist_ok=True)
-        os.chmod(d, 0o700)
+        # The server drops root for nobody:nogroup and still reads ccd/ (not
+        # server.conf, 0600, which holds its key and was read as root).
+        nogroup = grp.getgrnam(SERVER_GROUP).gr_gid
+        for path, mode in ((d, 0o710), (d / "ccd", 0o750)):
+            os.chown(path, 0, nogroup)
+            os.chmod(path, mode)
         clients = {c["name"] for c in ep["clients"]}
         for f in (d / "ccd").iterdir():
             if f.name not in clients:
@@ -182,7 +190,8 @@ def ensure_endpoints(wanted, runner=LOCAL):
                    0o644)
         tap = tap_name(ep["vni"])
         _write(d / "server.conf", templating.render("vpn-server.conf.j2", ep=ep, dir=str(d),
-                                                    tap=tap))
+                                                    tap=tap, user=SERVER_USER,
+                                                    group=SERVER_GROUP))
         if _running(d / "pid") is None:
             runner.run(["openvpn", "--daemon", "oarcloud-vpn-%d" % ep["vni"], "--config",
                         str(d / "server.conf")])

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import admin, as_user, node_exec, run
+from conftest import ADMIN, admin, as_user, node_exec, run, wait_job
 from test_images import give, image_row
 from test_instances import in_instance, instance_init, launch, oarcloud
 
-from oarcloud_lib import catalog, config, idmap, images, imagestore, paths
+from oarcloud_lib import catalog, config, idmap, images, imagestore, limits, paths
 from oarcloud_lib.errors import Conflict
 
 
@@ -80,6 +80,204 @@ def tenants(lab):
 
 def domain(row):
     return "oc%d-0" % row["job_id"]
+
+
+def test_a_flattened_save_keeps_every_entry(make_user):
+    user = make_user()
+    launch(user, "--name", "deb", "--image", "bookworm", "--cores", "1")
+    oarcloud(user, "exec", "deb", "--", "sh", "-c",
+             "mkdir -p /srv/d && ln -s /srv/d /srv/l && echo kept > /srv/d/f", check=True)
+    oarcloud(user, "image", "save", "deb", "deb-flat", "--flatten", check=True)
+    launch(user, "--name", "flat", "--image", "deb-flat", "--cores", "1")
+    res = oarcloud(user, "ssh", "flat", "--", "readlink /bin /lib /sbin /srv/l; cat /srv/l/f")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.split() == ["usr/bin", "usr/lib", "usr/sbin", "/srv/d", "kept"]
+
+
+def tiny_tar(user):
+    """The tiny image as a plain tar in user's home."""
+    tarball = Path(os.path.expanduser("~%s" % user)) / "t.tar"
+    subprocess.run("zstd -dcq %s > %s" % (imagestore.path_of(image_row("tiny")["sha256"]),
+                                          tarball), shell=True, check=True)
+    return give(user, tarball)
+
+
+def test_site_image_names_cannot_be_squatted(make_user):
+    user = make_user()
+    tarball = tiny_tar(user)
+    for name in images.SITE_NAMES:
+        res = oarcloud(user, "image", "import", str(tarball), "--name", name)
+        assert res.returncode != 0 and "reserved for the site" in res.stderr, res.stderr
+    # a user's image under a name the site later builds is never adopted as the site's
+    mine = "deb99-" + user
+    oarcloud(user, "image", "import", str(tarball), "--name", mine, check=True)
+    with catalog.connect() as conn, pytest.raises(Conflict, match="belongs to user"):
+        images.ensure_site_image(conn, mine, lambda root: None, "Debian 99")
+    assert image_row(mine)["owner"] == user and image_row(mine)["visibility"] == "private"
+
+
+def test_lesser_holes_are_closed(make_user):
+    user = make_user()
+    res = oarcloud(user, "net", "create", "pub", "--cidr", "8.8.0.0/16")
+    assert res.returncode != 0 and "private range" in res.stderr, res.stderr
+    res = oarcloud(user, "image", "import", tiny_tar(user), "--name", "esc",
+                   "--description", "nice\x1b]0;owned\x07\x1b[2J")
+    assert res.returncode != 0 and "no control characters" in res.stderr, res.stderr
+    assert image_row("esc") is None
+    for name in ("oar_ro", "oarcloud_users"):
+        res = admin("user", "add", name)
+        assert res.returncode != 0 and "reserved" in res.stderr, res.stderr
+    res = oarcloud(user, "net", "list", "--json", check=True)
+    assert json.loads(res.stdout) == [] or all(n["name"] != "pub" for n in json.loads(res.stdout))
+
+
+def reach(node, dom, host, port):
+    """Whether the instance opens a TCP connection to host:port (busybox nc, 2 s)."""
+    res = in_instance(node, dom, "sh", "-c", "nc -w 2 %s %s </dev/null && echo open" % (host, port))
+    return "open" in res.stdout
+
+
+# A VXLAN packet carrying an ICMP echo of an instance's network, sent over UDP:
+# what anyone with a socket on the underlay can send.
+VXLAN_SEND = r"""
+import socket, struct, sys
+vni, dst_mac, src_mac, src_ip, dst_ip, peer, ident = sys.argv[1:8]
+def mac(m): return bytes.fromhex(m.replace(":", ""))
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b + b"\0" * (len(b) % 2)))
+    s = (s >> 16) + (s & 0xffff)
+    return ~(s + (s >> 16)) & 0xffff
+icmp = struct.pack("!BBHHH", 8, 0, 0, int(ident, 16), 1) + b"oarcloud-forged!"
+icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0,
+                 socket.inet_aton(src_ip), socket.inet_aton(dst_ip))
+ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+frame = mac(dst_mac) + mac(src_mac) + b"\x08\x00" + ip + icmp
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(5):
+    s.sendto(struct.pack("!II", 0x08000000, int(vni) << 8) + frame, (peer, 4789))
+"""
+
+
+def nic_of(domain_name):
+    with catalog.connect() as conn:
+        return dict(zip(("mac", "ip", "node", "vni"), conn.execute(
+            "SELECT c.mac, host(c.ip), c.node, n.vni FROM nics c JOIN networks n"
+            " ON n.id = c.network WHERE c.domain = %s AND c.idx = 0", (domain_name,)).fetchone()))
+
+
+def delivered(target, send):
+    """Whether the forged echo (ICMP id 0x4f43) reaches target's instance, sent by send()."""
+    ident = "%04x" % (0x4f00 + os.getpid() % 0xff)
+    init = instance_init(target["node"], target["domain"])
+    dump = subprocess.Popen(
+        [ADMIN, "lab", "exec", target["node"], "--", "nsenter", "-t", init, "-n", "--",
+         "timeout", "5", "tcpdump", "-l", "-n", "-i", "eth0", "-c", "1",
+         "icmp and icmp[4:2] = 0x%s" % ident], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        while "listening on" not in dump.stderr.readline():
+            if dump.poll() is not None:
+                raise AssertionError("tcpdump did not start")
+        send(ident)
+        out, _ = dump.communicate(timeout=20)
+    finally:
+        if dump.poll() is None:
+            dump.kill()
+            dump.wait()
+    return dump.returncode == 0 and "ICMP echo request" in out
+
+
+def test_vxlan_cannot_be_injected_into_another_tenants_network(make_user):
+    """alice's network spans both nodes.  bob, with a shell on node-1, and a
+    machine on the underlay that is no node send VXLAN into it: nothing arrives.
+    Root on node-1 (the node's own tunnel end) gets through, but only with the
+    identity of alice's instance on node-1, never a forged one."""
+    alice, bob = make_user(), make_user()
+    rows = launch(alice, "--name", "v", "--count", "2", "--nodes", "2")
+    src, dst = (dict(nic_of(domain_of(r)), domain=domain_of(r)) for r in rows)
+    assert src["node"] != dst["node"]
+    peer = run(["getent", "ahostsv4", dst["node"]], check=True).stdout.split()[0]
+
+    def sender(who, src_ip=src["ip"], where=src["node"]):
+        def send(ident):
+            argv = ["python3", "-I", "-c", VXLAN_SEND, str(dst["vni"]), dst["mac"], src["mac"],
+                    src_ip, dst["ip"], peer, ident]
+            if where is None:  # the lab's host: on the underlay, not a node
+                run(argv, check=True)
+            elif who == "root":
+                node_exec(where, *argv, check=True)
+            else:  # the node refuses to send it (EPERM): fine, so long as nothing arrives
+                node_exec(where, "runuser", "-u", who, "--", *argv)
+        return send
+    assert delivered(dst, sender("root"))                       # the packet is well formed
+    assert not delivered(dst, sender(bob))                      # a job shell on node-1
+    assert not delivered(dst, sender("root", where=None))       # the underlay, not a node
+    assert not delivered(dst, sender("root", src_ip="198.18.9.9"))  # a forged identity
+
+
+def domain_of(row):
+    return "oc%d-%d" % (row["job_id"], int(row["name"].rsplit("-", 1)[1]))
+
+
+def test_a_fork_bomb_stops_at_its_instances_limit(make_user):
+    """Root in an instance starts processes until fork fails: it stops at the
+    instance's pids limit, and the node and another tenant's instance go on."""
+    user, other = make_user(), make_user()
+    row = launch(user, "--name", "bomb", "--cores", "1", "--memory", "1G")[0]
+    calm = launch(other, "--name", "calm", "--cores", "1")[0]
+    node, dom = row["node"], "oc%d-0" % row["job_id"]
+    d = limits.pids_dir(instance_init(node, dom))
+    maximum = config.load().instance_pids_max
+    assert node_exec(node, "cat", str(d / "pids.max")).stdout.strip() == str(maximum)
+    # (its processes hold no stream of exec's: exec returns while they run)
+    oarcloud(user, "exec", "bomb", "--", "sh", "-c", "exec >/dev/null 2>&1 </dev/null; i=0; "
+             "while [ $i -lt %d ]; do sleep 600 & i=$((i+1)); done; true" % (maximum + 500),
+             timeout=300)
+    current = int(node_exec(node, "cat", str(d / "pids.current")).stdout)
+    assert maximum - 50 <= current <= maximum, current
+    assert node_exec(node, "sh", "-c", "sleep 0 & wait").returncode == 0
+    assert oarcloud(other, "exec", "calm", "--", "true").returncode == 0
+    assert calm["state"] == "running"
+    oarcloud(user, "delete", "bomb", "--wait", check=True)
+
+
+def test_deleting_a_user_keeps_the_images_others_run(make_user):
+    """alice publishes an image and shares another; bob runs the public one.
+    Deleting alice hands both to the site: bob's instance and his next launch go on."""
+    alice, bob = make_user(), make_user()
+    tarball = tiny_tar(alice)
+    for name in ("pub-" + alice, "shr-" + alice, "own-" + alice):
+        oarcloud(alice, "image", "import", tarball, "--name", name, check=True)
+    oarcloud(alice, "image", "publish", "pub-" + alice, check=True)
+    oarcloud(alice, "image", "share", "shr-" + alice, bob, check=True)
+    launch(bob, "--name", "user-of", "--image", "pub-" + alice, "--cores", "1")
+    admin("user", "del", alice, check=True)
+    assert image_row("pub-" + alice)["owner"] is None
+    assert image_row("shr-" + alice)["owner"] is None
+    assert image_row("own-" + alice) is None
+    assert imagestore.path_of(image_row("pub-" + alice)["sha256"]).exists()
+    assert oarcloud(bob, "exec", "user-of", "--", "true").returncode == 0
+    launch(bob, "--name", "again", "--image", "shr-" + alice, "--cores", "1")
+
+
+def test_a_refused_cloud_job_leaves_its_nodes_in_service(make_user):
+    """A cloud job the CLI would have refused, submitted with oarsub directly: the
+    prologue refuses it and ends it, and its node is not made Suspected (which
+    would take it from every other user until healed)."""
+    user = make_user()
+    res = as_user(user, ["oarsub", "-t", "cloud=nosuch-" + user, "-l",
+                         "nodes=1,walltime=0:05:00", "sleep 60"], check=True)
+    job_id = [l.split("=", 1)[1] for l in res.stdout.splitlines()
+              if l.startswith("OAR_JOB_ID=")][0]
+    job = wait_job(job_id)
+    assert job["state"] in ("Error", "Terminated"), job
+    states = json.loads(run(["oarnodes", "-s", "-J"], check=True).stdout)
+    assert {s for node in states.values() for s in node.values()} == {"Alive"}, states
+    with catalog.connect() as conn:
+        messages = [r[0] for r in conn.execute("SELECT message FROM job_events WHERE job_id = %s",
+                                               (int(job_id),))]
+    assert any("nosuch-" + user in m and "not found" in m for m in messages), messages
 
 
 def test_an_images_setuid_file_is_no_door_on_the_node(tenants):
@@ -172,61 +370,6 @@ def test_root_never_runs_code_from_the_callers_directory(tenants):
     assert res.returncode == 0, res.stdout + res.stderr
     assert node_exec(node, "test", "-e", mark).returncode != 0
     assert not Path(mark).exists()
-
-
-def test_a_flattened_save_keeps_every_entry(make_user):
-    user = make_user()
-    launch(user, "--name", "deb", "--image", "bookworm", "--cores", "1")
-    oarcloud(user, "exec", "deb", "--", "sh", "-c",
-             "mkdir -p /srv/d && ln -s /srv/d /srv/l && echo kept > /srv/d/f", check=True)
-    oarcloud(user, "image", "save", "deb", "deb-flat", "--flatten", check=True)
-    launch(user, "--name", "flat", "--image", "deb-flat", "--cores", "1")
-    res = oarcloud(user, "ssh", "flat", "--", "readlink /bin /lib /sbin /srv/l; cat /srv/l/f")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert res.stdout.split() == ["usr/bin", "usr/lib", "usr/sbin", "/srv/d", "kept"]
-
-
-def tiny_tar(user):
-    """The tiny image as a plain tar in user's home."""
-    tarball = Path(os.path.expanduser("~%s" % user)) / "t.tar"
-    subprocess.run("zstd -dcq %s > %s" % (imagestore.path_of(image_row("tiny")["sha256"]),
-                                          tarball), shell=True, check=True)
-    return give(user, tarball)
-
-
-def test_site_image_names_cannot_be_squatted(make_user):
-    user = make_user()
-    tarball = tiny_tar(user)
-    for name in images.SITE_NAMES:
-        res = oarcloud(user, "image", "import", str(tarball), "--name", name)
-        assert res.returncode != 0 and "reserved for the site" in res.stderr, res.stderr
-    # a user's image under a name the site later builds is never adopted as the site's
-    mine = "deb99-" + user
-    oarcloud(user, "image", "import", str(tarball), "--name", mine, check=True)
-    with catalog.connect() as conn, pytest.raises(Conflict, match="belongs to user"):
-        images.ensure_site_image(conn, mine, lambda root: None, "Debian 99")
-    assert image_row(mine)["owner"] == user and image_row(mine)["visibility"] == "private"
-
-
-def test_lesser_holes_are_closed(make_user):
-    user = make_user()
-    res = oarcloud(user, "net", "create", "pub", "--cidr", "8.8.0.0/16")
-    assert res.returncode != 0 and "private range" in res.stderr, res.stderr
-    res = oarcloud(user, "image", "import", tiny_tar(user), "--name", "esc",
-                   "--description", "nice\x1b]0;owned\x07\x1b[2J")
-    assert res.returncode != 0 and "no control characters" in res.stderr, res.stderr
-    assert image_row("esc") is None
-    for name in ("oar_ro", "oarcloud_users"):
-        res = admin("user", "add", name)
-        assert res.returncode != 0 and "reserved" in res.stderr, res.stderr
-    res = oarcloud(user, "net", "list", "--json", check=True)
-    assert json.loads(res.stdout) == [] or all(n["name"] != "pub" for n in json.loads(res.stdout))
-
-
-def reach(node, dom, host, port):
-    """Whether the instance opens a TCP connection to host:port (busybox nc, 2 s)."""
-    res = in_instance(node, dom, "sh", "-c", "nc -w 2 %s %s </dev/null && echo open" % (host, port))
-    return "open" in res.stdout
 
 
 def test_instances_do_not_reach_the_sites_own_services(tenants):

@@ -17,6 +17,8 @@ from test_faults import node_states, wait_alive
 from test_instances import NODES, launch, oarcloud
 from webhook import Webhook
 
+from oarcloud_lib import paths
+
 BURN = "timeout %d sh -c 'while :; do :; done'"
 
 
@@ -94,8 +96,15 @@ def test_the_lab_runs_the_monitor_and_serves_prometheus(lab):
              "readings from every node")
     url = "http://%s/metrics" % st["listen"]
     # rates (cpu, net) need a second reading of a probe
+    # the metrics are every tenant's: only with the site's token (what Prometheus sends)
+    token = ["-H", "Authorization: Bearer " + paths.MONITOR_TOKEN.read_text().strip()]
     text = wait_for(lambda: (lambda t: "oarcloud_node_cpu_percent{" in t and t)(
-        run(["curl", "-s", "-m", "5", url], check=True).stdout), 30, "rates in %s" % url)
+        run(["curl", "-s", "-m", "5", *token, url], check=True).stdout), 30, "rates in %s" % url)
+    denied = run(["curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", url])
+    assert denied.stdout == "401"
+    wrong = run(["curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                 "Authorization: Bearer nottheone", url])
+    assert wrong.stdout == "401"
     for n in NODES:
         assert 'oarcloud_node_alive{node="%s"} 1' % n in text
         assert 'oarcloud_node_memory_used_bytes{node="%s"}' % n in text

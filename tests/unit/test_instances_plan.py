@@ -38,3 +38,11 @@ def test_walltime_left():
     assert jobs.walltime_left(job, now=1100) == 500
     assert jobs.walltime_left(job, now=5000) == 0
     assert jobs.walltime_left(dict(job, state="Waiting"), now=1100) is None
+
+
+def test_memory_is_bounded_by_the_cores_an_instance_holds():
+    spec = jobspec.parse_types(["cloud", "cloud.count=2", "cloud.cores=1", "cloud.memory=5G"])
+    with pytest.raises(Refused, match="at most 4096 MiB per core"):
+        instances.plan(1, "alice", spec, {"n1": 2}, "tiny", memory_per_core=4 << 30)
+    spec = jobspec.parse_types(["cloud", "cloud.count=1", "cloud.cores=2", "cloud.memory=8G"])
+    assert instances.plan(1, "alice", spec, {"n1": 2}, "tiny", 4 << 30)[0]["memory"] == 8 << 30

@@ -118,7 +118,7 @@ def test_flows_isolate_and_guard_ports():
     text = netflows.render(
         [{"ofport": 5, "tag": 1, "pairs": [("0a:00:10:00:00:02", "10.0.0.2")], "vpn": False}],
         [{"tag": 1, "vni": 4096, "gateway": "10.0.0.1", "gateway_mac": "0a:00:10:00:00:01",
-          "gw_ofport": 3, "tunnels": [7],
+          "gw_ofport": 3,
           "members": [{"mac": "0a:00:10:00:00:02", "ip": "10.0.0.2", "ofport": 5},
                       {"mac": "0a:00:10:00:00:03", "ip": "10.0.0.3", "ofport": None,
                        "tunnel": 7}],
@@ -131,7 +131,14 @@ def test_flows_isolate_and_guard_ports():
     # The remote member goes through the tunnel with the network's VNI, never from a tunnel.
     assert any("reg4=0,dl_dst=0a:00:10:00:00:03,actions=set_field:4096->tun_id,output:7" in l
                for l in lines)
-    assert any(l.startswith("table=0,priority=100,in_port=7,tun_id=4096,") for l in lines)
+    # From the tunnel: only the remote member's own MAC and address, with the VNI.
+    from_tunnel = [l for l in lines if l.startswith("table=0,priority=100,in_port=7,")]
+    assert from_tunnel == [
+        "table=0,priority=100,in_port=7,tun_id=4096,dl_src=0a:00:10:00:00:03,ip,"
+        "nw_src=10.0.0.3,actions=load:1->NXM_NX_REG6[],load:1->NXM_NX_REG4[],goto_table:30",
+        "table=0,priority=100,in_port=7,tun_id=4096,dl_src=0a:00:10:00:00:03,arp,"
+        "arp_spa=10.0.0.3,arp_sha=0a:00:10:00:00:03,actions=load:1->NXM_NX_REG6[],"
+        "load:1->NXM_NX_REG4[],goto_table:30"]
     assert any("table=41" in l and "tcp,tp_dst=22" in l for l in lines)
     assert sum("priority=0,actions=drop" in l for l in lines) == 7
     assert netflows.count(text) == len(lines)

@@ -1,0 +1,118 @@
+"""Per-instance limits that libvirt's LXC driver does not set, on a node: the
+number of processes (pids cgroup), so that no instance can exhaust the node's
+process table for the others (a fork bomb stops at its own limit).
+
+libvirt puts an instance's processes in one cgroup per controller it knows
+(/proc/INIT/cgroup names them), but not in the pids controller: there it
+leaves them in libvirtd's own.  The instance then gets a pids cgroup of ours,
+at the same path as its memory cgroup (machine/lxc-PID-DOMAIN.libvirt-lxc),
+and every process of the instance is moved in; `release` removes it once the
+instance is gone.
+"""
+import logging
+import re
+from pathlib import Path
+
+from oarcloud_lib import metrics
+from oarcloud_lib.errors import NotReady
+
+LOG = logging.getLogger(__name__)
+MOVE_ROUNDS = 20
+
+
+def _groups(init_pid, proc):
+    try:
+        return metrics.parse_proc_cgroup(Path(proc, str(init_pid), "cgroup").read_text())
+    except OSError as e:
+        raise NotReady(detail="instance init %s: %s" % (init_pid, e.strerror)) from None
+
+
+def _hierarchies(groups, cgroups):
+    """(pids hierarchy root, the instance's path in it, the path of a controller
+    libvirt placed it in) for cgroup v1, or v2 (at the root or at unified/)."""
+    cgroups = Path(cgroups)
+    placed = next((groups[c] for c in ("memory", "cpu", "") if groups.get(c, "/").strip("/")),
+                  None)
+    if (cgroups / "pids" / "cgroup.procs").is_file():
+        return cgroups / "pids", groups.get("pids", "/"), placed
+    for root in (cgroups, cgroups / "unified"):
+        controllers = root / "cgroup.controllers"
+        if controllers.is_file() and "pids" in controllers.read_text().split():
+            return root, groups.get("", "/"), placed
+    raise NotReady(detail="no pids controller mounted under %s" % cgroups)
+
+
+def pids_dir(init_pid, cgroups="/sys/fs/cgroup", proc="/proc"):
+    """The instance's pids cgroup directory, or None while it is in its
+    hierarchy's root.  Raises NotReady."""
+    root, path, _ = _hierarchies(_groups(init_pid, proc), cgroups)
+    return root / path.strip("/") if path.strip("/") else None
+
+
+def _write(path, value):
+    path.write_text("%s\n" % value)
+    got = path.read_text().strip()
+    if got != str(value):
+        raise NotReady(detail="%s reads %s, not %s" % (path, got, value))
+
+
+def _procs(d):
+    try:
+        return set((d / "cgroup.procs").read_text().split())
+    except FileNotFoundError:
+        return set()
+
+
+def limit_pids(init_pid, maximum, node_share=0.5, cgroups="/sys/fs/cgroup", proc="/proc"):
+    """Cap the instance's processes at maximum (giving it a pids cgroup of its own
+    when libvirt did not), and all instances' together (their partition, e.g.
+    machine/) at node_share of the node's pid_max; values read back.  Returns
+    the instance's directory.  Raises NotReady."""
+    groups = _groups(init_pid, proc)
+    root, path, placed = _hierarchies(groups, cgroups)
+    if path.strip("/"):
+        d, source = root / path.strip("/"), None
+    elif placed:
+        d, source = root / placed.strip("/"), Path(cgroups, "memory", placed.strip("/"))
+        if not (source / "cgroup.procs").is_file():
+            source = Path(cgroups, "cpu", placed.strip("/"))
+        d.mkdir(parents=True, exist_ok=True)
+    else:
+        raise NotReady(detail="instance init %s is in no cgroup of its own" % init_pid)
+    if d.parent != root and (d.parent / "pids.max").is_file():
+        cap = max(maximum, int(int(Path(proc, "sys/kernel/pid_max").read_text()) * node_share))
+        if (d.parent / "pids.max").read_text().strip() != str(cap):
+            _write(d.parent / "pids.max", cap)
+    _write(d / "pids.max", maximum)
+    if source is not None:
+        # Every process of the instance, until none is left outside (one that
+        # forks meanwhile: its child is listed on the next round).
+        for _ in range(MOVE_ROUNDS):
+            outside = _procs(source) - _procs(d)
+            if not outside:
+                break
+            for pid in outside:
+                try:
+                    with open(d / "cgroup.procs", "a") as f:  # one pid per write
+                        f.write("%s\n" % pid)
+                except ProcessLookupError:
+                    pass
+        else:
+            raise NotReady(detail="the processes of instance init %s kept escaping %s"
+                                  % (init_pid, d))
+    return d
+
+
+def release(domain, cgroups="/sys/fs/cgroup"):
+    """Remove the (empty) pids cgroups of domain's past starts; returns how many."""
+    name = re.compile(r"^lxc-[0-9]+-%s\.libvirt-lxc\Z" % re.escape(domain))
+    removed = 0
+    for root in (Path(cgroups, "pids"), Path(cgroups), Path(cgroups, "unified")):
+        for d in (root / "machine").glob("lxc-*-%s.libvirt-lxc" % domain):
+            if name.match(d.name):
+                try:
+                    d.rmdir()
+                    removed += 1
+                except OSError as e:
+                    LOG.warning("pids cgroup %s of %s not removed: %s", d, domain, e.strerror)
+    return removed

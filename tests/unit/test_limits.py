@@ -1,0 +1,54 @@
+"""Per-instance pids limits on a fake /proc and cgroup tree (the files the kernel keeps)."""
+import pytest
+
+from oarcloud_lib import limits
+from oarcloud_lib.errors import NotReady
+
+LIBVIRT = "machine/lxc-9-oc1-0.libvirt-lxc"
+
+
+def tree(tmp_path, cgroup_lines, dirs, procs=("42", "43")):
+    proc, cg = tmp_path / "proc", tmp_path / "cgroup"
+    (proc / "42").mkdir(parents=True)
+    (proc / "42/cgroup").write_text(cgroup_lines)
+    (proc / "sys/kernel").mkdir(parents=True)
+    (proc / "sys/kernel/pid_max").write_text("100000\n")
+    for d in dirs:
+        (cg / d).mkdir(parents=True)
+        (cg / d / "cgroup.procs").write_text("")
+        if d.count("/") > 0:
+            (cg / d / "pids.max").write_text("max\n")
+    (cg / "memory" / LIBVIRT / "cgroup.procs").write_text("\n".join(procs) + "\n")
+    return proc, cg
+
+
+def test_an_instance_libvirt_left_in_the_pids_root_gets_its_own_capped_cgroup(tmp_path):
+    proc, cg = tree(tmp_path, "8:pids:/\n4:memory:/%s\n0::/\n" % LIBVIRT,
+                    ["pids", "pids/machine", "memory", "memory/machine", "memory/" + LIBVIRT])
+    assert limits.pids_dir(42, cgroups=cg, proc=proc) is None
+    d = limits.limit_pids(42, 4096, cgroups=cg, proc=proc)
+    assert d == cg / "pids" / LIBVIRT
+    assert (d / "pids.max").read_text() == "4096\n"
+    assert (cg / "pids/machine/pids.max").read_text() == "50000\n"  # half the node's pid_max
+    assert sorted((d / "cgroup.procs").read_text().split()) == ["42", "43"]  # all moved
+    # gone with the instance (a real cgroup directory is removed by rmdir alone)
+    (d / "pids.max").unlink()
+    (d / "cgroup.procs").unlink()
+    assert limits.release("oc1-0", cgroups=cg) == 1 and not d.exists()
+    assert limits.release("oc1-0", cgroups=cg) == 0
+
+
+def test_an_instance_libvirt_placed_is_capped_where_it_is(tmp_path):
+    proc, cg = tree(tmp_path, "8:pids:/%s\n4:memory:/%s\n" % (LIBVIRT, LIBVIRT),
+                    ["pids", "pids/machine", "pids/" + LIBVIRT, "memory/" + LIBVIRT])
+    d = limits.limit_pids(42, 100, cgroups=cg, proc=proc)
+    assert d == cg / "pids" / LIBVIRT and (d / "pids.max").read_text() == "100\n"
+    assert (d / "cgroup.procs").read_text() == ""  # nothing moved
+
+
+def test_an_init_in_no_cgroup_or_gone_is_refused(tmp_path):
+    proc, cg = tree(tmp_path, "8:pids:/\n4:memory:/\n", ["pids", "memory/" + LIBVIRT])
+    with pytest.raises(NotReady, match="no cgroup of its own"):
+        limits.limit_pids(42, 100, cgroups=cg, proc=proc)
+    with pytest.raises(NotReady):
+        limits.limit_pids(44, 100, cgroups=cg, proc=proc)
