@@ -8,8 +8,10 @@ owner: OAR's cpuset manager, which oarsh needs to find the job, is off on
 oarcloud sites)."""
 import json
 import os
+import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -172,14 +174,20 @@ def delivered(target, send):
     init = instance_init(target["node"], target["domain"])
     dump = subprocess.Popen(
         [ADMIN, "lab", "exec", target["node"], "--", "nsenter", "-t", init, "-n", "--",
-         "timeout", "5", "tcpdump", "-l", "-n", "-i", "eth0", "-c", "1",
+         "timeout", "8", "tcpdump", "-l", "-n", "-i", "eth0", "-c", "1",
          "icmp and icmp[4:2] = 0x%s" % ident], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     try:
         while "listening on" not in dump.stderr.readline():
             if dump.poll() is not None:
                 raise AssertionError("tcpdump did not start")
-        send(ident)
+        # A few rounds while tcpdump listens: the sender's node may first have to
+        # resolve its peer's address (the negative cases get as many chances).
+        for _ in range(6):
+            send(ident)
+            if dump.poll() is not None:
+                break
+            time.sleep(0.5)
         out, _ = dump.communicate(timeout=20)
     finally:
         if dump.poll() is None:
@@ -278,6 +286,34 @@ def test_a_refused_cloud_job_leaves_its_nodes_in_service(make_user):
         messages = [r[0] for r in conn.execute("SELECT message FROM job_events WHERE job_id = %s",
                                                (int(job_id),))]
     assert any("nosuch-" + user in m and "not found" in m for m in messages), messages
+
+
+def test_notifications_cannot_aim_at_the_sites_own_services(make_user):
+    """A user's notification URL is sent by root from the server: it may not point
+    at loopback (but the lab's allowed 127.0.0.1), link-local, private or the
+    site's addresses, set headers or long timeouts; `notify test` tells the user
+    whether it was delivered, never why not (no port scanner)."""
+    user = make_user()
+    server = config.load().server_address
+    for url, why in (("json://127.0.0.2:5432/", "loopback"),
+                     ("json://169.254.169.254/latest/", "link-local"),
+                     ("json://10.1.2.3/", "private"),
+                     ("json://%s:5432/" % server, "address"),
+                     ("json://example.org/?+X-Api-Key=1", "header"),
+                     ("json://example.org/?rto=3600", "cap"),
+                     ("windows://", "notification URL")):
+        res = oarcloud(user, "notify", "add", url)
+        assert res.returncode != 0 and why in res.stderr, (url, res.stderr)
+        assert "Traceback" not in res.stderr
+    assert json.loads(oarcloud(user, "notify", "list", "--json", check=True).stdout) == []
+    # an allowed address where nothing listens: the user hears "failed", not the reason
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    oarcloud(user, "notify", "add", "json://127.0.0.1:%d/" % closed, check=True)
+    res = oarcloud(user, "notify", "test", timeout=120)
+    assert "failed" in res.stdout + res.stderr, res.stdout + res.stderr
+    assert "refused" not in (res.stdout + res.stderr).lower(), res.stdout + res.stderr
 
 
 def test_an_images_setuid_file_is_no_door_on_the_node(tenants):
