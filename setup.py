@@ -2,18 +2,18 @@
 import glob
 import os
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="oarcloud",
     version="0.1.0",
     description="Self-service LXC instances as OAR cloud jobs",
     python_requires=">=3.11",
-    packages=["oarcloud_lib", "oarcloud_lib.migrations", "oarcloud_cli"],
+    packages=find_packages(include=["oarcloud_lib", "oarcloud_lib.*"]) + ["oarcloud_cli"],
     # The CLI entry code lives in bin/ (design card); it is installed as the
     # oarcloud_cli package so that tests can import and drive it.
     package_dir={"oarcloud_cli": "bin"},
-    package_data={"oarcloud_lib.migrations": ["*.sql"]},
+    package_data={"oarcloud_lib.catalog.migrations": ["*.sql"]},
     # templates/ and hooks/ stay top-level in the tree (design card) and are
     # installed under <prefix>/share/oarcloud; oarcloud_lib.paths finds them.
     data_files=[

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from benchlib import ADMIN, TREE, USER_CLI, VENV_PY, run, run_as
-from oarcloud_lib import catalog, images, imagestore, joblog  # noqa: E402
+from oarcloud_lib.catalog import db, images, joblog
+from oarcloud_lib.server import imagestore
 
 USER = "ocbimg"
 
@@ -32,7 +33,8 @@ USER = "ocbimg"
 DEPLOY = r"""
 import shutil, subprocess, sys, tempfile, time
 from pathlib import Path
-from oarcloud_lib import imagecache, imagestore
+from oarcloud_lib.node import imagecache
+from oarcloud_lib.server import imagestore
 sha = sys.argv[1]
 src = imagestore.path_of(sha)
 def bare():
@@ -70,7 +72,7 @@ def make_tree(name, mb):
     root = home / name
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir()
-    with catalog.connect() as conn:
+    with db.connect() as conn:
         src = imagestore.path_of(images.get(conn, "tiny")["sha256"])
     subprocess.run(["tar", "-I", "zstd", "-xf", str(src), "-C", str(root)], check=True)
     (root / "data").mkdir()
@@ -84,7 +86,7 @@ def make_tree(name, mb):
 
 
 def events(job_id):
-    with catalog.connect() as conn:
+    with db.connect() as conn:
         return joblog.events(conn, job_id)
 
 
@@ -125,13 +127,13 @@ def main():
             tree = make_tree(names[key], mb)
             took, _ = timed([USER_CLI, "image", "import", str(tree), "--name", names[key]])
             shutil.rmtree(tree)
-            with catalog.connect() as conn:
+            with db.connect() as conn:
                 row = images.get(conn, names[key])
             print("import %-10s %5d MB unpacked, %5d MB packed: %.1fs (%.0f MB/s)" % (
                 names[key], row["unpacked"] >> 20, row["size"] >> 20, took,
                 (row["unpacked"] >> 20) / took))
         # -- first deploy vs zstd -d | tar -x ------------------------------------
-        with catalog.connect() as conn:
+        with db.connect() as conn:
             big = images.get(conn, names["big"])
         res = run([ADMIN, "lab", "exec", "node-1", "--", VENV_PY, "-c", DEPLOY, big["sha256"],
                    str(args.repeat)], cwd=TREE)
@@ -171,7 +173,7 @@ def main():
                 as_user([USER_CLI, "exec", name, "--", "sh", "-c",
                          "rm -f /root/chg; head -c %d /dev/urandom > /root/chg" % (change << 20)])
                 took, _ = timed([USER_CLI, "image", "save", name, "bench-save"])
-                with catalog.connect() as conn:
+                with db.connect() as conn:
                     size = images.get(conn, "bench-save")["size"]
                 as_user([USER_CLI, "image", "delete", "bench-save"])
                 print("%-10s %6d MB %8.2fs %7d MB" % (names[key], change, took, size >> 20))

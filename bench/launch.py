@@ -18,17 +18,18 @@ from datetime import datetime
 from pathlib import Path
 
 from benchlib import ADMIN, TREE, USER_CLI, VENV_PY, run, run_as
-from oarcloud_lib import catalog, joblog  # noqa: E402
+from oarcloud_lib.catalog import db, joblog
 
 USER = "ocbench"
 
 # Run on a node: an instance-like domain started by bare virsh (no hooks, no OAR).
 BARE = r"""
 import subprocess, sys, time
-from oarcloud_lib import idmap, images, imagecache, rootfs, catalog
-from oarcloud_lib.driver import DomainSpec
-from oarcloud_lib.nodesetup import INTEGRATION_BRIDGE
-with catalog.connect() as conn:
+from oarcloud_lib.catalog import db, images
+from oarcloud_lib.node import idmap, imagecache, rootfs
+from oarcloud_lib.node.driver import DomainSpec
+from oarcloud_lib.names import INTEGRATION_BRIDGE
+with db.connect() as conn:
     sha = images.get(conn, "tiny")["sha256"]
 lower = imagecache.ensure(sha, "tiny")
 name, times = "ocbench-0", []
@@ -55,12 +56,13 @@ print(" ".join("%.4f" % t for t in times))
 
 # Run on a node: an instance's root prepared the way before per-tenant uid
 # ranges (a plain overlay on the cache entry) and as now (the layers through
-# idmapped mounts in the tenant's range, oarcloud_lib.rootfs.prepare).
+# idmapped mounts in the tenant's range, oarcloud_lib.node.rootfs.prepare).
 ROOT = r"""
 import json, os, subprocess, sys, time
-from oarcloud_lib import catalog, idmap, images, imagecache, rootfs
+from oarcloud_lib.catalog import db, images
+from oarcloud_lib.node import idmap, imagecache, rootfs
 n, image = int(sys.argv[1]), sys.argv[2]
-with catalog.connect() as conn:
+with db.connect() as conn:
     sha = images.get(conn, image)["sha256"]
 lower = imagecache.ensure(sha, image)
 base, name = idmap.tenant_base(idmap.MAX_SLOT), "ocbench-root"
@@ -119,7 +121,7 @@ def launch(count, nodes):
     # reachable: a command runs in the last instance (through the broker)
     ok = as_user([USER_CLI, "exec", rows[-1]["name"], "--", "true"]).returncode == 0
     t_reach = time.time()
-    with catalog.connect() as conn:
+    with db.connect() as conn:
         events = joblog.events(conn, job_id)
     first = stamp(next(e["at"] for e in events if "creating" in e["message"]))
     done = stamp(next(e["at"] for e in events if " node(s) in " in e["message"]))

@@ -163,7 +163,7 @@ def probe_run(node, cycles):
     err = tempfile.TemporaryFile()
     # timeout: a safety net; the probe ends at its next write once we stop reading.
     proc = subprocess.Popen([ADMIN, "lab", "exec", node, "--", "timeout", str(cycles + 60),
-                             VENV_PY, "-m", "oarcloud_lib.nodeagent", "probe", "1"],
+                             VENV_PY, "-m", "oarcloud_lib.node.agent", "probe", "1"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                             text=True, cwd=NODE_CWD)
     readings, lv = [], []

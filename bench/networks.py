@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from benchlib import ADMIN, USER_CLI, run, run_as
-from oarcloud_lib.instances import domain_name  # noqa: E402
+from oarcloud_lib.catalog.instances import domain_name  # noqa: E402
 
 USER = "ocbnet"
 NODES = ("node-1", "node-2")

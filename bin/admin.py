@@ -44,7 +44,7 @@ class SetupServer(Command):
                                 help="network the nodes connect from (PostgreSQL access)")
 
     def run_command(self):
-        from oarcloud_lib import serversetup
+        from oarcloud_lib.server import serversetup
         serversetup.setup_server(self.address, self.nodes_cidr)
 
 
@@ -61,7 +61,7 @@ class SetupNode(Command):
                                       "its addresses move onto the OVS underlay bridge br-phy")
 
     def run_command(self):
-        from oarcloud_lib import nodesetup
+        from oarcloud_lib.node import nodesetup
         nodesetup.setup_node(self.name, self.cores, self.underlay_if)
 
 
@@ -147,7 +147,7 @@ class UserAdd(Command):
     admin = cli.Flag(["--admin"], help="give the account the admin role")
 
     def run_command(self, name):
-        from oarcloud_lib import accounts
+        from oarcloud_lib.catalog import accounts
         acc, changed = accounts.add(name, key_file=self.key, admin=self.admin)
         print("user %s %s (role %s, key %s)" % (acc["name"], "added" if changed else
                                                 "already exists, nothing changed",
@@ -161,7 +161,7 @@ class UserList(Command):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self):
-        from oarcloud_lib import accounts
+        from oarcloud_lib.catalog import accounts
         rows = accounts.list_accounts()
         if self.json:
             print_json(rows)
@@ -176,7 +176,7 @@ class UserDel(Command):
     if oarcloud created it."""
 
     def run_command(self, name):
-        from oarcloud_lib import accounts
+        from oarcloud_lib.catalog import accounts
         accounts.delete(name)
         print("user %s deleted" % name)
 
@@ -197,7 +197,7 @@ class NodeHeal(Command):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self, *hosts):
-        from oarcloud_lib import healing
+        from oarcloud_lib.server import healing
         from oarcloud_lib.errors import Refused
         if not hosts or not all(healing.HOST_OK.match(h) for h in hosts):
             raise Refused(detail="give one or more node names")
@@ -222,9 +222,9 @@ class ImageAdminList(Command):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self):
-        from oarcloud_lib import catalog, images
+        from oarcloud_lib.catalog import db, images
         from oarcloud_cli.user_images import IMAGE_COLUMNS, _public
-        with catalog.connect() as conn:
+        with db.connect() as conn:
             rows = [_public(r) for r in images.list_usable(conn)]
         if self.json:
             print_json([machine(r) for r in rows])
@@ -243,9 +243,9 @@ class ImageAdminBuild(Command):
     mirror = cli.SwitchAttr(["--mirror"], str, help="Debian mirror (default: apt's)")
 
     def run_command(self):
-        from oarcloud_lib import catalog, images
+        from oarcloud_lib.catalog import db, images
         print("building %s with debootstrap %s (a few minutes)..." % (self.name, self.debootstrap))
-        with catalog.connect() as conn:
+        with db.connect() as conn:
             built = images.ensure_site_image(
                 conn, self.name, lambda root: images.build_debootstrap_rootfs(
                     root, self.debootstrap, self.mirror), "Debian %s (debootstrap)"
@@ -262,10 +262,11 @@ class ImageAdminSaves(Command):
     run = cli.Flag(["--run"], help="run the saver now, in the foreground")
 
     def run_command(self):
-        from oarcloud_lib import catalog, saves
+        from oarcloud_lib.catalog import db
+        from oarcloud_lib.server import saves
         if self.run:
             saves.work(window=0)
-        with catalog.connect() as conn:
+        with db.connect() as conn:
             rows = saves.select(conn)
         for r in rows:
             r.update(created=str(r["created"]), updated=str(r["updated"]),
@@ -295,7 +296,7 @@ class MonitorRun(Command):
                               help="seconds between readings (default: monitor_interval)")
 
     def run_command(self):
-        from oarcloud_lib import monitor
+        from oarcloud_lib.server import monitor
         return monitor.main(self.interval)
 
 
@@ -304,7 +305,7 @@ class MonitorStart(Command):
     """Start the monitor in the background (idempotent; restarts it after an upgrade)."""
 
     def run_command(self):
-        from oarcloud_lib import monitor
+        from oarcloud_lib.server import monitor
         started = monitor.ensure_running()
         print("monitor %s (pid %d)" % ("started" if started else "already running",
                                       monitor.running_pid()))
@@ -315,7 +316,7 @@ class MonitorStop(Command):
     """Stop the background monitor (idempotent)."""
 
     def run_command(self):
-        from oarcloud_lib import monitor
+        from oarcloud_lib.server import monitor
         print("monitor stopped" if monitor.stop() else "monitor was not running")
 
 
@@ -328,7 +329,7 @@ class MonitorStatus(Command):
     def run_command(self):
         import time
 
-        from oarcloud_lib import monitor
+        from oarcloud_lib.server import monitor
         st = monitor.status()
         if self.json:
             print_json(st or {"running": False})
@@ -356,8 +357,8 @@ class Admins:
         return None
 
     def connect(self):
-        from oarcloud_lib import catalog
-        return catalog.connect()
+        from oarcloud_lib.catalog import db
+        return db.connect()
 
 
 @Admin.subcommand("metrics")
@@ -371,8 +372,8 @@ class MetricsAdmin(Command):
     plot = cli.SwitchAttr(["--plot"], str, help="write a chart to this PNG file")
 
     def run_command(self, node):
-        from oarcloud_lib import catalog
-        with catalog.connect() as conn:
+        from oarcloud_lib.catalog import db
+        with db.connect() as conn:
             show_metrics(conn, "node", node, "node %s" % node, self.metric, self.since,
                          self.json, self.plot)
 
@@ -392,9 +393,11 @@ class AlarmAdminCreate(Admins, AlarmCreate):
     node = cli.SwitchAttr(["--node"], str, mandatory=True, help="the node (OAR host name)")
 
     def run_command(self, name):
-        from oarcloud_lib import alarms, catalog, config, oar
+        from oarcloud_lib import config
+        from oarcloud_lib.catalog import alarms, db
+        from oarcloud_lib.tools import oar
         subjects = set(oar.resource_states())
-        with catalog.connect() as conn:
+        with db.connect() as conn:
             row = alarms.create_from_spec(conn, None, self.spec(name, self.node),
                                           config.load().monitor_interval, subjects)
         print("alarm %s created: %s" % (row["name"], alarms.describe(row)))
@@ -409,8 +412,8 @@ class AlarmAdminDelete(Command):
     """Delete an admin alarm."""
 
     def run_command(self, name):
-        from oarcloud_lib import alarms, catalog
-        with catalog.connect() as conn:
+        from oarcloud_lib.catalog import alarms, db
+        with db.connect() as conn:
             alarms.delete(conn, None, name)
         print("alarm %s deleted" % name)
 
@@ -426,8 +429,9 @@ class NotifyAdminAdd(Command):
     """Add a target (- reads the URL from stdin)."""
 
     def run_command(self, url):
-        from oarcloud_lib import catalog, notify
-        with catalog.connect() as conn:
+        from oarcloud_lib.catalog import db
+        from oarcloud_lib.server import notify
+        with db.connect() as conn:
             row, added = notify.add_target(conn, None, read_url(url))
         print("target %d: %s (%s)" % (row["id"], notify.redact(row["url"]),
                                      "added" if added else "already there"))
@@ -438,8 +442,9 @@ class NotifyAdminDel(Command):
     """Remove a target by id or URL."""
 
     def run_command(self, ref):
-        from oarcloud_lib import catalog, notify
-        with catalog.connect() as conn:
+        from oarcloud_lib.catalog import db
+        from oarcloud_lib.server import notify
+        with db.connect() as conn:
             notify.delete_target(conn, None, read_url(ref))
         print("target removed")
 
@@ -449,8 +454,9 @@ class NotifyAdminTest(Command):
     """Send a test message to every admin target and say how each went."""
 
     def run_command(self):
-        from oarcloud_lib import catalog, notify
-        with catalog.connect() as conn:
+        from oarcloud_lib.catalog import db
+        from oarcloud_lib.server import notify
+        with db.connect() as conn:
             lines, ok = notify.test(conn, None)
         print("\n".join(lines))
         return 0 if ok else 1

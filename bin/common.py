@@ -7,7 +7,7 @@ import sys
 
 from plumbum import cli
 
-from oarcloud_lib.errors import OarcloudError
+from oarcloud_lib.errors import OarcloudError, from_foreign
 
 VERSION = "0.1.0"
 # Control characters (terminal escapes among them) never reach a terminal:
@@ -104,6 +104,12 @@ class Command(cli.Application):
         except OarcloudError as e:
             print("%s: error: %s" % (self.root_app.PROGNAME, e), file=sys.stderr)
             return e.exit_code
+        except Exception as e:  # noqa: BLE001 -- a library's or the OS's: one line too
+            ours = from_foreign(e)
+            if ours is None:
+                raise
+            print("%s: error: %s" % (self.root_app.PROGNAME, ours), file=sys.stderr)
+            return ours.exit_code
         except KeyboardInterrupt:
             print("%s: interrupted" % self.root_app.PROGNAME, file=sys.stderr)
             return 130

@@ -109,7 +109,9 @@ ALARM_COLUMNS = [("name", "NAME"), ("watches", "WATCHES"), ("state", "STATE"),
 
 
 def alarm_public(row):
-    from oarcloud_lib import alarms, metrics, notify
+    from oarcloud_lib import metrics
+    from oarcloud_lib.catalog import alarms
+    from oarcloud_lib.server import notify
     out = {k: row[k] for k in ("name", "kind", "subject", "metric", "op", "threshold", "period",
                                "periods", "repeat", "state", "last_value")}
     out["notify"] = [notify.redact(u) for u in row["notify"]]
@@ -165,7 +167,7 @@ class AlarmList(Command, AlarmBase):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self):
-        from oarcloud_lib import alarms
+        from oarcloud_lib.catalog import alarms
         with self.connect() as conn:
             rows = [alarm_public(r) for r in alarms.owned(conn, self.owner())]
         if self.json:
@@ -180,7 +182,7 @@ class AlarmShow(Command, AlarmBase):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self, name):
-        from oarcloud_lib import alarms
+        from oarcloud_lib.catalog import alarms
         with self.connect() as conn:
             row = alarms.get(conn, self.owner(), name)
             history = alarms.history(conn, row["id"])
@@ -206,7 +208,7 @@ class NotifyList(Command, AlarmBase):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self):
-        from oarcloud_lib import notify
+        from oarcloud_lib.server import notify
         with self.connect() as conn:
             rows = [{"id": r["id"], "url": notify.redact(r["url"]), "created": str(r["created"]),
                      "created_h": str(r["created"])[:16]}
@@ -224,7 +226,7 @@ class NotifyLog(Command, AlarmBase):
     limit = cli.SwitchAttr(["--limit"], cli.Range(1, 1000), default=20, help="how many")
 
     def run_command(self):
-        from oarcloud_lib import notify
+        from oarcloud_lib.server import notify
         with self.connect() as conn:
             rows = notify.history(conn, self.owner(), self.limit)
         for r in rows:

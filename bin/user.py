@@ -69,7 +69,8 @@ class Launch(Command):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self):
-        from oarcloud_lib import jobs, jobspec
+        from oarcloud_lib.catalog import jobspec
+        from oarcloud_lib.service import jobs, lifecycle
         types = ["cloud"]
         for key, value in (("image", self.image), ("name", self.name), ("count", self.count),
                            ("cores", self.cores), ("memory", self.memory),
@@ -80,17 +81,7 @@ class Launch(Command):
         spec = jobspec.parse_types(types)
         jobs.check_walltime(self.walltime)
         with jobs.connect_as_user() as conn:
-            from oarcloud_lib import images, instances, saves
-            if spec.image:
-                images.usable(conn, spec.image)
-            from oarcloud_lib import networks
-            nets = networks.named(conn, jobs.current_user(), spec.networks)
-            if spec.ip:
-                networks.check_fixed_ip(conn, spec, nets, self.nodes)
-            jobs.check_names_free(conn, spec, self.nodes)
-            for name in saves.names_on_exit(spec, spec.count or self.nodes):
-                images.check_new_name(conn, name)
-            job_id = jobs.submit(spec, self.nodes, self.walltime)
+            job_id = lifecycle.launch(conn, jobs.current_user(), spec, self.nodes, self.walltime)
             if not self.wait:
                 if self.json:
                     print_json({"job_id": job_id})
@@ -117,7 +108,7 @@ class List(Command):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self):
-        from oarcloud_lib import jobs
+        from oarcloud_lib.service import jobs
         with jobs.connect_as_user() as conn:
             rows = [_public(r) for r in jobs.mine(conn)]
         _print_rows(rows, self.json)
@@ -130,10 +121,10 @@ class Show(Command):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self, name):
-        from oarcloud_lib import jobs
-        from oarcloud_lib.oar import get_job
+        from oarcloud_lib.service import jobs, lifecycle
+        from oarcloud_lib.tools.oar import get_job
         with jobs.connect_as_user() as conn:
-            row = jobs.find(conn, name)
+            row = lifecycle.find(conn, name, jobs.current_user())
         out = _public(row)
         job = get_job(row["job_id"])
         out["job_state"] = job.get("state")
@@ -152,17 +143,14 @@ class Delete(Command):
     wait = cli.Flag(["--wait"], help="wait until the instances are gone")
 
     def run_command(self, name):
-        from oarcloud_lib import jobs
+        from oarcloud_lib.service import jobs, lifecycle
         with jobs.connect_as_user() as conn:
-            row = jobs.find(conn, name)
-            jobs.delete(row["job_id"])
-            if self.wait:
-                jobs.wait_ended(conn, row["job_id"])
+            row = lifecycle.delete(conn, jobs.current_user(), name, wait=self.wait)
         print("deleted %s (job %s)" % (name, row["job_id"]))
 
 
 def _checked(name):
-    from oarcloud_lib import jobspec
+    from oarcloud_lib.catalog import jobspec
     from oarcloud_lib.errors import Refused
     if not jobspec.NAME_PATTERN.match(name or ""):
         raise Refused(detail="bad instance name %r" % (name,))
@@ -238,9 +226,10 @@ class Logs(Command):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self, name):
-        from oarcloud_lib import jobs, joblog
+        from oarcloud_lib.catalog import joblog
+        from oarcloud_lib.service import jobs, lifecycle
         with jobs.connect_as_user() as conn:
-            row = jobs.find(conn, name)
+            row = lifecycle.find(conn, name, jobs.current_user())
             events = joblog.events(conn, row["job_id"])
         if self.json:
             print_json(events)

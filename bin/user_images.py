@@ -48,7 +48,8 @@ class ImageList(Command):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self):
-        from oarcloud_lib import images, jobs
+        from oarcloud_lib.catalog import images
+        from oarcloud_lib.service import jobs
         with jobs.connect_as_user() as conn:
             rows = [_public(r) for r in images.list_usable(conn)]
         if self.json:
@@ -64,7 +65,8 @@ class ImageShow(Command):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self, name):
-        from oarcloud_lib import images, jobs
+        from oarcloud_lib.catalog import images
+        from oarcloud_lib.service import jobs
         with jobs.connect_as_user() as conn:
             row = images.usable(conn, name)
             out = machine(_public(row))
@@ -104,7 +106,8 @@ class ImageImport(Command):
     description = cli.SwitchAttr(["--description"], str, default="", help="free text")
 
     def run_command(self, path):
-        from oarcloud_lib import images, progress
+        from oarcloud_lib import progress
+        from oarcloud_lib.catalog import images
         from oarcloud_lib.errors import CommandFailed, NotFound, Refused
         images.check_name(self.name)
         if not os.path.exists(path):
@@ -201,7 +204,8 @@ class ImageSaves(Command):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self):
-        from oarcloud_lib import jobs, saves
+        from oarcloud_lib.server import saves
+        from oarcloud_lib.service import jobs
         with jobs.connect_as_user() as conn:
             rows = saves.select(conn)
             names = {r["domain"]: r["name"] for r in jobs.mine(conn, include_deleted=True)}

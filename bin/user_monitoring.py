@@ -14,23 +14,12 @@ class Mine:
     """A user's commands read the catalog as the user: theirs only."""
 
     def owner(self):
-        from oarcloud_lib import jobs
+        from oarcloud_lib.service import jobs
         return jobs.current_user()
 
     def connect(self):
-        from oarcloud_lib import jobs
+        from oarcloud_lib.service import jobs
         return jobs.connect_as_user()
-
-
-def find_instance(conn, name):
-    """The user's instance called name: the live one, else the last one."""
-    from oarcloud_lib.errors import NotFound
-    row = conn.execute("SELECT domain, name, node, created FROM instances WHERE name = %s"
-                       " ORDER BY state IN ('deleted', 'failed'), created DESC LIMIT 1",
-                       (name,)).fetchone()
-    if row is None:
-        raise NotFound(what="instance", name=name)
-    return row
 
 
 class Metrics(Mine, Command):
@@ -46,7 +35,9 @@ class Metrics(Mine, Command):
 
     def run_command(self, name):
         with self.connect() as conn:
-            domain, name, node, created = find_instance(conn, name)
+            from oarcloud_lib.service import lifecycle
+            row = lifecycle.find(conn, name, self.owner())
+            domain, node, created = row["domain"], row["node"], row["created"]
             show_metrics(conn, "instance", domain, "instance %s (%s on %s)" % (name, domain, node),
                          self.metric, self.since, self.json, self.plot,
                          not_before=created.timestamp())

@@ -63,7 +63,8 @@ class NetList(Command):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self):
-        from oarcloud_lib import jobs, networks
+        from oarcloud_lib.catalog import networks
+        from oarcloud_lib.service import jobs
         with jobs.connect_as_user() as conn:
             rows = [_public(r) for r in networks.owned(conn, jobs.current_user())]
         if self.json:
@@ -79,7 +80,8 @@ class NetShow(Command):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self, name):
-        from oarcloud_lib import jobs, networks
+        from oarcloud_lib.catalog import networks
+        from oarcloud_lib.service import jobs
         with jobs.connect_as_user() as conn:
             row = networks.get(conn, jobs.current_user(), name)
             out = machine(_public(row))
@@ -140,7 +142,8 @@ class RuleList(Command):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self, name):
-        from oarcloud_lib import jobs, networks
+        from oarcloud_lib.catalog import networks
+        from oarcloud_lib.service import jobs
         with jobs.connect_as_user() as conn:
             row = networks.get(conn, jobs.current_user(), name)
             rules = networks.rules(conn, [row["id"]])[row["id"]]

@@ -43,3 +43,24 @@ class NotReady(OarcloudError):
     """A component that should be there is missing or not running."""
 
     msg_fmt = "not ready: %(detail)s"
+
+
+class CatalogError(OarcloudError):
+    """The catalog (PostgreSQL) failed or refused a statement."""
+
+    msg_fmt = "the catalog failed: %(detail)s"
+
+
+def from_foreign(exc):
+    """The OarcloudError to show for an exception of a library or of the OS that
+    reached an entry point (one line, an exit code), or None for a bug, which
+    keeps its traceback.  psycopg is recognised by name, not imported: entry
+    points on the path of every `oarcloud exec` never load it."""
+    if type(exc).__module__.split(".")[0] == "psycopg":
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return CatalogError(detail="%s (is the catalog up? `oarcloud-admin lab status` or "
+                                   "`oarcloud-admin setup server` on the server)" % first[:300])
+    if isinstance(exc, OSError):
+        where = " (%s)" % exc.filename if exc.filename else ""
+        return OarcloudError("%s%s" % (exc.strerror or exc, where))
+    return None

@@ -22,12 +22,15 @@ from pathlib import Path
 
 import psycopg
 
-from oarcloud_lib import (accounts, catalog, daemons, images, monitor, netdev, nodesetup,
-                          oarssh, paths, serversetup)
+from oarcloud_lib import daemons, paths
+from oarcloud_lib.catalog import accounts, db, images
+from oarcloud_lib.node import nodesetup
+from oarcloud_lib.server import monitor, serversetup
+from oarcloud_lib.tools import netdev, oarssh
 from oarcloud_lib.commands import LOCAL, Runner, require_commands
 from oarcloud_lib.errors import NotFound, NotReady, Refused
-from oarcloud_lib.oar import OarServer
-from oarcloud_lib.postgres import Cluster
+from oarcloud_lib.tools.oar import OarServer
+from oarcloud_lib.tools.postgres import Cluster
 from oarcloud_lib.progress import Progress
 
 LOG = logging.getLogger(__name__)
@@ -208,7 +211,7 @@ class Lab:
             self._setup_node(name, cores, progress)
         progress.step("nodes Alive in OAR", self._wait_alive([node_name(i) for i in range(1, nodes + 1)]))
         progress.say("images:")
-        with catalog.connect() as conn:
+        with db.connect() as conn:
             progress.step("image tiny (busybox)", images.ensure_site_image(
                 conn, "tiny", images.build_busybox_rootfs, "busybox, for tests"))
             if with_debian:
@@ -357,9 +360,9 @@ class Lab:
             progress.step("OAR server stopped", OarServer(self.runner).stop())
         cluster = Cluster(self.runner)
         if cluster.running():
-            for db in LAB_DATABASES:
-                if db not in before["databases"]:
-                    progress.step("database %s dropped" % db, cluster.drop_database(db))
+            for name in LAB_DATABASES:
+                if name not in before["databases"]:
+                    progress.step("database %s dropped" % name, cluster.drop_database(name))
             for role in LAB_ROLES:
                 if role not in before["roles"]:
                     progress.step("role %s dropped" % role, cluster.drop_role(role))
@@ -388,7 +391,7 @@ class Lab:
     def _remove_accounts(self):
         """Delete the accounts made in the lab (and their Unix accounts)."""
         try:
-            with catalog.connect() as conn:
+            with db.connect() as conn:
                 names = [r[0] for r in conn.execute("SELECT name FROM accounts")]
         except (NotReady, psycopg.Error):
             return False
@@ -418,7 +421,7 @@ class Lab:
             if daemons.read_pid(nodesetup.DAEMONS["libvirtd"], root):
                 # Instances first, while libvirtd and OVS still answer.
                 res = self.node_runner(name).run(
-                    [sys.executable, "-I", "-m", "oarcloud_lib.nodeagent", "destroy-all"],
+                    [sys.executable, "-I", "-m", "oarcloud_lib.node.agent", "destroy-all"],
                     check=False, timeout=120)
                 if res.code != 0:
                     LOG.warning("%s: instance teardown: %s", name, res.err.strip())

@@ -4,7 +4,7 @@ turned into values, how series are thinned out and shown.
 Pure functions and readers that take the text or the path they read, so they
 are tested on literal strings and temporary files.  The monitor service, its
 catalog functions below store and read what the monitor service
-(oarcloud_lib.monitor) collects with oarcloud_lib.probes.
+(oarcloud_lib.server.monitor) collects with oarcloud_lib.node.probes.
 """
 import datetime
 import math

@@ -3,8 +3,9 @@ transaction per test."""
 import psycopg
 import pytest
 
-from oarcloud_lib import catalog, config
-from oarcloud_lib.postgres import Cluster
+from oarcloud_lib import config
+from oarcloud_lib.catalog import db
+from oarcloud_lib.tools.postgres import Cluster
 
 TEST_DB = "oarcloud_test"
 
@@ -16,9 +17,9 @@ def test_db(lab):
     cluster.drop_database(TEST_DB)
     cluster.ensure_database(TEST_DB, conf.catalog_user)
     try:
-        with catalog.connect(conf, dbname=TEST_DB) as conn:
-            first = catalog.migrate(conn)
-            second = catalog.migrate(conn)
+        with db.connect(conf, dbname=TEST_DB) as conn:
+            first = db.migrate(conn)
+            second = db.migrate(conn)
         yield conf, first, second
     finally:
         cluster.drop_database(TEST_DB)
@@ -27,14 +28,14 @@ def test_db(lab):
 @pytest.fixture
 def conn(test_db):
     conf = test_db[0]
-    with catalog.connect(conf, dbname=TEST_DB, autocommit=False) as conn:
+    with db.connect(conf, dbname=TEST_DB, autocommit=False) as conn:
         yield conn
         conn.rollback()
 
 
 def test_migrations_apply_once(test_db):
     _, first, second = test_db
-    assert first == [name for _, name, _ in catalog.migrations()]
+    assert first == [name for _, name, _ in db.migrations()]
     assert second == []
 
 

@@ -1,13 +1,13 @@
 """Faults during a cloud job's creation, on the lab's two nodes: the job ends in
 Error with a reason, nothing is left on the nodes, and they serve the next job
-(oarcloud_lib.healing brings Suspected nodes back once they are clean)."""
+(oarcloud_lib.server.healing brings Suspected nodes back once they are clean)."""
 import json
 import os
 import signal
 import time
 
 from conftest import admin, node_exec, pids_where, run, wait_job
-from oarcloud_lib import catalog, instances
+from oarcloud_lib.catalog import db, instances
 from test_instances import NODES, launch, node_leftovers, oarcloud
 
 
@@ -81,7 +81,7 @@ def test_libvirtd_down_on_one_node(lab, make_user):
 
 
 def _agent_pids(verb, job_id):
-    return pids_where(lambda args: b"oarcloud_lib.nodeagent" in args and verb.encode() in args
+    return pids_where(lambda args: b"oarcloud_lib.node.agent" in args and verb.encode() in args
                       and str(job_id).encode() in args)
 
 
@@ -89,8 +89,11 @@ def test_prologue_killed_half_way(lab, make_user):
     user = make_user()
     job = submitted(user, "--nodes", "1", "--count", "12", "--name", "killed")
     deadline = time.monotonic() + 60
-    with catalog.connect() as conn:
-        while not [r for r in instances.for_job(conn, job) if r["state"] == "running"]:
+    with db.connect() as conn:
+        # half way: its instances are being created (an instance is called
+        # running only once all of the node's are, just before the prologue ends)
+        while not [r for r in instances.for_job(conn, job)
+                   if r["state"] in ("creating", "running")]:
             assert time.monotonic() < deadline, "the prologue never started creating"
             time.sleep(0.02)
     pids = _agent_pids("prologue", job)

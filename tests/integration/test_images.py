@@ -15,11 +15,13 @@ from pathlib import Path
 from conftest import USER_CLI, node_exec, pids_where, wait_job
 from test_instances import NODES, launch, node_leftovers, oarcloud
 
-from oarcloud_lib import catalog, images, imagestore, paths
+from oarcloud_lib import paths
+from oarcloud_lib.catalog import db, images
+from oarcloud_lib.server import imagestore
 
 
 def image_row(name):
-    with catalog.connect() as conn:
+    with db.connect() as conn:
         return images.get(conn, name)
 
 
@@ -109,7 +111,7 @@ def test_import_save_and_launch_the_change_on_the_other_node(make_user):
         assert oarcloud(user, "delete", name, "--wait").returncode == 0
     assert oarcloud(user, "image", "delete", saved).returncode == 0
     assert oarcloud(user, "image", "delete", base).returncode == 0
-    with catalog.connect() as conn:  # same content as tiny (ingest is deterministic): kept
+    with db.connect() as conn:  # same content as tiny (ingest is deterministic): kept
         shared = conn.execute("SELECT 1 FROM images WHERE sha256 = %s",
                               (parent_before["sha256"],)).fetchone() is not None
     assert image_row(base) is None

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import USER_CLI, as_user, node_exec, run
 
-from oarcloud_lib import idmap
+from oarcloud_lib.node import idmap
 
 NODES = ("node-1", "node-2")
 
@@ -193,3 +193,55 @@ def test_bad_launch_input_is_refused_before_anything(make_user, args, message):
     assert message in res.stderr
     out = run(["oarstat", "-u", user, "-J"]).stdout.strip()
     assert not out.startswith("{") or json.loads(out) == {}
+
+
+ROOT_CALLER = r"""
+import json, sys
+from oarcloud_lib.catalog import db, jobspec
+from oarcloud_lib.errors import OarcloudError
+from oarcloud_lib.service import jobs, lifecycle
+from oarcloud_lib.tools import oar
+owner, other, verb = sys.argv[1:4]
+with db.connect() as conn:
+    if verb == "launch":
+        spec = jobspec.parse_types(["cloud", "cloud.name=scaled", "cloud.count=1"])
+        job_id = lifecycle.launch(conn, owner, spec, 1, "0:10")
+        rows = jobs.wait_running(conn, job_id)
+        print(json.dumps({"job_id": job_id, "owner": oar.get_job(job_id)["owner"],
+                          "state": rows[0]["state"]}))
+    elif verb == "refused":
+        spec = jobspec.parse_types(["cloud", "cloud.image=nosuchimage"])
+        try:
+            lifecycle.launch(conn, owner, spec, 1, "0:10")
+        except OarcloudError as e:
+            print(json.dumps({"refused": str(e)}))
+    elif verb == "find-as-other":
+        try:
+            lifecycle.find(conn, "scaled", other)
+        except OarcloudError as e:
+            print(json.dumps({"other": str(e)}))
+    else:
+        row = lifecycle.delete(conn, owner, "scaled", wait=True)
+        print(json.dumps({"deleted": row["job_id"]}))
+"""
+
+
+def test_a_root_caller_launches_and_deletes_for_its_owner(make_user):
+    """The library's launch path as a scaler or the web API will use it: root,
+    on behalf of a user.  OAR gets the job from the owner, never from root."""
+    user, other = make_user(), make_user()
+
+    def call(verb):
+        res = run(["/opt/oarcloud/venv/bin/python", "-I", "-c", ROOT_CALLER, user, other, verb], timeout=300)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return json.loads(res.stdout.strip().splitlines()[-1])
+    before = json.loads(run(["oarstat", "-J"], check=True).stdout or "{}")
+    assert "image not found" in call("refused")["refused"]
+    assert json.loads(run(["oarstat", "-J"], check=True).stdout or "{}").keys() == before.keys()
+    launched = call("launch")
+    assert launched["owner"] == user and launched["state"] == "running"
+    listed = json.loads(oarcloud(user, "list", "--json", check=True).stdout)
+    assert [r["name"] for r in listed] == ["scaled"]
+    assert "instance not found: scaled" in call("find-as-other")["other"]
+    assert call("delete")["deleted"] == launched["job_id"]
+    assert node_leftovers("oc%d-" % launched["job_id"]) == {}

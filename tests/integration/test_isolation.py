@@ -20,7 +20,10 @@ from conftest import ADMIN, admin, as_user, node_exec, run, wait_job
 from test_images import give, image_row
 from test_instances import in_instance, instance_init, launch, oarcloud
 
-from oarcloud_lib import catalog, config, idmap, images, imagestore, limits, paths
+from oarcloud_lib import config, paths
+from oarcloud_lib.catalog import db, images
+from oarcloud_lib.node import idmap, limits
+from oarcloud_lib.server import imagestore
 from oarcloud_lib.errors import Conflict
 
 
@@ -35,7 +38,7 @@ def psql(user, sql):
 
 
 def id_slot(user):
-    with catalog.connect() as conn:
+    with db.connect() as conn:
         return conn.execute("SELECT id_slot FROM accounts WHERE name = %s",
                             (user,)).fetchone()[0]
 
@@ -113,7 +116,7 @@ def test_site_image_names_cannot_be_squatted(make_user):
     # a user's image under a name the site later builds is never adopted as the site's
     mine = "deb99-" + user
     oarcloud(user, "image", "import", str(tarball), "--name", mine, check=True)
-    with catalog.connect() as conn, pytest.raises(Conflict, match="belongs to user"):
+    with db.connect() as conn, pytest.raises(Conflict, match="belongs to user"):
         images.ensure_site_image(conn, mine, lambda root: None, "Debian 99")
     assert image_row(mine)["owner"] == user and image_row(mine)["visibility"] == "private"
 
@@ -162,7 +165,7 @@ for _ in range(5):
 
 
 def nic_of(domain_name):
-    with catalog.connect() as conn:
+    with db.connect() as conn:
         return dict(zip(("mac", "ip", "node", "vni"), conn.execute(
             "SELECT c.mac, host(c.ip), c.node, n.vni FROM nics c JOIN networks n"
             " ON n.id = c.network WHERE c.domain = %s AND c.idx = 0", (domain_name,)).fetchone()))
@@ -254,7 +257,7 @@ def test_a_refused_cloud_job_leaves_its_nodes_in_service(make_user):
     assert job["state"] in ("Error", "Terminated"), job
     states = json.loads(run(["oarnodes", "-s", "-J"], check=True).stdout)
     assert {s for node in states.values() for s in node.values()} == {"Alive"}, states
-    with catalog.connect() as conn:
+    with db.connect() as conn:
         messages = [r[0] for r in conn.execute("SELECT message FROM job_events WHERE job_id = %s",
                                                (int(job_id),))]
     assert any("nosuch-" + user in m and "not found" in m for m in messages), messages
@@ -365,10 +368,12 @@ def test_root_never_runs_code_from_the_callers_directory(tenants):
     evil = home / "evil" / "oarcloud_lib"
     evil.mkdir(parents=True)
     payload = "import os\nopen(%r, 'w').write(str(os.geteuid()))\n" % mark
-    for module in ("__init__.py", "access.py", "nodeagent.py", "relay.py"):
+    (evil / "node").mkdir()
+    for module in ("__init__.py", "node/__init__.py", "node/access.py", "node/agent.py",
+                   "node/relay.py"):
         (evil / module).write_text(payload)
     give(alice, evil.parent)
-    for p in [evil] + list(evil.iterdir()):
+    for p in [evil] + list(evil.rglob("*")):
         give(alice, p)
     # the broker runs on this node (the instance's): root's `python -m` starts here
     res = job_shell(node, alice, "/usr/local/bin/oarcloud exec a -- true", cwd=evil.parent)

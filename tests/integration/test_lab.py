@@ -6,7 +6,8 @@ from pathlib import Path
 
 from conftest import admin, node_exec, run
 
-from oarcloud_lib import imagestore, lab as labmod
+from oarcloud_lib import lab as labmod
+from oarcloud_lib.server import imagestore
 from oarcloud_lib.lab import Lab
 
 DAEMON_COMMS = {"ovsdb-server", "ovs-vswitchd", "libvirtd", "virtlogd", "Almighty", "postgres",
@@ -123,8 +124,9 @@ def test_node_setup_second_run_changes_nothing(lab):
 
 
 def test_tiny_image_is_in_catalog_and_store(lab):
-    from oarcloud_lib import catalog, images, paths
-    with catalog.connect() as conn:
+    from oarcloud_lib import paths
+    from oarcloud_lib.catalog import db, images
+    with db.connect() as conn:
         row = images.get(conn, "tiny")
     assert row["visibility"] == "public" and row["format"] == "tar.zst"
     stored = paths.IMAGE_STORE / ("%s.tar.zst" % row["sha256"])

@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from oarcloud_lib import jobspec, serversetup
+from oarcloud_lib.catalog import jobspec
+from oarcloud_lib.server import serversetup
 from oarcloud_lib.errors import Refused
 
 HARNESS = r"""

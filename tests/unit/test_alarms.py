@@ -2,8 +2,8 @@
 what the notification says."""
 import pytest
 
-from oarcloud_lib import alarms
-from oarcloud_lib.alarms import ALARM, INSUFFICIENT, OK
+from oarcloud_lib.catalog import alarms
+from oarcloud_lib.catalog.alarms import ALARM, INSUFFICIENT, OK
 from oarcloud_lib.errors import Refused
 
 

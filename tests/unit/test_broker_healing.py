@@ -3,9 +3,10 @@ import shlex
 
 import pytest
 
-from oarcloud_lib import broker, healing, oarssh
+from oarcloud_lib.server import broker, healing
+from oarcloud_lib.tools import oarssh
 from oarcloud_lib.errors import Refused
-from oarcloud_lib.oar import job_reason
+from oarcloud_lib.tools.oar import job_reason
 
 
 def test_agent_argv_quotes_every_word_for_the_remote_shell():
@@ -20,7 +21,7 @@ def test_agent_argv_quotes_every_word_for_the_remote_shell():
 
 def test_agent_argv_runs_locally_on_this_node():
     argv = oarssh.agent_argv(oarssh.this_node(), "stop", "oc1-0")
-    assert argv[1:] == ["-I", "-m", "oarcloud_lib.nodeagent", "stop", "oc1-0"]
+    assert argv[1:] == ["-I", "-m", "oarcloud_lib.node.agent", "stop", "oc1-0"]
 
 
 def test_hosts_from_healing_stdin_are_validated_and_unique():

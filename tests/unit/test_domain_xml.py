@@ -1,7 +1,7 @@
 """The domain template, rendered and parsed as XML (not compared as text)."""
 import xml.etree.ElementTree as ET
 
-from oarcloud_lib.driver import DomainSpec
+from oarcloud_lib.node.driver import DomainSpec
 
 
 def spec(**kw):

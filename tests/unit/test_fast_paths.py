@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from oarcloud_lib import netnode, nodeagent, oarssh
+from oarcloud_lib.node import netnode
+from oarcloud_lib.service import coordinator
+from oarcloud_lib.tools import oarssh
 from oarcloud_lib.commands import Result
 from oarcloud_lib.errors import Refused
 
@@ -18,8 +20,8 @@ FACTS = {"owner": "alice", "state": "Launching", "types": ["cloud", "cloud.count
 def test_load_job_takes_the_facts_the_dispatcher_passed(monkeypatch):
     monkeypatch.setenv("OARCLOUD_JOB_ID", "42")
     monkeypatch.setenv("OARCLOUD_JOB", json.dumps(FACTS))
-    monkeypatch.setattr(nodeagent, "job_facts", lambda job_id: pytest.fail("asked OAR again"))
-    owner, spec, original = nodeagent.load_job(42)
+    monkeypatch.setattr(coordinator, "job_facts", lambda job_id: pytest.fail("asked OAR again"))
+    owner, spec, original = coordinator.load_job(42)
     assert (owner, spec.count, original) == ("alice", 2, 0)
 
 
@@ -36,8 +38,8 @@ def test_load_job_asks_oar_when_the_facts_are_not_this_jobs(monkeypatch, env_id,
         else:
             monkeypatch.setenv(name, value)
     asked = []
-    monkeypatch.setattr(nodeagent, "job_facts", lambda job_id: asked.append(job_id) or FACTS)
-    assert nodeagent.load_job(42)[0] == "alice"
+    monkeypatch.setattr(coordinator, "job_facts", lambda job_id: asked.append(job_id) or FACTS)
+    assert coordinator.load_job(42)[0] == "alice"
     assert asked == [42]
 
 
@@ -48,7 +50,7 @@ def test_load_job_refuses_odd_owners_and_non_cloud_jobs(monkeypatch, facts):
     monkeypatch.setenv("OARCLOUD_JOB_ID", "42")
     monkeypatch.setenv("OARCLOUD_JOB", json.dumps(facts))
     with pytest.raises(Refused):
-        nodeagent.load_job(42)
+        coordinator.load_job(42)
 
 
 class VsctlOut:

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, configuration, event, given, reject, settings
 from hypothesis import strategies as st
 
-from oarcloud_lib import (accounts, alarms, images, imagestore, instances, jobs, jobspec,
-                          networks)
+from oarcloud_lib.catalog import accounts, alarms, images, instances, jobspec, networks
+from oarcloud_lib.server import imagestore
+from oarcloud_lib.service import lifecycle
 from oarcloud_lib.errors import Refused
 
 # No example database, and hypothesis' other files (its Unicode table) out of the tree.
@@ -221,7 +222,7 @@ SHORT_RE = r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?"       # networks, alarms, ins
 
 
 class NoRows:
-    """A catalog connection with no instances (jobs.find's query)."""
+    """A catalog connection with no instances (lifecycle.find's query)."""
 
     def execute(self, *args):
         return self
@@ -231,10 +232,10 @@ class NoRows:
 
 
 def find_instance(name):
-    """The instance name check of the CLI (jobs.find): Refused, or NotFound once accepted."""
+    """The instance name check (lifecycle.find): Refused, or NotFound once accepted."""
     from oarcloud_lib.errors import NotFound
     try:
-        jobs.find(NoRows(), name)
+        lifecycle.find(NoRows(), name, "alice")
     except NotFound:
         return name
 

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from oarcloud_lib import idmap, imagecache, imagestore, layer
+from oarcloud_lib.node import idmap, imagecache, layer
+from oarcloud_lib.server import imagestore
 from oarcloud_lib.errors import NotReady
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, mknod)")

@@ -4,7 +4,8 @@ import subprocess
 
 import pytest
 
-from oarcloud_lib import images, imagestore
+from oarcloud_lib.catalog import images
+from oarcloud_lib.server import imagestore
 
 pytestmark = pytest.mark.skipif(not os.path.exists(images.BUSYBOX), reason="needs busybox-static")
 

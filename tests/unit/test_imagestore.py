@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from oarcloud_lib import imagestore
+from oarcloud_lib.server import imagestore
 from oarcloud_lib.errors import Refused
 
 

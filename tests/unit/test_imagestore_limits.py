@@ -8,7 +8,7 @@ import tracemalloc
 
 import pytest
 
-from oarcloud_lib import imagestore
+from oarcloud_lib.server import imagestore
 from oarcloud_lib.errors import Refused
 
 GIB = 1 << 30

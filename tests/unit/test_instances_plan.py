@@ -1,6 +1,6 @@
 import pytest
 
-from oarcloud_lib import instances, jobspec
+from oarcloud_lib.catalog import instances, jobspec
 from oarcloud_lib.errors import Refused
 
 
@@ -33,7 +33,7 @@ def test_domain_name():
 
 
 def test_walltime_left():
-    from oarcloud_lib import jobs
+    from oarcloud_lib.service import jobs
     job = {"state": "Running", "startTime": 1000, "walltime": 600}
     assert jobs.walltime_left(job, now=1100) == 500
     assert jobs.walltime_left(job, now=5000) == 0

@@ -1,6 +1,6 @@
 import pytest
 
-from oarcloud_lib import jobspec
+from oarcloud_lib.catalog import jobspec
 from oarcloud_lib.errors import Refused
 
 

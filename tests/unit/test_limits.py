@@ -1,7 +1,7 @@
 """Per-instance pids limits on a fake /proc and cgroup tree (the files the kernel keeps)."""
 import pytest
 
-from oarcloud_lib import limits
+from oarcloud_lib.node import limits
 from oarcloud_lib.errors import NotReady
 
 LIBVIRT = "machine/lxc-9-oc1-0.libvirt-lxc"

@@ -6,9 +6,10 @@ import itertools
 
 import pytest
 
-from oarcloud_lib import alarms, monitor, notify
+from oarcloud_lib.catalog import alarms
+from oarcloud_lib.server import monitor, notify
 from oarcloud_lib.errors import Refused
-from oarcloud_lib.monitor import pick
+from oarcloud_lib.server.monitor import pick
 
 _ids = itertools.count(1)
 

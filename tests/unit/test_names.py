@@ -1,6 +1,6 @@
 import pytest
 
-from oarcloud_lib import accounts, images
+from oarcloud_lib.catalog import accounts, images
 from oarcloud_lib.errors import Refused
 
 

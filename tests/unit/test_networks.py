@@ -3,7 +3,7 @@ import ipaddress
 
 import pytest
 
-from oarcloud_lib import networks
+from oarcloud_lib.catalog import networks
 from oarcloud_lib.errors import Refused
 from oarcloud_lib.config import SiteConfig
 
@@ -91,7 +91,7 @@ def test_port_names_of_nics():
 @pytest.mark.parametrize("low, high", [(1, 1), (22, 22), (80, 88), (1, 65535), (1000, 2000),
                                        (65535, 65535), (1024, 65535), (3, 17)])
 def test_port_masks_cover_exactly_the_range(low, high):
-    from oarcloud_lib.netflows import port_masks
+    from oarcloud_lib.node.netflows import port_masks
     covered = set()
     for value, mask in port_masks(low, high):
         block = {p for p in range(value, value + ((~mask) & 0xffff) + 1)}
@@ -101,7 +101,7 @@ def test_port_masks_cover_exactly_the_range(low, high):
 
 
 def test_rule_matches():
-    from oarcloud_lib.netflows import rule_matches
+    from oarcloud_lib.node.netflows import rule_matches
     rule = {"direction": "ingress", "proto": "tcp", "port_low": 80, "port_high": 81,
             "remote": "10.0.0.0/8"}
     assert rule_matches(rule) == ["tcp,nw_src=10.0.0.0/8,tp_dst=0x50/0xfffe"]
@@ -114,7 +114,7 @@ def test_rule_matches():
 
 
 def test_flows_isolate_and_guard_ports():
-    from oarcloud_lib import netflows
+    from oarcloud_lib.node import netflows
     text = netflows.render(
         [{"ofport": 5, "tag": 1, "pairs": [("0a:00:10:00:00:02", "10.0.0.2")], "vpn": False}],
         [{"tag": 1, "vni": 4096, "gateway": "10.0.0.1", "gateway_mac": "0a:00:10:00:00:01",

@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from oarcloud_lib import notify
+from oarcloud_lib.server import notify
 from oarcloud_lib.errors import Refused
 
 

@@ -9,7 +9,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from oarcloud_lib import config, notify
+from oarcloud_lib import config
+from oarcloud_lib.server import notify
 from oarcloud_lib.errors import Refused
 
 DNS = {

@@ -1,4 +1,4 @@
-from oarcloud_lib import oarconf
+from oarcloud_lib.tools import oarconf
 
 TEXT = '''# comment
 DB_HOSTNAME="127.0.0.1"

@@ -1,7 +1,8 @@
 """Pure parsers of command output, tested on literal strings."""
 import json
 
-from oarcloud_lib import lab, netdev, oar, ovs, postgres
+from oarcloud_lib import lab
+from oarcloud_lib.tools import netdev, oar, ovs, postgres
 
 
 def test_resources_by_host():

@@ -4,7 +4,9 @@ import os
 
 import pytest
 
-from oarcloud_lib import alarms, monitor, probes
+from oarcloud_lib.catalog import alarms
+from oarcloud_lib.node import probes
+from oarcloud_lib.server import monitor
 from oarcloud_lib.errors import NotFound, NotReady, Refused
 from test_metrics import MEMINFO, NET_DEV, PROC_STAT
 
@@ -136,11 +138,11 @@ def test_an_alarm_on_a_stranger_is_not_found():
 
 @pytest.mark.parametrize("domain", ["../x", "oc1-0; rm -rf /", "", "oc1", "OC1-0", "oc1-0\n"])
 def test_access_checks_the_domain_before_libvirt(domain):
-    from oarcloud_lib import access
+    from oarcloud_lib.node import access
     with pytest.raises(Refused):
         access.guest(domain, driver=object())
 
 
 def test_access_usage():
-    from oarcloud_lib import access
+    from oarcloud_lib.node import access
     assert access.main([]) == 2 and access.main(["exec"]) == 2 and access.main(["nope", "x"]) == 2

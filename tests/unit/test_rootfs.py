@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from oarcloud_lib import idmap, imagecache, rootfs
+from oarcloud_lib.node import idmap, imagecache, rootfs
 from oarcloud_lib.errors import NotReady
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")

@@ -5,11 +5,11 @@ import socket
 
 import pytest
 
-from oarcloud_lib import driver, nodeagent
+from oarcloud_lib.node import driver, lifecycle
 from oarcloud_lib.errors import NotReady
 
 
-class HereGuest(driver.Guest):
+class HereGuest(driver.LxcGuest):
     """A guest whose "init" is this test process (its network namespace, its root)."""
 
     def __init__(self, name="oc1-0", pid=None):
@@ -66,7 +66,7 @@ def test_wait_for_sshd_waits_for_each_instance_that_has_one(caplog):
     caplog.set_level("INFO")
     late, never, nossh, gone = (FakeGuest("late", True, 3), FakeGuest("never", True, 10**9),
                                 FakeGuest("nossh", False, 0), FakeGuest("gone", True, 0, True))
-    nodeagent.wait_for_sshd([late, never, nossh, gone], timeout=0.5)
+    lifecycle.wait_for_sshd([late, never, nossh, gone], timeout=0.5)
     assert late.asked == 4 and never.asked > 4 and nossh.asked == gone.asked == 0
     said = [r.getMessage() for r in caplog.records]
     assert said[0] == "never: its sshd does not listen on port 22 after 0.5 s"

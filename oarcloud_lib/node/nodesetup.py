@@ -1,0 +1,237 @@
+"""`oarcloud-admin setup node`: what a cloud node runs, and its registration in OAR.
+
+Runs on the node itself (the lab runs it inside each emulated node): the
+oar-node sshd, Open vSwitch with br-int and the underlay bridge, libvirtd with
+its LXC driver, oarcloud's hooks, and the node's resources in OAR with
+cloud=YES.  Every step checks before it acts.  Nothing here knows whether the
+node is emulated.
+"""
+import logging
+import os
+import pwd
+import socket
+import sys
+from pathlib import Path
+
+from oarcloud_lib import daemons, paths
+from oarcloud_lib.names import INTEGRATION_BRIDGE, UNDERLAY_BRIDGE
+from oarcloud_lib.tools import netdev, oarssh, ovs
+from oarcloud_lib.commands import LOCAL, require_commands
+from oarcloud_lib.errors import NotReady, Refused
+from oarcloud_lib.tools.oar import NODE_SSHD_CONFIG, NODE_SSHD_PIDFILE, OarServer
+from oarcloud_lib.progress import Progress
+
+LOG = logging.getLogger(__name__)
+OVS_RUN = "/run/openvswitch"
+OVS_DB = "/etc/openvswitch/conf.db"
+OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+# The daemons a node runs, by the pidfile that makes them ours.
+DAEMONS = {
+    "oar-node-sshd": NODE_SSHD_PIDFILE,
+    "ovsdb-server": OVS_RUN + "/ovsdb-server.pid",
+    "ovs-vswitchd": OVS_RUN + "/ovs-vswitchd.pid",
+    "virtlogd": "/run/virtlogd.pid",
+    "libvirtd": "/run/libvirtd.pid",
+}
+NODE_COMMANDS = ("sshd", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovsdb-tool",
+                 "libvirtd", "virtlogd", "ethtool", "ip", "unshare", "oarnodesetting")
+CGROUP_UNIFIED = "/sys/fs/cgroup/unified"
+
+
+def daemon_status(root="/"):
+    """name -> pid or None, read from the pidfiles under root."""
+    return {name: daemons.read_pid(pidfile, root) for name, pidfile in DAEMONS.items()}
+
+
+def hybrid_cgroups():
+    """True when cgroup v1 controllers and a cgroup2 'unified' mount coexist.
+
+    libvirt's LXC driver fails there ("Unable to create directory
+    /sys/fs/cgroup/unified"), so libvirtd gets a mount namespace without it.
+    """
+    return os.path.ismount(CGROUP_UNIFIED) and os.path.ismount("/sys/fs/cgroup/memory")
+
+
+def _spawn_and_wait(runner, argv, pidfile, what):
+    runner.run(argv, timeout=60)
+    if not daemons.wait_for(lambda: daemons.read_pid(pidfile), timeout=15):
+        raise NotReady(detail="%s did not start (no live pid in %s)" % (what, pidfile))
+
+
+def ensure_sshd(runner):
+    if daemons.read_pid(NODE_SSHD_PIDFILE):
+        return False
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    _spawn_and_wait(runner, ["/usr/sbin/sshd", "-f", NODE_SSHD_CONFIG,
+                             "-o", "PidFile=%s" % NODE_SSHD_PIDFILE], NODE_SSHD_PIDFILE,
+                    "oar-node sshd")
+    return True
+
+
+def ensure_ovs(runner):
+    changed = False
+    os.makedirs(OVS_RUN, exist_ok=True)
+    os.makedirs("/var/log/openvswitch", exist_ok=True)
+    if not os.path.exists(OVS_DB):
+        os.makedirs(os.path.dirname(OVS_DB), exist_ok=True)
+        runner.run(["ovsdb-tool", "create", OVS_DB, OVS_SCHEMA])
+        changed = True
+    if not daemons.read_pid(DAEMONS["ovsdb-server"]):
+        _spawn_and_wait(runner, [
+            "ovsdb-server", OVS_DB, "--remote=punix:%s/db.sock" % OVS_RUN,
+            "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",
+            "--pidfile=%s" % DAEMONS["ovsdb-server"], "--detach",
+            "--log-file=/var/log/openvswitch/ovsdb-server.log"],
+            DAEMONS["ovsdb-server"], "ovsdb-server")
+        ovs.vsctl(["init"], runner, no_wait=True)
+        changed = True
+    if not daemons.read_pid(DAEMONS["ovs-vswitchd"]):
+        _spawn_and_wait(runner, [
+            "ovs-vswitchd", "unix:%s/db.sock" % OVS_RUN,
+            "--pidfile=%s" % DAEMONS["ovs-vswitchd"], "--detach",
+            "--log-file=/var/log/openvswitch/ovs-vswitchd.log"],
+            DAEMONS["ovs-vswitchd"], "ovs-vswitchd")
+        paths.UNDERLAY_FLOWS_DIGEST.unlink(missing_ok=True)  # its flows are gone
+        changed = True
+    return changed
+
+
+def ensure_underlay(iface, datapath, runner):
+    """Put iface on the underlay bridge and move its addresses there.
+
+    The userspace datapath only tunnels (VXLAN) from addresses that sit on an
+    OVS bridge, so the node's underlay address lives on br-phy.
+    """
+    changed = ovs.ensure_bridge(UNDERLAY_BRIDGE, datapath, runner)
+    if iface not in netdev.links(runner):
+        raise Refused(detail="underlay interface %r does not exist on this node" % iface)
+    if datapath == "netdev" and netdev.tx_offload_on(iface, runner):
+        netdev.tx_offload_off(iface, runner)
+        changed = True
+    changed |= ovs.ensure_port(UNDERLAY_BRIDGE, iface, runner)
+    netdev.set_up(iface, runner)
+    changed |= netdev.move_addresses(iface, UNDERLAY_BRIDGE, runner)
+    netdev.set_up(UNDERLAY_BRIDGE, runner)
+    return changed
+
+
+def ensure_libvirtd(runner):
+    changed = False
+    os.makedirs("/var/log/libvirt", exist_ok=True)
+    os.makedirs("/run/libvirt", exist_ok=True)
+    if not daemons.read_pid(DAEMONS["virtlogd"]):
+        _spawn_and_wait(runner, ["virtlogd", "-d", "-p", DAEMONS["virtlogd"]],
+                        DAEMONS["virtlogd"], "virtlogd")
+        changed = True
+    if not daemons.read_pid(DAEMONS["libvirtd"]):
+        argv = ["libvirtd", "-d", "-p", DAEMONS["libvirtd"]]
+        if hybrid_cgroups():
+            # Slave propagation: libvirtd still sees the mounts made later
+            # on the node (instance root filesystems).
+            argv = ["unshare", "--mount", "--propagation", "slave", "--",
+                    sys.executable, "-I", "-m", "oarcloud_lib.node.umount_exec",
+                    "--umount", CGROUP_UNIFIED, "--"] + argv
+        _spawn_and_wait(runner, argv, DAEMONS["libvirtd"], "libvirtd")
+        changed = True
+    ok = daemons.wait_for(lambda: runner.run(["virsh", "-c", "lxc:///system", "version"],
+                                             check=False, timeout=10).code == 0, timeout=20)
+    if not ok:
+        raise NotReady(detail="libvirtd runs but does not answer on lxc:///system")
+    return changed
+
+
+def ensure_hooks(src=None, dst=paths.HOOKS_INSTALL_DIR):
+    """Copy the hooks (dispatcher + prologue.d/ + epilogue.d/) into place."""
+    src = Path(src or paths.hooks_source_dir())
+    changed = False
+    for f in sorted(src.rglob("*")):
+        if f.is_dir() or "__pycache__" in f.parts:
+            continue
+        target = Path(dst) / f.relative_to(src)
+        content = hook_content(f.read_bytes())
+        mode = 0o755 if os.access(f, os.X_OK) else 0o644
+        if target.exists() and target.read_bytes() == content \
+                and target.stat().st_mode & 0o777 == mode:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(content)
+        os.chmod(tmp, mode)
+        tmp.replace(target)
+        changed = True
+    for d in ("prologue.d", "epilogue.d"):
+        for target in sorted((Path(dst) / d).glob("*")):
+            if not (src / d / target.name).exists():
+                target.unlink()
+                changed = True
+    return changed
+
+
+def ensure_log_dir(path=paths.LOG_DIR, owner="oar"):
+    """The directory hooks log to (they run as OAR's user), readable by no one else."""
+    pw = pwd.getpwnam(owner)
+    return paths.ensure_dir(path, 0o700, pw.pw_uid, pw.pw_gid)
+
+
+def ensure_private_dirs():
+    """The node's image cache (root's alone), instances (no listing) and kept
+    changes (root's alone), also where an older version made them 0755."""
+    changed = False
+    for path, mode in ((paths.CACHE, 0o700), (paths.INSTANCES, 0o711), (paths.KEPT, 0o700)):
+        changed |= paths.ensure_dir(path, mode, 0, 0)
+    return changed
+
+
+def hook_content(data):
+    """A hook file as installed: Python hooks run with this oarcloud's interpreter,
+    isolated (-I: they run as root, from whatever directory their caller was in)."""
+    if data.startswith(b"#!/usr/bin/env python3\n"):
+        return b"#!" + sys.executable.encode() + b" -I" + data[len(b"#!/usr/bin/env python3"):]
+    return data
+
+
+def ensure_registered(name, cores, runner):
+    """The node's resources in OAR (one per core) with cloud=YES, and Alive."""
+    server = OarServer(runner)
+    changed = False
+    have = server.nodes().get(name, [])
+    cores_have = {int(r.get("core") or 0) for r in have}
+    for core in range(1, cores + 1):
+        if core not in cores_have:
+            server.add_resource(name, {"host": name, "cpu": 1, "core": core, "cloud": "YES"})
+            changed = True
+    if any(r.get("cloud") != "YES" for r in have):
+        server.set_properties(name, {"cloud": "YES"})
+        changed = True
+    have = server.nodes().get(name, [])
+    if any(r.get("state") != "Alive" for r in have):
+        server.set_state(name, "Alive")
+        changed = True
+    return changed
+
+
+def setup_node(name=None, cores=None, underlay_if=None, progress=None, runner=LOCAL):
+    """Bring this machine to a working cloud node.  Returns the changed steps."""
+    name = name or socket.gethostname()
+    cores = cores or os.cpu_count()
+    if not 1 <= cores <= 1024:
+        raise Refused(detail="--cores must be between 1 and 1024")
+    progress = progress or Progress("setup node %s" % name)
+    require_commands(NODE_COMMANDS)
+    progress.step("oar-node sshd (port 6667)", ensure_sshd(runner))
+    progress.step("OAR ssh client: x25519 key exchange first", oarssh.ensure_client_config())
+    progress.step("open vswitch daemons", ensure_ovs(runner))
+    datapath = ovs.datapath()
+    progress.step("bridge %s (%s datapath)" % (INTEGRATION_BRIDGE, datapath),
+                  ovs.ensure_bridge(INTEGRATION_BRIDGE, datapath, runner))
+    netdev.set_up(INTEGRATION_BRIDGE, runner)
+    if underlay_if:
+        progress.step("underlay %s on %s" % (underlay_if, UNDERLAY_BRIDGE),
+                      ensure_underlay(underlay_if, datapath, runner))
+    progress.step("libvirtd (lxc driver)", ensure_libvirtd(runner))
+    progress.step("hooks in %s" % paths.HOOKS_INSTALL_DIR, ensure_hooks())
+    progress.step("hook log directory %s" % paths.LOG_DIR, ensure_log_dir())
+    progress.step("image cache, instances and kept changes private", ensure_private_dirs())
+    progress.step("registered in OAR (%d cores, cloud=YES, Alive)" % cores,
+                  ensure_registered(name, cores, runner))
+    return progress.done()

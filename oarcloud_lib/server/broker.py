@@ -1,0 +1,331 @@
+"""The instance broker: the one privileged door from a user to their instances.
+
+Instances are containers that only root on their node can enter, and users
+reach nodes only through OAR.  `oarcloud exec|ssh|console|start|stop|reboot`
+run this module as root through sudo (a rule `setup server` installs).  It:
+
+- takes the caller from sudo (SUDO_UID), never from its arguments;
+- finds the caller's live instance by name in the catalog: another user's
+  instance is "not found", exactly like a missing one;
+- checks that the instance's OAR job is running;
+- runs the node agent's verb on the instance's node over OAR's ssh
+  (oarssh), where the domain name is checked again.
+
+    broker exec NAME [-- CMD...]   broker console NAME   broker proxy NAME [PORT]
+    broker start|stop|reboot NAME
+
+It is also the one writer of images for users (the store is root's, the
+catalog read-only to them):
+
+    broker image-import NAME [DESCRIPTION]   (a plain tar stream on stdin, read by
+                                              the user's own `oarcloud image import`)
+    broker image-save INSTANCE NAME [flatten]
+    broker image-share NAME USER     broker image-publish NAME     broker image-delete NAME
+    broker image-build SUITE NAME    (admins: debootstrap)
+
+and of private networks (the nodes that host a network follow each change):
+
+    broker net-create NAME CIDR [GATEWAY]    broker net-delete NAME
+    broker net-rule-add NAME DIRECTION PROTO PORT|- REMOTE|-    broker net-rule-del NAME ID
+    broker net-expose INSTANCE PORT PROTO [NETWORK]    broker net-unexpose INSTANCE PORT PROTO
+    broker net-vpn NAME CLIENT       (the client's OpenVPN file on stdout)
+
+and of the user's alarms and notification targets (URLs and alarm specs come
+on stdin: they may hold secrets, which the command line shows to everyone):
+
+    broker alarm-create  (a JSON spec on stdin)      broker alarm-delete NAME
+    broker notify-add    (the URL on stdin)          broker notify-del  (id or URL on stdin)
+    broker notify-test   (a test message to every target; waits for the outcome)
+"""
+import json
+import logging
+import os
+import pwd
+import re
+import socket
+import sys
+import time
+
+from oarcloud_lib import commands, config, paths, progress
+from oarcloud_lib.catalog import accounts, db, images, instances, joblog, networks
+from oarcloud_lib.server import imagestore, saves
+from oarcloud_lib.service import fanout, lifecycle
+from oarcloud_lib.tools import oarssh
+from oarcloud_lib.commands import LOCAL
+from oarcloud_lib.errors import OarcloudError, Refused, from_foreign
+
+LOG = logging.getLogger("oarcloud.broker")
+SUITE_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}\Z")
+MAX_STDIN = 65536
+
+
+def caller(environ=os.environ):
+    """The Unix user who ran sudo.  Raises Refused."""
+    uid = environ.get("SUDO_UID", "")
+    if os.geteuid() != 0 or not uid.isdigit():
+        raise Refused(detail="the broker runs as root through sudo (use oarcloud)")
+    if int(uid) == 0:
+        raise Refused(detail="root has no instances: run oarcloud as the instance's owner")
+    name = pwd.getpwuid(int(uid)).pw_name
+    if not accounts.NAME_RE.match(name):
+        raise Refused(detail="unexpected user name %r" % name[:40])
+    return name
+
+
+def is_admin(conn, user):
+    row = conn.execute("SELECT role FROM accounts WHERE name = %s", (user,)).fetchone()
+    if row is None:
+        raise Refused(detail="%s has no oarcloud account (oarcloud-admin user add)" % user)
+    return row[0] == "admin"
+
+
+# -- images ---------------------------------------------------------------------------
+
+def image_import(conn, user, name, description=""):
+    is_admin(conn, user)  # an account, or Refused
+    images.check_new_name(conn, name)
+    images.check_description(description)
+    # The user's `oarcloud image import` shows the progress (it knows the size).
+    sha, size, unpacked = imagestore.ingest(sys.stdin.buffer)
+    images.register(conn, name, sha, size, owner=user, unpacked=unpacked,
+                    description=description)
+    return "image %s imported (%d MB packed, %d MB unpacked, sha256 %s)" % (
+        name, size >> 20, unpacked >> 20, sha[:12])
+
+
+def image_save(conn, user, instance, name, *flatten):
+    if flatten not in ((), ("flatten",)):
+        raise Refused(detail="image-save takes INSTANCE NAME [flatten]")
+    is_admin(conn, user)  # an account, or Refused
+    row = lifecycle.reachable(conn, user, instance)
+    meter = progress.Meter("save %s" % instance)
+    image = saves.save_live(conn, user, row, name, flatten=bool(flatten), progress=meter)
+    return "%s saved as image %s (%d MB, %s)" % (
+        instance, image["name"], image["size"] >> 20,
+        "a layer over %s" % image["parent"] if image["depth"] else "flattened")
+
+
+def image_share(conn, user, name, other):
+    added = images.share(conn, name, user, other, is_admin(conn, user))
+    return "image %s %s with %s" % (name, "shared" if added else "already shared", other)
+
+
+def image_publish(conn, user, name):
+    changed = images.publish(conn, name, user, is_admin(conn, user),
+                             config.load().image_publish_policy)
+    return "image %s %s" % (name, "is now public" if changed else "was already public")
+
+
+def image_delete(conn, user, name):
+    images.delete(conn, name, user, is_admin(conn, user))
+    return "image %s deleted" % name
+
+
+def image_build(conn, user, suite, name):
+    if not is_admin(conn, user):
+        raise Refused(detail="only admins build images (oarcloud-admin user add --admin)")
+    if not SUITE_RE.match(suite):
+        raise Refused(detail="bad suite name %r" % suite[:40])
+    images.check_new_name(conn, name, site=True)
+    print("building %s with debootstrap %s (a few minutes)..." % (name, suite),
+          file=sys.stderr, flush=True)
+    images.ensure_site_image(conn, name, lambda root: images.build_debootstrap_rootfs(
+        root, suite), "Debian %s (debootstrap)" % suite)
+    return "image %s built (public)" % name
+
+
+# -- private networks -------------------------------------------------------------------
+
+def _apply(conn, network_ids, extra_nodes=()):
+    """Have the nodes hosting these networks follow the catalog; what to print."""
+    nodes = sorted(set(networks.hosting_nodes(conn, network_ids)) | set(extra_nodes))
+    started = time.monotonic()
+    errors = fanout.sync_nodes(nodes)
+    if errors:
+        raise OarcloudError("saved, but not applied on %s (the node's next change retries)"
+                            % ", ".join(sorted(errors)))
+    return "applied on %d node(s) in %.2fs" % (len(nodes), time.monotonic() - started) \
+        if nodes else "no instance uses it yet"
+
+
+def net_create(conn, user, name, cidr, gateway=None):
+    row = networks.create(conn, user, name, cidr, gateway,
+                          reserved=networks.reserved_ranges(config.load()))
+    return "network %s created: %s, gateway %s (VXLAN %d)" % (
+        row["name"], row["cidr"], row["gateway"], row["vni"])
+
+
+def net_delete(conn, user, name):
+    vpn_node = networks.delete(conn, user, name)
+    if vpn_node:
+        _apply(conn, [], [vpn_node])
+    return "network %s deleted" % name
+
+
+def net_rule_add(conn, user, name, direction, proto, port, remote):
+    port, remote = (None if a == "-" else a for a in (port, remote))
+    row, rule_id, added = networks.add_rule(conn, user, name, direction, proto, port, remote)
+    if not added:
+        return "rule %d already in network %s" % (rule_id, row["name"])
+    return "rule %d added to network %s: %s" % (rule_id, row["name"], _apply(conn, [row["id"]]))
+
+
+def net_rule_del(conn, user, name, rule_id):
+    row = networks.delete_rule(conn, user, name, rule_id)
+    return "rule %s deleted from network %s: %s" % (rule_id, row["name"],
+                                                    _apply(conn, [row["id"]]))
+
+
+def net_expose(conn, user, instance, port, proto, network=None):
+    inst = lifecycle.reachable(conn, user, instance)
+    exp, added = networks.expose(conn, inst, port, proto, network)
+    if added:
+        _apply(conn, [], [inst["node"]])
+    net = networks.get(conn, user, exp["network"])
+    out = "%s %s/%s (%s) published at %s:%d" % (
+        instance, exp["port"], exp["proto"], exp["ip"], socket.gethostbyname(exp["node"]),
+        exp["node_port"])
+    if not networks.allows_ingress(networks.rules(conn, [net["id"]])[net["id"]],
+                                   exp["proto"], exp["port"]):
+        out += ("\nnote: no ingress rule lets it in yet: oarcloud net rule add %s"
+                " --direction ingress --proto %s --port %d" % (net["name"], exp["proto"],
+                                                               exp["port"]))
+    return out
+
+
+def net_unexpose(conn, user, instance, port, proto):
+    inst = lifecycle.reachable(conn, user, instance)
+    networks.unexpose(conn, inst, port, proto)
+    _apply(conn, [], [inst["node"]])
+    return "%s port %s/%s no longer published" % (instance, port, proto)
+
+
+def net_vpn(conn, user, name, client):
+    from oarcloud_lib.node import vpn
+    return vpn.client_file(conn, user, name, client, _apply)
+
+
+# -- alarms and notification targets (specs and URLs on stdin: they may hold secrets) --
+
+def _stdin():
+    data = sys.stdin.read(MAX_STDIN + 1)
+    if len(data) > MAX_STDIN:
+        raise Refused(detail="more than %d bytes on stdin" % MAX_STDIN)
+    return data.strip()
+
+
+def alarm_create(conn, user):
+    from oarcloud_lib.catalog import alarms
+    try:
+        spec = json.loads(_stdin())
+    except ValueError:
+        raise Refused(detail="alarm-create reads a JSON object on stdin") from None
+    interval = config.load().monitor_interval
+    names = {r["name"] for r in instances.live(conn, owner=user)}
+    row = alarms.create_from_spec(conn, user, spec, interval, names)
+    return ("alarm %s created: %s (%s until %d period(s) have values)"
+            % (row["name"], alarms.describe(row), row["state"], row["periods"]))
+
+
+def alarm_delete(conn, user, name):
+    from oarcloud_lib.catalog import alarms
+    alarms.delete(conn, user, name)
+    return "alarm %s deleted" % name
+
+
+def notify_add(conn, user):
+    from oarcloud_lib.server import notify
+    row, added = notify.add_target(conn, user, _stdin())
+    return "target %d: %s (%s)" % (row["id"], notify.redact(row["url"]),
+                                  "added" if added else "already there")
+
+
+def notify_del(conn, user):
+    from oarcloud_lib.server import notify
+    notify.delete_target(conn, user, _stdin())
+    return "target removed"
+
+
+def notify_test(conn, user):
+    from oarcloud_lib.server import notify
+    lines, ok = notify.test(conn, user, detail=False)  # no port scanner: no reasons for users
+    return "\n".join(lines), 0 if ok else 1
+
+
+# -- one instance: on its node, through the node agent -------------------------------------
+
+def _interactive(verb):
+    def run(conn, user, name, *rest):
+        row = lifecycle.reachable(conn, user, name)
+        tty = verb == "console" or (verb == "exec" and os.isatty(0) and os.isatty(1))
+        args = rest if verb != "exec" else ["--"] + list(rest[1:] if rest[:1] == ("--",)
+                                                         else rest)
+        argv = oarssh.agent_argv(row["node"], verb, row["domain"], *args, tty=tty,
+                                 module="oarcloud_lib.node.access")
+        conn.close()
+        os.execvp(argv[0], argv)
+    return run
+
+
+def _power(verb):
+    def run(conn, user, name):
+        row = lifecycle.reachable(conn, user, name)
+        node, domain = row["node"], row["domain"]
+        with joblog.recording(conn, row["job_id"]):
+            LOG.info("%s %s (%s) on %s, asked by %s", verb, name, domain, node, user)
+            state = LOCAL.out(oarssh.agent_argv(node, verb, domain), timeout=120).strip()
+            instances.set_state(conn, domain, "running" if state == "running" else "stopped")
+        return "%s: %s" % (name, state)
+    return run
+
+
+MANY = 1 << 16  # exec's command line
+# verb -> (function, fewest arguments, most arguments).  Each function gets the
+# catalog, the caller and the verb's arguments; it returns what to print (and
+# the exit code, 0 unless it says otherwise).
+VERBS = {
+    "image-import": (image_import, 1, 2), "image-save": (image_save, 2, 3),
+    "image-share": (image_share, 2, 2), "image-publish": (image_publish, 1, 1),
+    "image-delete": (image_delete, 1, 1), "image-build": (image_build, 2, 2),
+    "net-create": (net_create, 2, 3), "net-delete": (net_delete, 1, 1),
+    "net-rule-add": (net_rule_add, 5, 5), "net-rule-del": (net_rule_del, 2, 2),
+    "net-expose": (net_expose, 3, 4), "net-unexpose": (net_unexpose, 3, 3),
+    "net-vpn": (net_vpn, 2, 2),
+    "alarm-create": (alarm_create, 0, 0), "alarm-delete": (alarm_delete, 1, 1),
+    "notify-add": (notify_add, 0, 0), "notify-del": (notify_del, 0, 0),
+    "notify-test": (notify_test, 0, 0),
+    "exec": (_interactive("exec"), 1, MANY), "console": (_interactive("console"), 1, 1),
+    "proxy": (_interactive("proxy"), 1, 2),
+    "start": (_power("start"), 1, 1), "stop": (_power("stop"), 1, 1),
+    "reboot": (_power("reboot"), 1, 1),
+}
+
+
+def main(argv):
+    commands.root_entry(paths.ROOT_PATH)
+    # Warnings on the terminal; the job's events (INFO) go to the catalog.
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.INFO, handlers=[stderr], format="%(message)s")
+    verb = argv[0] if argv else ""
+    if verb not in VERBS or not VERBS[verb][1] <= len(argv) - 1 <= VERBS[verb][2]:
+        print(__doc__, file=sys.stderr)
+        return 2
+    run = VERBS[verb][0]
+    try:
+        user = caller()
+        with db.connect() as conn:
+            out = run(conn, user, *argv[1:])
+        out, code = out if isinstance(out, tuple) else (out, 0)
+        print(out)
+        return code
+    except Exception as e:  # noqa: BLE001 -- ours, or a library's / the OS's in one line
+        ours = e if isinstance(e, OarcloudError) else from_foreign(e)
+        if ours is None:
+            raise
+        print("oarcloud %s: error: %s" % (verb.replace("-", " "), ours), file=sys.stderr)
+        return ours.exit_code
+
+
+if __name__ == "__main__":
+    commands.exit_now(main(sys.argv[1:]))

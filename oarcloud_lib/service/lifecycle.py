@@ -1,0 +1,128 @@
+"""The life of a user's instances, for every caller: the user's command, the
+broker, OAR's prologue, and (to come) scaling groups and the web API.
+
+    admit(conn, owner, spec, nodes)      the one check of a launch request
+    launch(conn, owner, spec, nodes, walltime) -> job id   (admit, then oarsub)
+    find(conn, name, owner)              the owner's instance called name
+    reachable(conn, owner, name)         ... live, and its job running
+    delete(conn, owner, name)            end the instance's OAR job
+    end_jobs(conn, [(job, state, why)])  record ended jobs, free their addresses
+
+conn is the caller's catalog connection: the user's own (row-level security
+shows them only their rows) or root's (the broker, the prologue, a scaler),
+which is why every function takes the owner explicitly.  A root caller acts
+for the owner: OAR gets the job from the owner's account (runuser), never
+from root's.
+"""
+import logging
+
+from oarcloud_lib.catalog import images, instances, jobspec, networks
+from oarcloud_lib.commands import LOCAL
+from oarcloud_lib.errors import Conflict, NotFound, Refused
+from oarcloud_lib.service import fanout, jobs
+from oarcloud_lib.tools.oar import job_state
+
+LOG = logging.getLogger("oarcloud.lifecycle")
+# Instances a user can reach (exec, ssh, power, save, publish a port).
+REACHABLE_STATES = ("running", "stopped")
+# Launching: the prologue is finishing (other nodes of the networks follow the
+# new addresses) while the instance already runs.
+REACHABLE_JOB_STATES = ("Running", "Launching")
+
+
+def save_names(spec, count):
+    """The image names a --save-on-exit job asks for: NAME, or NAME-0, NAME-1..."""
+    if not spec.save:
+        return []
+    return [instances.instance_name(spec.save, count, i) for i in range(count)]
+
+
+def admit(conn, owner, spec, nodes, default_image=None, walltime=None, job_id=None):
+    """Check a launch of spec on `nodes` nodes by owner before anything is
+    created: the image is one owner may use, the networks are owner's, a fixed
+    address is free, the instance and image names are free, the walltime is
+    well formed.  Called before oarsub and again by the job's prologue (job_id:
+    that job's own rows do not count).  Returns the walltime as OAR wants it.
+    Raises Refused, NotFound, Conflict."""
+    if not 1 <= nodes <= 1000:
+        raise Refused(detail="--nodes must be between 1 and 1000")
+    image = spec.image or default_image
+    if image:
+        images.usable(conn, image, owner)
+    nets = networks.named(conn, owner, spec.networks)
+    if spec.ip:
+        networks.check_fixed_ip(conn, spec, nets, nodes)
+    count = spec.count or nodes
+    if spec.name:
+        wanted = {instances.instance_name(spec.name, count, i) for i in range(count)}
+        taken = sorted(wanted & {r["name"] for r in instances.live(conn, owner=owner)
+                                 if r["job_id"] != job_id})
+        if taken:
+            raise Refused(detail="you already have an instance named %s (oarcloud delete it "
+                                 "first)" % ", ".join(taken))
+    for name in save_names(spec, count):
+        images.check_new_name(conn, name)
+    return jobs.check_walltime(walltime) if walltime is not None else None
+
+
+def launch(conn, owner, spec, nodes=1, walltime="1:00:00", runner=LOCAL):
+    """Admit the request, then submit its OAR cloud job as owner; returns the
+    job id.  The job's prologue creates the instances."""
+    walltime = admit(conn, owner, spec, nodes, walltime=walltime)
+    job_id = jobs.submit(spec, nodes, walltime, runner=runner, user=owner)
+    LOG.info("job %s submitted for %s: %s", job_id, owner, " ".join(spec.to_types()))
+    return job_id
+
+
+def find(conn, name, owner):
+    """owner's instance called name: the live one, else the last one.
+    Raises Refused (a malformed name), NotFound (another user's instance is
+    not found, exactly like a missing one)."""
+    if not isinstance(name, str) or not jobspec.NAME_PATTERN.match(name):
+        raise Refused(detail="bad instance name %r" % (str(name)[:60],))
+    cur = conn.execute("SELECT %s FROM instances WHERE name = %%s AND owner = %%s ORDER BY"
+                       " state IN ('deleted', 'failed'), created DESC, idx DESC LIMIT 1"
+                       % ", ".join(instances.COLUMNS), (name, owner))
+    rows = instances.rows_of(cur)
+    if not rows:
+        raise NotFound(what="instance", name=name)
+    return rows[0]
+
+
+def reachable(conn, owner, name):
+    """owner's live instance called name, whose OAR job runs: one its owner can
+    enter, power, save or publish.  Raises Refused, NotFound, Conflict."""
+    row = find(conn, name, owner)
+    if row["state"] in ("deleted", "failed"):
+        raise NotFound(what="instance", name=name)
+    if row["state"] not in REACHABLE_STATES:
+        raise Conflict(what="instance", detail="%s is %s" % (name, row["state"]))
+    state = job_state(row["job_id"])
+    if state not in REACHABLE_JOB_STATES:
+        raise Conflict(what="instance", detail="%s: its job %s is %s" % (name, row["job_id"],
+                                                                         state))
+    return row
+
+
+def delete(conn, owner, name, wait=False, runner=LOCAL):
+    """End the OAR job of owner's instance called name (with every instance of
+    that job; its epilogue tears them down); returns the instance's row."""
+    row = find(conn, name, owner)
+    jobs.delete(row["job_id"], runner, user=owner)
+    if wait:
+        jobs.wait_ended(conn, row["job_id"], runner=runner)
+    return row
+
+
+def end_jobs(conn, ended):
+    """Record jobs that ended, [(job_id, state, reason)] with state deleted or
+    failed: their instances leave the catalog's live set, and the nodes that
+    host their networks forget their addresses.  Returns the networks freed of
+    them, and {node: error} of the nodes that could not follow (the next change
+    on those nodes retries)."""
+    released = set()
+    for job_id, state, reason in ended:
+        released |= set(instances.mark_job(conn, job_id, state, reason))
+    errors = fanout.sync_nodes(networks.hosting_nodes(conn, sorted(released))) \
+        if released else {}
+    return sorted(released), errors

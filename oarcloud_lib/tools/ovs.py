@@ -1,0 +1,107 @@
+"""Open vSwitch through ovs-vsctl and ovs-ofctl: the one module that runs them.
+
+Creation uses --may-exist and deletion --if-exists, so callers are idempotent.
+"""
+import json
+import os
+
+from oarcloud_lib.commands import LOCAL
+
+TIMEOUT = 10
+
+
+def datapath():
+    """'system' where the kernel has the openvswitch module, else 'netdev' (userspace)."""
+    return "system" if os.path.isdir("/sys/module/openvswitch") else "netdev"
+
+
+def vsctl(args, runner=LOCAL, no_wait=False):
+    argv = ["ovs-vsctl", "--timeout=%d" % TIMEOUT] + (["--no-wait"] if no_wait else []) + list(args)
+    return runner.out(argv, timeout=TIMEOUT + 5)
+
+
+def bridge_exists(bridge, runner=LOCAL):
+    argv = ["ovs-vsctl", "--timeout=5", "br-exists", bridge]
+    return runner.run(argv, check=False, timeout=TIMEOUT).code == 0
+
+
+def replace_flows(bridge, text, runner=LOCAL, protocol=None):
+    """Replace every flow of bridge by text's (ovs-ofctl's format), atomically."""
+    argv = ["ovs-ofctl"] + (["-O", protocol] if protocol else []) + [
+        "--bundle", "replace-flows", bridge, "-"]
+    runner.run(argv, stdin=text)
+
+
+def parse_json_table(text):
+    """Rows of `ovs-vsctl --format=json list TABLE` as dicts (atoms unwrapped)."""
+    data = json.loads(text or '{"headings": [], "data": []}')
+    rows = []
+    for values in data["data"]:
+        row = {}
+        for head, value in zip(data["headings"], values):
+            row[head] = _atom(value)
+        rows.append(row)
+    return rows
+
+
+def _atom(value):
+    if isinstance(value, list) and len(value) == 2 and value[0] in ("set", "map", "uuid"):
+        kind, inner = value
+        if kind == "set":
+            return [_atom(v) for v in inner]
+        if kind == "map":
+            return {k: _atom(v) for k, v in inner}
+        return inner
+    return value
+
+
+def bridges(runner=LOCAL):
+    return vsctl(["list-br"], runner).split()
+
+
+def ports(bridge, runner=LOCAL):
+    return vsctl(["list-ports", bridge], runner).split()
+
+
+def bridge_datapath(bridge, runner=LOCAL):
+    rows = parse_json_table(vsctl(["--format=json", "--columns=datapath_type", "list",
+                                   "Bridge", bridge], runner))
+    return rows[0]["datapath_type"] if rows else None
+
+
+def ensure_bridge(bridge, datapath, runner=LOCAL):
+    """Create bridge with datapath ('system' or 'netdev'); True if anything changed."""
+    if bridge in bridges(runner):
+        if bridge_datapath(bridge, runner) in (datapath, "" if datapath == "system" else None):
+            return False
+        vsctl(["set", "Bridge", bridge, "datapath_type=%s" % datapath], runner)
+        return True
+    vsctl(["--may-exist", "add-br", bridge, "--", "set", "Bridge", bridge,
+           "datapath_type=%s" % datapath], runner)
+    return True
+
+
+def ensure_port(bridge, port, runner=LOCAL):
+    if port in ports(bridge, runner):
+        return False
+    vsctl(["--may-exist", "add-port", bridge, port], runner)
+    return True
+
+
+def delete_port(bridge, port, runner=LOCAL):
+    vsctl(["--if-exists", "del-port", bridge, port], runner)
+
+
+def tunnel_port_name(remote_ip):
+    """vx-<address in hex>: unique per peer, within the 15 characters of an ifname."""
+    return "vx-" + "".join("%02x" % int(o) for o in remote_ip.split("."))
+
+
+def ensure_flow_tunnel(bridge, port, remote_ip, runner=LOCAL):
+    """A VXLAN port to remote_ip whose key (VNI) the flows set per packet
+    (options:key=flow): one tunnel per peer node carries every network."""
+    if port in ports(bridge, runner):
+        return False
+    vsctl(["--may-exist", "add-port", bridge, port, "--", "set", "Interface", port, "type=vxlan",
+           "options:remote_ip=%s" % remote_ip, "options:key=flow"], runner)
+    return True
