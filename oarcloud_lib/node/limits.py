@@ -11,13 +11,16 @@ instance is gone.
 """
 import logging
 import re
+import time
 from pathlib import Path
 
 from oarcloud_lib import metrics
 from oarcloud_lib.errors import NotReady
 
 LOG = logging.getLogger(__name__)
-MOVE_ROUNDS = 20
+MOVE_ROUNDS = 50
+MOVE_AT_ONCE = 20  # rounds before the first pause
+MOVE_PAUSE = 0.01  # s between two rounds: a fork in flight lands in a cgroup
 
 
 def _groups(init_pid, proc):
@@ -63,6 +66,34 @@ def _procs(d):
         return set()
 
 
+def _alive(pid, proc):
+    """Whether pid is a process that can still change cgroups (not a zombie)."""
+    try:
+        stat = Path(proc, pid, "stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:][:1] not in ("Z", "X")
+
+
+def _move_all(source, d, init_pid, proc):
+    """Move every process of source into d, until none is left outside: one
+    that forks meanwhile has its child listed on the next round; a zombie (its
+    parent not yet told) cannot move and counts for nothing."""
+    for i in range(MOVE_ROUNDS):
+        outside = {pid for pid in _procs(source) - _procs(d) if _alive(pid, proc)}
+        if not outside:
+            return
+        for pid in outside:
+            try:
+                with open(d / "cgroup.procs", "a") as f:  # one pid per write
+                    f.write("%s\n" % pid)
+            except ProcessLookupError:
+                pass
+        if i >= MOVE_AT_ONCE:  # still forking: give it time (a busy boot)
+            time.sleep(MOVE_PAUSE)
+    raise NotReady(detail="the processes of instance init %s kept escaping %s" % (init_pid, d))
+
+
 def limit_pids(init_pid, maximum, node_share=0.5, cgroups="/sys/fs/cgroup", proc="/proc"):
     """Cap the instance's processes at maximum (giving it a pids cgroup of its own
     when libvirt did not), and all instances' together (their partition, e.g.
@@ -85,21 +116,7 @@ def limit_pids(init_pid, maximum, node_share=0.5, cgroups="/sys/fs/cgroup", proc
             _write(d.parent / "pids.max", cap)
     _write(d / "pids.max", maximum)
     if source is not None:
-        # Every process of the instance, until none is left outside (one that
-        # forks meanwhile: its child is listed on the next round).
-        for _ in range(MOVE_ROUNDS):
-            outside = _procs(source) - _procs(d)
-            if not outside:
-                break
-            for pid in outside:
-                try:
-                    with open(d / "cgroup.procs", "a") as f:  # one pid per write
-                        f.write("%s\n" % pid)
-                except ProcessLookupError:
-                    pass
-        else:
-            raise NotReady(detail="the processes of instance init %s kept escaping %s"
-                                  % (init_pid, d))
+        _move_all(source, d, init_pid, proc)
     return d
 
 

@@ -34,7 +34,7 @@ DAEMONS = {
     "libvirtd": "/run/libvirtd.pid",
 }
 NODE_COMMANDS = ("sshd", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovsdb-tool",
-                 "libvirtd", "virtlogd", "ethtool", "ip", "unshare", "oarnodesetting")
+                 "libvirtd", "virtlogd", "ethtool", "ip", "sysctl", "unshare", "oarnodesetting")
 CGROUP_UNIFIED = "/sys/fs/cgroup/unified"
 
 
@@ -111,6 +111,11 @@ def ensure_underlay(iface, datapath, runner):
     changed |= ovs.ensure_port(UNDERLAY_BRIDGE, iface, runner)
     netdev.set_up(iface, runner)
     changed |= netdev.move_addresses(iface, UNDERLAY_BRIDGE, runner)
+    # The kernel still sees what arrives on iface (the userspace datapath reads
+    # a copy): left alone it answers ARP for the node's address with iface's
+    # MAC too, and a peer that believes it sends VXLAN the bridge never takes
+    # for a tunnel (it goes up the kernel's stack and is lost).
+    changed |= netdev.ensure_sysctl("net/ipv4/conf/%s/arp_ignore" % iface, "1", runner)
     netdev.set_up(UNDERLAY_BRIDGE, runner)
     return changed
 

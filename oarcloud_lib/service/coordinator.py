@@ -22,6 +22,9 @@ from oarcloud_lib import config, names
 from oarcloud_lib.catalog import db, instances, joblog, jobspec, networks
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, Refused
+# The coordinator runs on the job's first node and creates its instances there
+# in-process: loaded with it, before the job's clock starts.
+from oarcloud_lib.node import lifecycle as node_lifecycle
 from oarcloud_lib.server import saves
 from oarcloud_lib.service import fanout, lifecycle
 from oarcloud_lib.tools import oar
@@ -52,8 +55,6 @@ def load_job(job_id):
 def _fan_out(nodes, verb, job_id):
     """Run verb on every node in parallel; returns {node: error or None}.  On
     this node it runs in this process (the coordinator records already)."""
-    from oarcloud_lib.node import lifecycle as node_lifecycle
-
     def here(verb, job_id):
         node_lifecycle.run_verb(verb, job_id, record=False)
     return fanout.parallel(nodes, lambda node: fanout.on_node(node, verb, job_id, here=here))

@@ -96,6 +96,14 @@ def tx_offload_on(dev, runner=LOCAL):
     return False
 
 
+def ensure_sysctl(key, value, runner=LOCAL):
+    """key = value in this network namespace's sysctls; True if it changed."""
+    if runner.out(["sysctl", "-n", key]).strip() == value:
+        return False
+    runner.run(["sysctl", "-qw", "%s=%s" % (key, value)])
+    return True
+
+
 def move_addresses(src, dst, runner=LOCAL):
     """Move src's IPv4 addresses and routes to dst; True if anything moved."""
     addrs = addresses(src, runner)

@@ -7,10 +7,14 @@ from oarcloud_lib.errors import NotReady
 LIBVIRT = "machine/lxc-9-oc1-0.libvirt-lxc"
 
 
-def tree(tmp_path, cgroup_lines, dirs, procs=("42", "43")):
+def tree(tmp_path, cgroup_lines, dirs, procs=("42", "43"), zombies=()):
     proc, cg = tmp_path / "proc", tmp_path / "cgroup"
     (proc / "42").mkdir(parents=True)
     (proc / "42/cgroup").write_text(cgroup_lines)
+    for pid in tuple(procs) + tuple(zombies):
+        (proc / pid).mkdir(exist_ok=True)
+        (proc / pid / "stat").write_text("%s (a (b) c) %s 1 1 1\n" % (pid, "Z" if pid in zombies
+                                                                      else "S"))
     (proc / "sys/kernel").mkdir(parents=True)
     (proc / "sys/kernel/pid_max").write_text("100000\n")
     for d in dirs:
@@ -18,7 +22,8 @@ def tree(tmp_path, cgroup_lines, dirs, procs=("42", "43")):
         (cg / d / "cgroup.procs").write_text("")
         if d.count("/") > 0:
             (cg / d / "pids.max").write_text("max\n")
-    (cg / "memory" / LIBVIRT / "cgroup.procs").write_text("\n".join(procs) + "\n")
+    (cg / "memory" / LIBVIRT / "cgroup.procs").write_text("\n".join(tuple(procs) + tuple(zombies))
+                                                        + "\n")
     return proc, cg
 
 
@@ -52,3 +57,11 @@ def test_an_init_in_no_cgroup_or_gone_is_refused(tmp_path):
         limits.limit_pids(42, 100, cgroups=cg, proc=proc)
     with pytest.raises(NotReady):
         limits.limit_pids(44, 100, cgroups=cg, proc=proc)
+
+
+def test_a_zombie_left_in_the_memory_cgroup_is_not_an_escape(tmp_path):
+    proc, cg = tree(tmp_path, "8:pids:/\n4:memory:/%s\n0::/\n" % LIBVIRT,
+                    ["pids", "pids/machine", "memory", "memory/machine", "memory/" + LIBVIRT],
+                    zombies=("44",))
+    d = limits.limit_pids(42, 4096, cgroups=cg, proc=proc)
+    assert sorted((d / "cgroup.procs").read_text().split()) == ["42", "43"]
