@@ -108,7 +108,7 @@ class ImageImport(Command):
     def run_command(self, path):
         from oarcloud_lib import progress
         from oarcloud_lib.catalog import images
-        from oarcloud_lib.errors import CommandFailed, NotFound, Refused
+        from oarcloud_lib.errors import CommandFailed, NotFound
         images.check_name(self.name)
         if not os.path.exists(path):
             raise NotFound(what="file or directory", name=path)

@@ -222,8 +222,7 @@ class Lab:
         return progress.done()
 
     def _check_underlay_free(self):
-        routes = json.loads(self.runner.out(["ip", "-j", "route", "show", "match", SERVER_IP]) or "[]")
-        for r in routes:
+        for r in netdev.routes_matching(SERVER_IP, self.runner):
             if r.get("dst") != "default" and r.get("dev") != BRIDGE:
                 raise Refused(detail="%s is already routed on this machine (dev %s): "
                                      "the lab would clash with it" % (r.get("dst"), r.get("dev")))
@@ -232,11 +231,11 @@ class Lab:
         links = netdev.links(self.runner)
         changed = False
         if BRIDGE not in links:
-            self.runner.run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+            netdev.add_bridge(BRIDGE, self.runner)
             changed = True
         want = "%s/%d" % (SERVER_IP, UNDERLAY.prefixlen)
         if want not in netdev.addresses(BRIDGE, self.runner):
-            self.runner.run(["ip", "addr", "replace", want, "dev", BRIDGE])
+            netdev.replace_address(BRIDGE, want, self.runner)
             changed = True
         netdev.set_up(BRIDGE, self.runner)
         return changed
@@ -300,17 +299,15 @@ class Lab:
         # Mounts made later on the node (instance roots) reach libvirtd's namespace.
         r.run(["mount", "--make-rshared", "/"])
         veth = node["veth"]
-        if veth in netdev.links(self.runner):
-            self.runner.run(["ip", "link", "del", veth])
-        self.runner.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0",
-                         "netns", str(holder.pid)])
+        netdev.delete(veth, self.runner)
+        netdev.add_veth_into(veth, holder.pid, "eth0", self.runner)
         # The node side of this veth feeds an OVS userspace datapath, which
         # does not complete checksums the kernel left to the hardware.
         netdev.tx_offload_off(veth, self.runner)
-        self.runner.run(["ip", "link", "set", veth, "master", BRIDGE, "up"])
-        r.run(["ip", "link", "set", "lo", "up"])
-        r.run(["ip", "addr", "add", "%s/%d" % (node["ip"], UNDERLAY.prefixlen), "dev", "eth0"])
-        r.run(["ip", "link", "set", "eth0", "up"])
+        netdev.attach(veth, BRIDGE, self.runner)
+        netdev.set_up("lo", r)
+        netdev.replace_address("eth0", "%s/%d" % (node["ip"], UNDERLAY.prefixlen), r)
+        netdev.set_up("eth0", r)
         return True
 
     def _setup_node(self, name, cores, progress):
@@ -382,7 +379,7 @@ class Lab:
                 os.unlink(p)
                 progress.step("%s removed" % p, True)
         if BRIDGE in netdev.links(self.runner):
-            self.runner.run(["ip", "link", "del", BRIDGE])
+            netdev.delete(BRIDGE, self.runner)
             progress.step("underlay bridge %s removed" % BRIDGE, True)
         shutil.rmtree(self.root)
         progress.step("%s removed" % self.root, True)
@@ -437,7 +434,7 @@ class Lab:
                     daemons.stop_pid(int(p.name), timeout=3)
                     found = True
         if node.get("veth") in netdev.links(self.runner):
-            self.runner.run(["ip", "link", "del", node["veth"]])
+            netdev.delete(node["veth"], self.runner)
             found = True
         d = self._node_dir(name)
         if d.exists():

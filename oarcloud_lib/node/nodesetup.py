@@ -22,14 +22,11 @@ from oarcloud_lib.tools.oar import NODE_SSHD_CONFIG, NODE_SSHD_PIDFILE, OarServe
 from oarcloud_lib.progress import Progress
 
 LOG = logging.getLogger(__name__)
-OVS_RUN = "/run/openvswitch"
-OVS_DB = "/etc/openvswitch/conf.db"
-OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 # The daemons a node runs, by the pidfile that makes them ours.
 DAEMONS = {
     "oar-node-sshd": NODE_SSHD_PIDFILE,
-    "ovsdb-server": OVS_RUN + "/ovsdb-server.pid",
-    "ovs-vswitchd": OVS_RUN + "/ovs-vswitchd.pid",
+    "ovsdb-server": ovs.PIDFILES["ovsdb-server"],
+    "ovs-vswitchd": ovs.PIDFILES["ovs-vswitchd"],
     "virtlogd": "/run/virtlogd.pid",
     "libvirtd": "/run/libvirtd.pid",
 }
@@ -69,30 +66,9 @@ def ensure_sshd(runner):
 
 
 def ensure_ovs(runner):
-    changed = False
-    os.makedirs(OVS_RUN, exist_ok=True)
-    os.makedirs("/var/log/openvswitch", exist_ok=True)
-    if not os.path.exists(OVS_DB):
-        os.makedirs(os.path.dirname(OVS_DB), exist_ok=True)
-        runner.run(["ovsdb-tool", "create", OVS_DB, OVS_SCHEMA])
-        changed = True
-    if not daemons.read_pid(DAEMONS["ovsdb-server"]):
-        _spawn_and_wait(runner, [
-            "ovsdb-server", OVS_DB, "--remote=punix:%s/db.sock" % OVS_RUN,
-            "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",
-            "--pidfile=%s" % DAEMONS["ovsdb-server"], "--detach",
-            "--log-file=/var/log/openvswitch/ovsdb-server.log"],
-            DAEMONS["ovsdb-server"], "ovsdb-server")
-        ovs.vsctl(["init"], runner, no_wait=True)
-        changed = True
-    if not daemons.read_pid(DAEMONS["ovs-vswitchd"]):
-        _spawn_and_wait(runner, [
-            "ovs-vswitchd", "unix:%s/db.sock" % OVS_RUN,
-            "--pidfile=%s" % DAEMONS["ovs-vswitchd"], "--detach",
-            "--log-file=/var/log/openvswitch/ovs-vswitchd.log"],
-            DAEMONS["ovs-vswitchd"], "ovs-vswitchd")
-        paths.UNDERLAY_FLOWS_DIGEST.unlink(missing_ok=True)  # its flows are gone
-        changed = True
+    changed = ovs.ensure_daemons(runner, _spawn_and_wait)
+    if changed:
+        paths.UNDERLAY_FLOWS_DIGEST.unlink(missing_ok=True)  # a new vswitchd has no flows
     return changed
 
 

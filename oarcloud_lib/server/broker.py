@@ -36,6 +36,11 @@ on stdin: they may hold secrets, which the command line shows to everyone):
     broker alarm-create  (a JSON spec on stdin)      broker alarm-delete NAME
     broker notify-add    (the URL on stdin)          broker notify-del  (id or URL on stdin)
     broker notify-test   (a test message to every target; waits for the outcome)
+
+OAR's admission rule asks it, as OAR's own user, whether a cloud job may be
+submitted (the checks the prologue makes again, answered before the job exists):
+
+    broker admit OWNER NODES TYPE...   (only for the caller "oar")
 """
 import json
 import logging
@@ -47,7 +52,7 @@ import sys
 import time
 
 from oarcloud_lib import commands, config, paths, progress
-from oarcloud_lib.catalog import accounts, db, images, instances, joblog, networks
+from oarcloud_lib.catalog import accounts, db, images, instances, joblog, jobspec, networks
 from oarcloud_lib.server import imagestore, saves
 from oarcloud_lib.service import fanout, lifecycle
 from oarcloud_lib.tools import oarssh
@@ -57,6 +62,7 @@ from oarcloud_lib.errors import OarcloudError, Refused, from_foreign
 LOG = logging.getLogger("oarcloud.broker")
 SUITE_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}\Z")
 MAX_STDIN = 65536
+OAR_USER = "oar"
 
 
 def caller(environ=os.environ):
@@ -254,6 +260,23 @@ def notify_test(conn, user):
 
 # -- one instance: on its node, through the node agent -------------------------------------
 
+def admit(conn, user, owner, nodes, *types):
+    """The job's prologue checks, asked by OAR's admission rule while oarsub
+    runs (as OAR's user, for the submitter `owner`): the image, the networks,
+    a fixed address, the names.  An ordinary user may not ask it for another."""
+    if user != OAR_USER:
+        raise Refused(detail="admit is asked by OAR's admission rule only")
+    if not accounts.NAME_RE.match(owner) or owner in accounts.RESERVED:
+        raise Refused(detail="unexpected submitter %r" % owner[:40])
+    if not nodes.isdigit():
+        raise Refused(detail="bad node count %r" % nodes[:20])
+    spec = jobspec.parse_types(types)
+    if spec is None:
+        return "not a cloud job"
+    lifecycle.admit(conn, owner, spec, max(1, int(nodes)), config.load().default_image)
+    return "admitted"
+
+
 def _interactive(verb):
     def run(conn, user, name, *rest):
         row = lifecycle.reachable(conn, user, name)
@@ -294,6 +317,7 @@ VERBS = {
     "alarm-create": (alarm_create, 0, 0), "alarm-delete": (alarm_delete, 1, 1),
     "notify-add": (notify_add, 0, 0), "notify-del": (notify_del, 0, 0),
     "notify-test": (notify_test, 0, 0),
+    "admit": (admit, 2, 1024),
     "exec": (_interactive("exec"), 1, MANY), "console": (_interactive("console"), 1, 1),
     "proxy": (_interactive("proxy"), 1, 2),
     "start": (_power("start"), 1, 1), "stop": (_power("stop"), 1, 1),

@@ -4,6 +4,7 @@ Every step checks before it acts, so a second run changes nothing.
 """
 import logging
 import os
+import re
 from pathlib import Path
 
 from oarcloud_lib import config, paths, templating
@@ -99,9 +100,20 @@ def ensure_sudoers(runner=LOCAL, path=SUDOERS):
     return True
 
 
-def render_admission_rule():
+def admit_command():
+    """What the admission rule runs, as OAR's user, to ask the broker whether a
+    cloud job may be submitted (its arguments follow: owner, nodes, types)."""
+    return ["/usr/bin/timeout", "20", "/usr/bin/sudo", "-n",
+            str(paths.HOOKS_INSTALL_DIR / "broker"), "admit"]
+
+
+def render_admission_rule(command=None):
+    command = admit_command() if command is None else command
+    if not all(re.fullmatch(r"[A-Za-z0-9_./-]+", word) for word in command):
+        raise ValueError("admission command words must be plain paths and flags")
     return templating.render("admission_rule.pl.j2", marker=RULE_MARKER,
-                             keys=jobspec.KEYS, repeatable=sorted(jobspec.REPEATABLE))
+                             keys=jobspec.KEYS, repeatable=sorted(jobspec.REPEATABLE),
+                             admit_command=command)
 
 
 def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL,

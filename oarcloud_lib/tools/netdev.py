@@ -38,6 +38,31 @@ def _in(netns_pid=None, netns=None):
     return ["nsenter", "-t", str(netns_pid), "-n", "--"] if netns_pid else []
 
 
+def routes_matching(address, runner=LOCAL):
+    """The IPv4 routes of this namespace that cover address (`ip route show match`)."""
+    return json.loads(runner.out(["ip", "-j", "route", "show", "match", address]) or "[]")
+
+
+def add_bridge(name, runner=LOCAL):
+    runner.run(["ip", "link", "add", name, "type", "bridge"])
+
+
+def replace_address(dev, cidr, runner=LOCAL, netns_pid=None):
+    """dev has address cidr (added, or its prefix replaced)."""
+    runner.run(_in(netns_pid) + ["ip", "addr", "replace", cidr, "dev", dev])
+
+
+def add_veth_into(dev, netns_pid, peer, runner=LOCAL):
+    """A veth pair: dev here, peer in the network namespace of netns_pid."""
+    runner.run(["ip", "link", "add", dev, "type", "veth", "peer", "name", peer,
+                "netns", str(netns_pid)])
+
+
+def attach(dev, bridge, runner=LOCAL):
+    """dev is a port of the Linux bridge bridge, and up."""
+    runner.run(["ip", "link", "set", dev, "master", bridge, "up"])
+
+
 def route_interface(address, runner=LOCAL):
     """The interface this namespace reaches address through, or None."""
     try:

@@ -5,9 +5,44 @@ Creation uses --may-exist and deletion --if-exists, so callers are idempotent.
 import json
 import os
 
+from oarcloud_lib import daemons
 from oarcloud_lib.commands import LOCAL
 
 TIMEOUT = 10
+RUN_DIR = "/run/openvswitch"
+DB = "/etc/openvswitch/conf.db"
+SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+LOG_DIR = "/var/log/openvswitch"
+PIDFILES = {"ovsdb-server": RUN_DIR + "/ovsdb-server.pid",
+            "ovs-vswitchd": RUN_DIR + "/ovs-vswitchd.pid"}
+
+
+def ensure_daemons(runner, spawn_and_wait):
+    """ovsdb-server (with its database) and ovs-vswitchd running, ours by their
+    pidfiles; spawn_and_wait(runner, argv, pidfile, what) starts one.  True if
+    anything was created or started (a started vswitchd has no flows yet)."""
+    changed = False
+    os.makedirs(RUN_DIR, exist_ok=True)
+    os.makedirs(LOG_DIR, exist_ok=True)
+    if not os.path.exists(DB):
+        os.makedirs(os.path.dirname(DB), exist_ok=True)
+        runner.run(["ovsdb-tool", "create", DB, SCHEMA])
+        changed = True
+    if not daemons.read_pid(PIDFILES["ovsdb-server"]):
+        spawn_and_wait(runner, [
+            "ovsdb-server", DB, "--remote=punix:%s/db.sock" % RUN_DIR,
+            "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",
+            "--pidfile=%s" % PIDFILES["ovsdb-server"], "--detach",
+            "--log-file=%s/ovsdb-server.log" % LOG_DIR], PIDFILES["ovsdb-server"], "ovsdb-server")
+        vsctl(["init"], runner, no_wait=True)
+        changed = True
+    if not daemons.read_pid(PIDFILES["ovs-vswitchd"]):
+        spawn_and_wait(runner, [
+            "ovs-vswitchd", "unix:%s/db.sock" % RUN_DIR,
+            "--pidfile=%s" % PIDFILES["ovs-vswitchd"], "--detach",
+            "--log-file=%s/ovs-vswitchd.log" % LOG_DIR], PIDFILES["ovs-vswitchd"], "ovs-vswitchd")
+        changed = True
+    return changed
 
 
 def datapath():

@@ -40,3 +40,17 @@ def test_job_reason_skips_resubmission_events():
                       {"type": "PROLOGUE_ERROR", "description": "[bipbip 3] error of oarexec prologue"}]}
     assert job_reason(job) == "PROLOGUE_ERROR: [bipbip 3] error of oarexec prologue"
     assert job_reason({}) == "no reason given by OAR"
+
+
+@pytest.mark.parametrize("caller,owner,nodes", [
+    ("alice", "bob", "1"),        # only OAR's own user asks for another
+    ("oar", "root", "1"), ("oar", "oar", "1"), ("oar", "Bad;name", "1"),
+    ("oar", "bob", "-1"), ("oar", "bob", "1x"),
+])
+def test_admit_is_asked_by_oar_only_for_an_ordinary_submitter(caller, owner, nodes):
+    with pytest.raises(Refused):
+        broker.admit(None, caller, owner, nodes, "cloud")
+
+
+def test_admit_lets_ordinary_jobs_through_without_the_catalog():
+    assert broker.admit(None, "oar", "bob", "1", "besteffort") == "not a cloud job"
