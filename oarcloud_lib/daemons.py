@@ -9,7 +9,17 @@ import signal
 import time
 from pathlib import Path
 
+from oarcloud_lib.errors import NotReady
+
 LOG = logging.getLogger(__name__)
+
+
+def spawn_and_wait(runner, argv, pidfile, what):
+    """Run argv (a daemon that detaches and writes pidfile) and wait for a live
+    pid in pidfile.  Raises NotReady."""
+    runner.run(argv, timeout=60)
+    if not wait_for(lambda: read_pid(pidfile), timeout=15):
+        raise NotReady(detail="%s did not start (no live pid in %s)" % (what, pidfile))
 
 
 def read_pid(pidfile, root="/"):

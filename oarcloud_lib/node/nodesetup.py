@@ -49,24 +49,18 @@ def hybrid_cgroups():
     return os.path.ismount(CGROUP_UNIFIED) and os.path.ismount("/sys/fs/cgroup/memory")
 
 
-def _spawn_and_wait(runner, argv, pidfile, what):
-    runner.run(argv, timeout=60)
-    if not daemons.wait_for(lambda: daemons.read_pid(pidfile), timeout=15):
-        raise NotReady(detail="%s did not start (no live pid in %s)" % (what, pidfile))
-
-
 def ensure_sshd(runner):
     if daemons.read_pid(NODE_SSHD_PIDFILE):
         return False
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-    _spawn_and_wait(runner, ["/usr/sbin/sshd", "-f", NODE_SSHD_CONFIG,
-                             "-o", "PidFile=%s" % NODE_SSHD_PIDFILE], NODE_SSHD_PIDFILE,
-                    "oar-node sshd")
+    daemons.spawn_and_wait(runner, ["/usr/sbin/sshd", "-f", NODE_SSHD_CONFIG,
+                                    "-o", "PidFile=%s" % NODE_SSHD_PIDFILE],
+                           NODE_SSHD_PIDFILE, "oar-node sshd")
     return True
 
 
 def ensure_ovs(runner):
-    changed = ovs.ensure_daemons(runner, _spawn_and_wait)
+    changed = ovs.ensure_daemons(runner)
     if changed:
         paths.UNDERLAY_FLOWS_DIGEST.unlink(missing_ok=True)  # a new vswitchd has no flows
     return changed
@@ -101,8 +95,8 @@ def ensure_libvirtd(runner):
     os.makedirs("/var/log/libvirt", exist_ok=True)
     os.makedirs("/run/libvirt", exist_ok=True)
     if not daemons.read_pid(DAEMONS["virtlogd"]):
-        _spawn_and_wait(runner, ["virtlogd", "-d", "-p", DAEMONS["virtlogd"]],
-                        DAEMONS["virtlogd"], "virtlogd")
+        daemons.spawn_and_wait(runner, ["virtlogd", "-d", "-p", DAEMONS["virtlogd"]],
+                               DAEMONS["virtlogd"], "virtlogd")
         changed = True
     if not daemons.read_pid(DAEMONS["libvirtd"]):
         argv = ["libvirtd", "-d", "-p", DAEMONS["libvirtd"]]
@@ -112,7 +106,7 @@ def ensure_libvirtd(runner):
             argv = ["unshare", "--mount", "--propagation", "slave", "--",
                     sys.executable, "-I", "-m", "oarcloud_lib.node.umount_exec",
                     "--umount", CGROUP_UNIFIED, "--"] + argv
-        _spawn_and_wait(runner, argv, DAEMONS["libvirtd"], "libvirtd")
+        daemons.spawn_and_wait(runner, argv, DAEMONS["libvirtd"], "libvirtd")
         changed = True
     ok = daemons.wait_for(lambda: runner.run(["virsh", "-c", "lxc:///system", "version"],
                                              check=False, timeout=10).code == 0, timeout=20)

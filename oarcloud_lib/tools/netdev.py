@@ -47,9 +47,9 @@ def add_bridge(name, runner=LOCAL):
     runner.run(["ip", "link", "add", name, "type", "bridge"])
 
 
-def replace_address(dev, cidr, runner=LOCAL, netns_pid=None):
+def replace_address(dev, cidr, runner=LOCAL):
     """dev has address cidr (added, or its prefix replaced)."""
-    runner.run(_in(netns_pid) + ["ip", "addr", "replace", cidr, "dev", dev])
+    runner.run(["ip", "addr", "replace", cidr, "dev", dev])
 
 
 def add_veth_into(dev, netns_pid, peer, runner=LOCAL):

@@ -17,10 +17,10 @@ PIDFILES = {"ovsdb-server": RUN_DIR + "/ovsdb-server.pid",
             "ovs-vswitchd": RUN_DIR + "/ovs-vswitchd.pid"}
 
 
-def ensure_daemons(runner, spawn_and_wait):
+def ensure_daemons(runner=LOCAL):
     """ovsdb-server (with its database) and ovs-vswitchd running, ours by their
-    pidfiles; spawn_and_wait(runner, argv, pidfile, what) starts one.  True if
-    anything was created or started (a started vswitchd has no flows yet)."""
+    pidfiles.  True if anything was created or started (a started vswitchd has
+    no flows yet).  Raises NotReady."""
     changed = False
     os.makedirs(RUN_DIR, exist_ok=True)
     os.makedirs(LOG_DIR, exist_ok=True)
@@ -29,7 +29,7 @@ def ensure_daemons(runner, spawn_and_wait):
         runner.run(["ovsdb-tool", "create", DB, SCHEMA])
         changed = True
     if not daemons.read_pid(PIDFILES["ovsdb-server"]):
-        spawn_and_wait(runner, [
+        daemons.spawn_and_wait(runner, [
             "ovsdb-server", DB, "--remote=punix:%s/db.sock" % RUN_DIR,
             "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",
             "--pidfile=%s" % PIDFILES["ovsdb-server"], "--detach",
@@ -37,7 +37,7 @@ def ensure_daemons(runner, spawn_and_wait):
         vsctl(["init"], runner, no_wait=True)
         changed = True
     if not daemons.read_pid(PIDFILES["ovs-vswitchd"]):
-        spawn_and_wait(runner, [
+        daemons.spawn_and_wait(runner, [
             "ovs-vswitchd", "unix:%s/db.sock" % RUN_DIR,
             "--pidfile=%s" % PIDFILES["ovs-vswitchd"], "--detach",
             "--log-file=%s/ovs-vswitchd.log" % LOG_DIR], PIDFILES["ovs-vswitchd"], "ovs-vswitchd")
