@@ -3,7 +3,8 @@ import sys
 
 from plumbum import cli
 
-from oarcloud_cli.common import VERSION, Command, Group, is_root, machine, print_json, print_table
+from oarcloud_cli.common import (VERSION, Command, Group, is_root, machine, print_json,
+                                 print_quota, print_table)
 from oarcloud_cli.monitoring import (AlarmCreate, AlarmList, AlarmShow, NotifyList, NotifyLog,
                                      read_url, show_metrics)
 
@@ -179,6 +180,99 @@ class UserDel(Command):
         from oarcloud_lib.catalog import accounts
         accounts.delete(name)
         print("user %s deleted" % name)
+
+
+# -- quotas -----------------------------------------------------------------------
+
+@Admin.subcommand("quota")
+class QuotaCmd(Group):
+    """Limits on what each account holds at once (docs/quotas.md): checked where
+    every object is created, counted from what is live."""
+
+
+def _limit_switch(resource, unit):
+    from oarcloud_lib.catalog import quotas  # light: no catalog connection
+    return cli.SwitchAttr(["--" + resource], str, argname=unit,
+                          help="most %s (none clears it)" % quotas.RESOURCES[resource][0])
+
+
+@QuotaCmd.subcommand("set")
+class QuotaSet(Command):
+    """Set limits of USER, or with --default every account's default (an
+    account's own limit wins).  Sizes take K, M, G or T; `none` clears a
+    limit.  Idempotent: says what changed.  Lowering a limit below what is used
+    ends nothing; it refuses new creations until use falls below it."""
+
+    default = cli.Flag(["--default"], help="the site's default for every account")
+    json = cli.Flag(["--json"], help="machine-readable output")
+    instances = _limit_switch("instances", "N")
+    cores = _limit_switch("cores", "N")
+    memory = _limit_switch("memory", "SIZE")
+    images_bytes = _limit_switch("images-bytes", "SIZE")
+    networks = _limit_switch("networks", "N")
+    published_ports = _limit_switch("published-ports", "N")
+    vpn_clients = _limit_switch("vpn-clients", "N")
+    alarms = _limit_switch("alarms", "N")
+    targets = _limit_switch("targets", "N")
+
+    def run_command(self, *user):
+        from oarcloud_lib.catalog import db, quotas
+        if len(user) != (0 if self.default else 1):
+            print("oarcloud-admin: give either USER or --default (see --help)",
+                  file=sys.stderr)
+            return 2
+        account = user[0] if user else None
+        asked = {r: getattr(self, r.replace("-", "_")) for r in quotas.RESOURCES}
+        changes = {r: quotas.parse_limit(r, v) for r, v in asked.items() if v is not None}
+        if not changes:
+            print("oarcloud-admin: nothing to set: give at least one of %s (see --help)"
+                  % ", ".join("--" + r for r in quotas.RESOURCES), file=sys.stderr)
+            return 2
+        with db.connect() as conn:
+            done = quotas.set_limits(conn, account, changes)
+        who = account or "the site's default"
+        if self.json:
+            print_json({"account": account or "*", "changed": [
+                {"resource": r, "old": old, "new": new} for r, old, new in done]})
+        elif not done:
+            print("quota of %s: nothing changed" % who)
+        else:
+            print("quota of %s: %s" % (who, ", ".join(
+                "%s %s -> %s" % (r, quotas.shown(r, old), quotas.shown(r, new))
+                for r, old, new in done)))
+
+
+@QuotaCmd.subcommand("show")
+class QuotaShow(Command):
+    """What USER uses next to their limits, and who set each limit."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self, user):
+        from oarcloud_lib.catalog import accounts, db, quotas
+        from oarcloud_lib.errors import NotFound
+        accounts.check_name(user)
+        with db.connect() as conn:
+            if conn.execute("SELECT 1 FROM accounts WHERE name = %s", (user,)).fetchone() is None:
+                raise NotFound(what="oarcloud user", name=user)
+            print_quota(quotas.report(conn, user), self.json)
+
+
+@QuotaCmd.subcommand("list")
+class QuotaList(Command):
+    """Every limit set: the site's defaults (account *) and each account's own."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        from oarcloud_lib.catalog import db, quotas
+        with db.connect() as conn:
+            rows = quotas.listing(conn)
+        if self.json:
+            print_json([machine(r) for r in rows])
+        else:
+            print_table(rows, [("account", "ACCOUNT"), ("resource", "RESOURCE"),
+                               ("max_h", "LIMIT")])
 
 
 # -- nodes ------------------------------------------------------------------------

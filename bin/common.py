@@ -50,6 +50,16 @@ def print_fields(out, keys, width=14):
         print("%-*s %s" % (width, k.replace("_h", "") + ":", printable(v)))
 
 
+def print_quota(rows, as_json):
+    """A quota report (catalog.quotas.report): used next to the limit."""
+    if as_json:
+        print_json([machine(r) for r in rows])
+        return
+    print_table([dict(r, source=r["source"] or "-") for r in rows],
+                [("resource", "RESOURCE"), ("used_h", "USED"), ("limit_h", "LIMIT"),
+                 ("source", "SET BY"), ("counts", "COUNTS")])
+
+
 def broker_argv(verb, *args):
     """The instance and image broker, as root through sudo: it checks who asks."""
     from oarcloud_lib import paths

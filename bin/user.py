@@ -5,7 +5,7 @@ import sys
 from plumbum import cli
 
 from oarcloud_cli.common import (VERSION, Command, Group, broker_argv, exec_broker, is_root,
-                                 print_fields, print_json, print_table)
+                                 print_fields, print_json, print_quota, print_table)
 
 
 class User(Group):
@@ -99,6 +99,21 @@ User.subcommand("net", "oarcloud_cli.user_networks.NetCmd")
 User.subcommand("metrics", "oarcloud_cli.user_monitoring.Metrics")
 User.subcommand("alarm", "oarcloud_cli.user_monitoring.AlarmCmd")
 User.subcommand("notify", "oarcloud_cli.user_monitoring.NotifyCmd")
+
+
+@User.subcommand("quota")
+class Quota(Command):
+    """What you use next to your limits (set by the site's admins).  A limit
+    set by `account` is yours, by `site` every account's default, by
+    `built-in` oarcloud's own; `none` is no limit."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        from oarcloud_lib.catalog import quotas
+        from oarcloud_lib.service import jobs
+        with jobs.connect_as_user() as conn:
+            print_quota(quotas.report(conn, jobs.current_user()), self.json)
 
 
 @User.subcommand("list")

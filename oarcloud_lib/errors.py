@@ -35,6 +35,12 @@ class Refused(OarcloudError):
     exit_code = 2
 
 
+class OverQuota(Refused):
+    """A creation that would take an account past one of its quotas."""
+
+    msg_fmt = "quota: %(detail)s"
+
+
 class CommandFailed(OarcloudError):
     msg_fmt = "command failed (exit %(code)s): %(argv)s: %(stderr)s"
 

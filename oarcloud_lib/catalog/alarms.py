@@ -12,6 +12,7 @@ import operator
 import re
 
 from oarcloud_lib import metrics
+from oarcloud_lib.catalog import quotas
 from oarcloud_lib.catalog.db import dicts
 from oarcloud_lib.errors import Conflict, NotFound, Refused
 
@@ -22,8 +23,8 @@ OPS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.l
 SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 MIN_PERIOD = 1
 MIN_PERIODS, MAX_PERIODS = 1, 100
-# Alarms per user (admins: no limit); each notifies at most notify.MAX_TARGETS URLs.
-MAX_ALARMS = 100
+# Alarms per user: the `alarms` quota (catalog.quotas); each alarm notifies at
+# most notify.MAX_TARGETS URLs.
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?\Z")
 # Values older than the coarsest retention are gone: a rule looking further
 # back would never have data.
@@ -153,8 +154,9 @@ COLUMNS = ("id, owner, name, kind, subject, metric, op, threshold, period, perio
 
 def create(conn, owner, name, subject, rule, repeat=False, urls=()):
     """A new alarm of owner (None: an admin's, on node subject) from a checked
-    rule (check_alarm).  A user has at most MAX_ALARMS, an alarm at most
-    notify.MAX_TARGETS URLs.  Raises Refused, Conflict."""
+    rule (check_alarm).  A user's alarms count against their `alarms` quota;
+    an alarm notifies at most notify.MAX_TARGETS URLs.  Raises Refused,
+    OverQuota, Conflict."""
     from oarcloud_lib.server import notify
     check_name(name)
     urls = list(urls)
@@ -166,17 +168,10 @@ def create(conn, owner, name, subject, rule, repeat=False, urls=()):
     kind = "node" if owner is None else "instance"
     metrics.check_metric(rule["metric"], kind)
     with conn.transaction():
-        if owner is not None:   # concurrent creations count one after the other
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
-                         ("oarcloud.alarms:%s" % owner,))
+        quotas.lock(conn, owner)    # concurrent creations count one after the other
         if get(conn, owner, name, missing_ok=True):
             raise Conflict(what="alarm", detail="%s already exists" % name)
-        if owner is not None:
-            have = conn.execute("SELECT count(*) FROM alarms WHERE owner = %s",
-                                (owner,)).fetchone()[0]
-            if have >= MAX_ALARMS:
-                raise Refused(detail="%s already has %d alarms, the most allowed: delete one"
-                                     " first (alarm delete)" % (owner, have))
+        quotas.require(conn, owner, {"alarms": 1})
         cur = conn.execute(
             "INSERT INTO alarms (owner, name, kind, subject, metric, op, threshold, period,"
             " periods, repeat, notify) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from oarcloud_lib.catalog import jobspec
+from oarcloud_lib.catalog import jobspec, quotas
 from oarcloud_lib.server import imagestore
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, NotReady, Refused
@@ -211,11 +211,21 @@ def check_description(text):
 
 def register(conn, name, sha256, size, owner=None, visibility="private", parent=None,
              depth=0, unpacked=0, description=""):
-    check_description(description)
-    conn.execute("INSERT INTO images (name, owner, visibility, format, size, sha256, parent,"
-                 " depth, unpacked, description) VALUES (%s, %s, %s, 'tar.zst', %s, %s, %s, %s,"
-                 " %s, %s)", (name, owner, visibility, size, sha256, parent, depth, unpacked,
-                              description))
+    """Record an image whose file is whole in the store; its bytes count against
+    the owner's `images-bytes` quota.  Refused, the file leaves the store unless
+    another image has the same content.  Raises Refused, OverQuota, Conflict."""
+    try:
+        check_description(description)
+        with conn.transaction():
+            quotas.require(conn, owner, {"images-bytes": size})
+            conn.execute("INSERT INTO images (name, owner, visibility, format, size, sha256,"
+                         " parent, depth, unpacked, description) VALUES (%s, %s, %s, 'tar.zst',"
+                         " %s, %s, %s, %s, %s, %s)", (name, owner, visibility, size, sha256,
+                                                      parent, depth, unpacked, description))
+    except BaseException:
+        if conn.execute("SELECT 1 FROM images WHERE sha256 = %s", (sha256,)).fetchone() is None:
+            imagestore.remove(sha256)
+        raise
 
 
 def owned(conn, name, user, admin=False):

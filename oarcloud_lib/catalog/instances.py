@@ -6,7 +6,7 @@ catalog writes, so that it can be tested on its own.
 import logging
 from collections import Counter
 
-from oarcloud_lib.catalog import networks
+from oarcloud_lib.catalog import networks, quotas
 from oarcloud_lib.errors import Refused
 from oarcloud_lib.names import DOMAIN_RE, domain_name, instance_name  # noqa: F401
 
@@ -55,6 +55,12 @@ def plan(job_id, owner, spec, node_cores, default_image, memory_per_core=None):
     return rows
 
 
+def needs(rows):
+    """What planned rows take of their owner's quotas."""
+    return {"instances": len(rows), "cores": sum(r["cores"] for r in rows),
+            "memory": sum(r["memory"] for r in rows)}
+
+
 def resolve_networks(conn, owner, names, default_cidr, reserved=()):
     """The network rows an instance of owner's attaches to, in order: the named
     ones (the owner's own: another user's network is not found), or the owner's
@@ -80,6 +86,7 @@ def allocate(conn, rows, nets, fixed_ip=None):
         if clash:
             raise Refused(detail="you already have a live instance named %s" % ", ".join(sorted(clash)))
         networks.attach(conn, rows, nets, fixed_ip)  # sets each row's ip and mac
+        quotas.require(conn, rows[0]["owner"], needs(rows))
         for row in rows:
             conn.execute("INSERT INTO instances (domain, job_id, idx, name, owner, node, image,"
                          " cores, memory, ip, mac) VALUES (%(domain)s, %(job_id)s, %(idx)s,"

@@ -10,6 +10,7 @@ into Open vSwitch flows, tunnels and gateways.
 import ipaddress
 import re
 
+from oarcloud_lib.catalog import quotas
 from oarcloud_lib.errors import Conflict, NotFound, Refused
 from oarcloud_lib.names import port_name
 
@@ -222,6 +223,11 @@ def get(conn, owner, name):
     return _row(row)
 
 
+def exists(conn, owner, name):
+    return conn.execute("SELECT 1 FROM networks WHERE owner = %s AND name = %s",
+                        (owner, name)).fetchone() is not None
+
+
 def owned(conn, owner):
     """The owner's networks, with the count of addresses in use in each."""
     rows = [_row(r) for r in conn.execute(_select("owner = %s ORDER BY name"), (owner,))]
@@ -242,9 +248,9 @@ def create(conn, owner, name, cidr, gateway=None, reserved=(), default_rules=Tru
     with conn.transaction():
         # One VNI allocator at a time.
         conn.execute("LOCK TABLE networks IN SHARE ROW EXCLUSIVE MODE")
-        if conn.execute("SELECT 1 FROM networks WHERE owner = %s AND name = %s",
-                        (owner, name)).fetchone():
+        if exists(conn, owner, name):
             raise Conflict(what="network", detail="you already have a network named %s" % name)
+        quotas.require(conn, owner, {"networks": 1})
         vni = next_vni(r[0] for r in conn.execute("SELECT vni FROM networks"))
         row = _row(conn.execute(
             "INSERT INTO networks (owner, name, cidr, gateway, vni) VALUES (%s, %s, %s, %s, %s)"
@@ -440,6 +446,7 @@ def expose(conn, instance, port, proto="tcp", network=None):
                "port": low, "ip": nic["ip"], "network": nic["network"]}
         if found:
             return dict(out, node_port=found[0]), False
+        quotas.require(conn, instance["owner"], {"published-ports": 1})
         used = {r[0] for r in conn.execute("SELECT node_port FROM exposures WHERE node = %s"
                                            " AND proto = %s", (instance["node"], proto))}
         free = next((p for p in range(NODE_PORTS[0], NODE_PORTS[1] + 1) if p not in used), None)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from oarcloud_lib import templating
-from oarcloud_lib.catalog import networks
+from oarcloud_lib.catalog import networks, quotas
 from oarcloud_lib.tools import netdev, ovs
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, OarcloudError, Refused
@@ -123,6 +123,7 @@ def client_file(conn, owner, name, client, apply):
                         (net["id"], client)).fetchone():
             raise Conflict(what="vpn client", detail="network %s already has a client %s (its "
                            "file was shown once): pick another --client name" % (name, client))
+        quotas.require(conn, owner, {"vpn-clients": 1})
         used = [r[0] for r in conn.execute("SELECT host(ip) FROM nics WHERE network = %s",
                                            (net["id"],))]
         ip = networks.free_addresses(cidr, used, 1, gateway=net["gateway"])[0]

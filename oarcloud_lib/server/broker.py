@@ -52,7 +52,7 @@ import sys
 import time
 
 from oarcloud_lib import commands, config, paths, progress
-from oarcloud_lib.catalog import accounts, db, images, instances, joblog, jobspec, networks
+from oarcloud_lib.catalog import accounts, db, images, instances, joblog, jobspec, networks, quotas
 from oarcloud_lib.server import imagestore, saves
 from oarcloud_lib.service import fanout, lifecycle
 from oarcloud_lib.tools import oarssh
@@ -91,6 +91,7 @@ def image_import(conn, user, name, description=""):
     is_admin(conn, user)  # an account, or Refused
     images.check_new_name(conn, name)
     images.check_description(description)
+    quotas.require_room(conn, user, "images-bytes")  # again with the size, once stored
     # The user's `oarcloud image import` shows the progress (it knows the size).
     sha, size, unpacked = imagestore.ingest(sys.stdin.buffer)
     images.register(conn, name, sha, size, owner=user, unpacked=unpacked,

@@ -47,6 +47,7 @@ import threading
 import apprise
 
 from oarcloud_lib import paths
+from oarcloud_lib.catalog import quotas
 from oarcloud_lib.catalog.db import dicts
 from oarcloud_lib.errors import NotFound, Refused
 
@@ -56,7 +57,7 @@ MAX_URL = 2048
 # (about an hour and a half after the first attempt).
 BACKOFF = (10, 30, 60, 300, 900, 3600)
 MAX_REASON = 1000
-# Targets per user (admins: no limit).
+# URLs of one alarm.  Targets per user: the `targets` quota (catalog.quotas).
 MAX_TARGETS = 20
 
 # apprise schemes a site may send to.  Local ones (windows, macosx, dbus, kde,
@@ -485,20 +486,15 @@ def targets(conn, owner):
 
 def add_target(conn, owner, url, policy=None):
     """Add url to owner's targets -> (its row, True if new), once check_url
-    passed it with policy (default: the site's, site_policy).  A user has at
-    most MAX_TARGETS.  Raises Refused."""
+    passed it with policy (default: the site's, site_policy).  A user's
+    targets count against their `targets` quota.  Raises Refused, OverQuota."""
     check_url(url, site_policy() if policy is None else policy)
     with conn.transaction():
-        if owner is not None:   # concurrent adds count one after the other
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
-                         ("oarcloud.notify_targets:%s" % owner,))
-        rows = targets(conn, owner)
-        for row in rows:
+        quotas.lock(conn, owner)    # concurrent adds count one after the other
+        for row in targets(conn, owner):
             if row["url"] == url:
                 return row, False
-        if owner is not None and len(rows) >= MAX_TARGETS:
-            raise Refused(detail="%s already has %d notification targets, the most allowed:"
-                                 " remove one first (notify del)" % (owner, len(rows)))
+        quotas.require(conn, owner, {"targets": 1})
         cur = conn.execute("INSERT INTO notify_targets (owner, url) VALUES (%s, %s)"
                            " RETURNING id, url, created", (owner, url))
         return dicts(cur)[0], True

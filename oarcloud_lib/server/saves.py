@@ -112,15 +112,10 @@ def receive(node, verb, domain, flatten, progress=None):
 def _store_and_register(conn, save, parent, flatten, verb, progress=None):
     flatten, depth = layout(parent, flatten)
     sha, size, unpacked = receive(save["node"], verb, save["domain"], flatten, progress)
-    try:
-        images.register(conn, save["image"], sha, size, owner=save["owner"], parent=parent["name"],
-                        depth=depth, unpacked=unpacked,
-                        description="saved from instance %s (job %s)%s"
-                        % (save["instance"], save["job_id"], ", flattened" if flatten else ""))
-    except BaseException:
-        if conn.execute("SELECT 1 FROM images WHERE sha256 = %s", (sha,)).fetchone() is None:
-            imagestore.remove(sha)
-        raise
+    images.register(conn, save["image"], sha, size, owner=save["owner"], parent=parent["name"],
+                    depth=depth, unpacked=unpacked,
+                    description="saved from instance %s (job %s)%s"
+                    % (save["instance"], save["job_id"], ", flattened" if flatten else ""))
     return images.get(conn, save["image"])
 
 

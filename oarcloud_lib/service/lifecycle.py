@@ -16,7 +16,7 @@ from root's.
 """
 import logging
 
-from oarcloud_lib.catalog import images, instances, jobspec, networks
+from oarcloud_lib.catalog import images, instances, jobspec, networks, quotas
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, Refused
 from oarcloud_lib.service import fanout, jobs
@@ -40,10 +40,10 @@ def save_names(spec, count):
 def admit(conn, owner, spec, nodes, default_image=None, walltime=None, job_id=None):
     """Check a launch of spec on `nodes` nodes by owner before anything is
     created: the image is one owner may use, the networks are owner's, a fixed
-    address is free, the instance and image names are free, the walltime is
-    well formed.  Called before oarsub and again by the job's prologue (job_id:
+    address is free, the instance and image names are free, the owner's quotas
+    leave room for it, the walltime is well formed.  Called before oarsub and again by the job's prologue (job_id:
     that job's own rows do not count).  Returns the walltime as OAR wants it.
-    Raises Refused, NotFound, Conflict."""
+    Raises Refused (OverQuota among them), NotFound, Conflict."""
     if not 1 <= nodes <= 1000:
         raise Refused(detail="--nodes must be between 1 and 1000")
     image = spec.image or default_image
@@ -62,7 +62,21 @@ def admit(conn, owner, spec, nodes, default_image=None, walltime=None, job_id=No
                                  "first)" % ", ".join(taken))
     for name in save_names(spec, count):
         images.check_new_name(conn, name)
+    quotas.require(conn, owner, needs(conn, owner, spec, count))
     return jobs.check_walltime(walltime) if walltime is not None else None
+
+
+def needs(conn, owner, spec, count):
+    """What a launch takes at least of owner's quotas, known before OAR picks
+    the nodes: an instance without --cores has one core at least (the prologue
+    counts exactly, in the transaction that allocates the instances), the
+    default network when it does not exist yet."""
+    more = {"instances": count, "cores": count * (spec.cores or 1),
+            "memory": count * (spec.memory or instances.DEFAULT_MEMORY)}
+    if networks.DEFAULT_NAME in (spec.networks or [networks.DEFAULT_NAME]) and \
+            not networks.exists(conn, owner, networks.DEFAULT_NAME):
+        more["networks"] = 1
+    return more
 
 
 def launch(conn, owner, spec, nodes=1, walltime="1:00:00", runner=LOCAL):

@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from oarcloud_lib.catalog import alarms
+from oarcloud_lib.catalog import alarms, quotas
 from oarcloud_lib.server import monitor, notify
-from oarcloud_lib.errors import Refused
+from oarcloud_lib.errors import OverQuota, Refused
 from oarcloud_lib.server.monitor import pick
 
 _ids = itertools.count(1)
@@ -161,27 +161,31 @@ def _targets_conn(have):
     def answer(sql, args):
         if sql.startswith("SELECT id, url, created FROM notify_targets"):
             return _Cur([{"id": i + 1, "url": u, "created": None} for i, u in enumerate(urls)])
+        if sql.startswith("SELECT count(*) FROM notify_targets"):
+            return _Cur([(have,)])
         if sql.startswith("INSERT INTO notify_targets"):
             return _Cur([{"id": have + 1, "url": args[1], "created": None}])
         return _Cur()
     return _Conn(answer), urls
 
 
-def test_a_user_has_at_most_max_targets():
-    assert notify.MAX_TARGETS == 20
+def test_a_user_has_at_most_20_targets_unless_the_site_sets_a_quota():
+    assert quotas.BUILTIN["targets"] == 20
     conn, _ = _targets_conn(19)
     row, added = notify.add_target(conn, "alice", "json://127.0.0.1:9999/", LAB)
     assert added and row["id"] == 20
     assert "pg_advisory_xact_lock" in conn.calls[0][0]
+    assert conn.calls[0][1] == ("oarcloud.quota:alice",)
     conn, urls = _targets_conn(20)
-    with pytest.raises(Refused) as e:
+    with pytest.raises(OverQuota) as e:
         notify.add_target(conn, "alice", "json://127.0.0.1:9999/", LAB)
-    assert str(e.value) == ("refused: alice already has 20 notification targets, the most"
-                            " allowed: remove one first (notify del)")
+    assert str(e.value) == ("quota: targets: 20 used of 20, this asks 1 more (notification"
+                            " targets): free some, or ask the site's admins to raise it")
     assert not [s for s, _ in conn.calls if s.startswith("INSERT")]
     assert notify.add_target(conn, "alice", urls[3], LAB)[1] is False   # already there: fine
     conn, _ = _targets_conn(50)                     # admins: no limit
     assert notify.add_target(conn, None, "json://127.0.0.1:9999/", LAB)[1]
+    assert not [s for s, _ in conn.calls if "pg_advisory" in s]
 
 
 def test_add_target_applies_the_policy_before_anything():
@@ -204,14 +208,14 @@ def _alarms_conn(have):
     return _Conn(answer)
 
 
-def test_a_user_has_at_most_max_alarms():
-    assert alarms.MAX_ALARMS == 100
+def test_a_user_has_at_most_100_alarms_unless_the_site_sets_a_quota():
+    assert quotas.BUILTIN["alarms"] == 100
     assert alarms.create(_alarms_conn(99), "alice", "hot", "web", RULE)["id"] == 100
     conn = _alarms_conn(100)
-    with pytest.raises(Refused) as e:
+    with pytest.raises(OverQuota) as e:
         alarms.create(conn, "alice", "hot", "web", RULE)
-    assert str(e.value) == ("refused: alice already has 100 alarms, the most allowed: delete"
-                            " one first (alarm delete)")
+    assert str(e.value) == ("quota: alarms: 100 used of 100, this asks 1 more (alarms):"
+                            " free some, or ask the site's admins to raise it")
     assert not [s for s, _ in conn.calls if s.startswith("INSERT")]
     node_rule = dict(RULE, metric="load")
     assert alarms.create(_alarms_conn(500), None, "busy", "node-1", node_rule)["id"] == 501
