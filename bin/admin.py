@@ -3,8 +3,8 @@ import sys
 
 from plumbum import cli
 
-from oarcloud_cli.common import (VERSION, Command, Group, is_root, machine, print_json,
-                                 print_quota, print_table)
+from oarcloud_cli.common import (VERSION, Command, Group, is_root, machine, print_fields,
+                                 print_json, print_quota, print_table)
 from oarcloud_cli.monitoring import (AlarmCreate, AlarmList, AlarmShow, NotifyList, NotifyLog,
                                      read_url, show_metrics)
 
@@ -279,7 +279,7 @@ class QuotaList(Command):
 
 @Admin.subcommand("node")
 class NodeCmd(Group):
-    """Nodes as OAR sees them, and their health."""
+    """Nodes as OAR and oarcloud see them: list, show, drain, undrain, heal."""
 
 
 @NodeCmd.subcommand("heal")
@@ -302,6 +302,103 @@ class NodeHeal(Command):
             for h, p in out.items():
                 print("%s: %s" % (h, "Alive (clean and sound)" if not p else "; ".join(p)))
         return 0 if not any(out.values()) else 1
+
+
+def _mib(value):
+    return "-" if value is None else "%d" % (value >> 20)
+
+
+@NodeCmd.subcommand("list")
+class NodeList(Command):
+    """Every node in OAR: its state, drain (and deadline), cores used and free,
+    instances, memory in use (the monitor's last reading) and image cache."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        from oarcloud_lib.catalog import db
+        from oarcloud_lib.server import nodeops
+        with db.connect() as conn:
+            rows = nodeops.inventory(conn)
+        if self.json:
+            print_json(rows)
+            return 0
+        print_table([dict(r, drain=r["drain"] + (" by %s" % r["deadline"][:16]
+                                                 if r["deadline"] else ""),
+                          instances=len(r["instances"]), memory=_mib(r["memory_used"]),
+                          cache=_mib(r["cache_bytes"])) for r in rows],
+                    [("node", "NODE"), ("state", "STATE"), ("drain", "DRAIN"),
+                     ("cores", "CORES"), ("cores_used", "USED"), ("cores_free", "FREE"),
+                     ("instances", "INSTANCES"), ("memory", "MEM MiB"),
+                     ("cache", "CACHE MiB")])
+        return 0
+
+
+@NodeCmd.subcommand("show")
+class NodeShow(Command):
+    """One node: what `node list` says, with its jobs and its instances."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self, host):
+        from oarcloud_lib.catalog import db
+        from oarcloud_lib.server import nodeops
+        from oarcloud_lib.tools import oar
+        hosts = oar.OarServer().nodes()
+        nodeops.check_host(host, hosts)
+        with db.connect() as conn:
+            (row,) = nodeops.inventory(conn, {host: hosts[host]})
+        if self.json:
+            print_json(row)
+            return 0
+        out = dict(row, jobs=[str(j) for j in row["jobs"]], cloud=row["cloud"],
+                   memory_used=_mib(row["memory_used"]) + " MiB",
+                   cache="%s MiB in %s image(s)" % (_mib(row["cache_bytes"]),
+                                                    row["cache_entries"]))
+        print_fields(out, ("node", "state", "drain", "deadline", "cloud", "cores",
+                           "cores_used", "cores_free", "jobs", "instances",
+                           "instance_owners", "memory_used", "cache"), width=16)
+        return 0
+
+
+@NodeCmd.subcommand("drain")
+class NodeDrain(Command):
+    """Take HOST out of service: OAR schedules no new job on any of its
+    resources; what runs there goes on, and the owners of its instances are
+    told.  With --deadline, jobs still there then are ended (never before).
+    Idempotent; `node undrain` puts it back."""
+
+    deadline = cli.SwitchAttr(["--deadline"], str, argname="WHEN",
+                              help="30m, 2h, 1d from now, or a time (2026-12-24T08:00, UTC)")
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self, host):
+        import time
+
+        from oarcloud_lib.catalog import db
+        from oarcloud_lib.server import nodeops
+        deadline = nodeops.parse_deadline(self.deadline, time.time()) if self.deadline else None
+        with db.connect() as conn:
+            out = nodeops.drain(conn, host, deadline)
+        if self.json:
+            print_json(out)
+        else:
+            print("node %s %s%s; %d instance(s) there, %d owner notification(s)" % (
+                host, "drained" if out["changed"] else "already drained, nothing changed",
+                ", jobs there end at %s" % out["deadline"] if out["deadline"] else "",
+                len(out["instances"]), out["told"]))
+
+
+@NodeCmd.subcommand("undrain")
+class NodeUndrain(Command):
+    """Put HOST back in service (idempotent)."""
+
+    def run_command(self, host):
+        from oarcloud_lib.catalog import db
+        from oarcloud_lib.server import nodeops
+        with db.connect() as conn:
+            was = nodeops.undrain(conn, host)
+        print("node %s %s" % (host, "back in service" if was else "was not drained"))
 
 
 @Admin.subcommand("image")
@@ -396,22 +493,24 @@ class MonitorRun(Command):
 
 @MonitorCmd.subcommand("start")
 class MonitorStart(Command):
-    """Start the monitor in the background (idempotent; restarts it after an upgrade)."""
+    """Start the server's services (the monitor) under systemd, or under
+    oarcloud's supervisor where no systemd runs; idempotent, restarts them
+    after an upgrade."""
 
     def run_command(self):
-        from oarcloud_lib.server import monitor
-        started = monitor.ensure_running()
+        from oarcloud_lib.server import monitor, services
+        started = services.ensure_running()
         print("monitor %s (pid %d)" % ("started" if started else "already running",
                                       monitor.running_pid()))
 
 
 @MonitorCmd.subcommand("stop")
 class MonitorStop(Command):
-    """Stop the background monitor (idempotent)."""
+    """Stop the server's services (the monitor) and their supervisor (idempotent)."""
 
     def run_command(self):
-        from oarcloud_lib.server import monitor
-        print("monitor stopped" if monitor.stop() else "monitor was not running")
+        from oarcloud_lib.server import services
+        print("monitor stopped" if services.stop() else "monitor was not running")
 
 
 @MonitorCmd.subcommand("status")
@@ -442,6 +541,49 @@ class MonitorStatus(Command):
         print_table(rows, [("node", "NODE"), ("state", "OAR STATE"), ("probing", "PROBING"),
                            ("last", "LAST READING"), ("cpu", "PROBE CPU")])
         return 0
+
+
+@Admin.subcommand("service")
+class ServiceCmd(Group):
+    """The server's long-running services (the monitor): kept running by
+    systemd units where systemd runs, by oarcloud's supervisor elsewhere;
+    the admins are notified when one dies (docs/monitoring.md)."""
+
+
+@ServiceCmd.subcommand("status")
+class ServiceStatus(Command):
+    """What manages the services, each one's pid, restarts and last death."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        import time
+
+        from oarcloud_lib.server import services
+        st = services.status()
+        if self.json:
+            print_json(st)
+        else:
+            print("manager: %s%s" % (st["manager"], " (pid %s)" % st["pid"]
+                                     if st.get("pid") else ""))
+            rows = [{"service": n, "pid": s.get("pid") or "-",
+                     "restarts": s.get("restarts", "-"),
+                     "last_death": "%s, %.0f s ago" % (s["last_death"]["how"],
+                                                       time.time() - s["last_death"]["at"])
+                     if s.get("last_death") else "-"} for n, s in st["services"].items()]
+            print_table(rows, [("service", "SERVICE"), ("pid", "PID"),
+                               ("restarts", "RESTARTS"), ("last_death", "LAST DEATH")])
+        return 0 if all(s.get("pid") for s in st["services"].values()) else 1
+
+
+@ServiceCmd.subcommand("died")
+class ServiceDied(Command):
+    """What a systemd unit's ExecStopPost runs: tells the admins that service
+    NAME did not end well ($SERVICE_RESULT); nothing when it ended well."""
+
+    def run_command(self, name):
+        from oarcloud_lib.server import services
+        services.systemd_died(name)
 
 
 class Admins:

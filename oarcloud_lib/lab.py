@@ -25,7 +25,7 @@ import psycopg
 from oarcloud_lib import daemons, paths
 from oarcloud_lib.catalog import accounts, db, images
 from oarcloud_lib.node import nodesetup
-from oarcloud_lib.server import monitor, serversetup
+from oarcloud_lib.server import serversetup, services
 from oarcloud_lib.tools import netdev, oarssh
 from oarcloud_lib.commands import LOCAL, Runner, require_commands
 from oarcloud_lib.errors import NotFound, NotReady, Refused
@@ -345,7 +345,7 @@ class Lab:
         if state is None:
             progress.say("no lab here (%s missing)" % self.state_file)
             return progress.done()
-        progress.step("monitor service stopped", monitor.stop())
+        progress.step("server services stopped", services.stop())
         progress.step("lab accounts removed", self._remove_accounts())
         for name in sorted(state["nodes"], reverse=True):
             progress.step("%s stopped and removed" % name,

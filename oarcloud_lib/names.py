@@ -11,6 +11,8 @@ from oarcloud_lib.errors import Refused
 
 # A Unix account oarcloud accepts (OAR's own user names are the same shape).
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+# A node as OAR names it (its network_address).
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}\Z")
 # An instance's libvirt domain, its first port and its directory on a node.
 DOMAIN_RE = re.compile(r"^oc[0-9]{1,9}-[0-9]{1,3}\Z")
 DOMAIN_PREFIX = "oc"

@@ -18,3 +18,22 @@ def env():
 
 def render(template, **context):
     return env().get_template(template).render(**context)
+
+
+def ensure_rendered(path, template, mode=0o644, **context):
+    """path holds template rendered with context (mode); True if it was written."""
+    from pathlib import Path
+    path, text = Path(path), render(template, **context)
+    if path.exists() and path.read_text() == text and path.stat().st_mode & 0o7777 == mode:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    tmp.replace(path)
+    return True
+
+
+def ensure_logrotate():
+    """The logrotate rule of /var/log/oarcloud (server and nodes); True if written."""
+    return ensure_rendered(paths.LOGROTATE, "logrotate.j2", log_dir=paths.LOG_DIR)

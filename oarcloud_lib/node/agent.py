@@ -9,6 +9,8 @@
                                                                   catalog says, node.netnode)
     python -m oarcloud_lib.node.agent probe INTERVAL             (this node: one JSON line of
                                   readings every INTERVAL s, node.probes)
+    python -m oarcloud_lib.node.agent facts                      (this node: its image cache,
+                                                                  as JSON, for `node list`)
     python -m oarcloud_lib.node.agent sweep [RUNNING_JOB...]     (this node: remove the
                                   instances of every other job, then check the node is sound)
     python -m oarcloud_lib.node.agent start|stop|reboot DOMAIN
@@ -25,6 +27,7 @@ everything else is read from OAR and the catalog.  The per-instance verbs are
 reached only through the server's broker (server.broker), which checks who
 owns what.
 """
+import json
 import logging
 import re
 import sys
@@ -87,6 +90,14 @@ def _sweep(*running):
     return 1 if problems else 0
 
 
+def _facts():
+    """What the server's `node list` shows of this node: its image cache."""
+    from oarcloud_lib.node import imagecache
+    entries = imagecache.entries()
+    return json.dumps({"cache": {"entries": len(entries),
+                                 "bytes": sum(e["bytes"] for e in entries)}})
+
+
 def _power(verb):
     def run(domain):
         from oarcloud_lib.node import power
@@ -116,6 +127,7 @@ VERBS = {
     "destroy-all": Verb(_destroy_all),
     "net-sync": Verb(_net_sync),
     "probe": Verb(_probe, (INTERVAL,)),
+    "facts": Verb(_facts),
     "sweep": Verb(_sweep, extra=JOB),
     "start": Verb(_power("start"), (DOMAIN_RE,)),
     "stop": Verb(_power("stop"), (DOMAIN_RE,)),

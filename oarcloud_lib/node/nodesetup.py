@@ -13,7 +13,7 @@ import socket
 import sys
 from pathlib import Path
 
-from oarcloud_lib import daemons, paths
+from oarcloud_lib import daemons, paths, templating
 from oarcloud_lib.names import INTEGRATION_BRIDGE, UNDERLAY_BRIDGE
 from oarcloud_lib.tools import netdev, oarssh, ovs
 from oarcloud_lib.commands import LOCAL, require_commands
@@ -206,6 +206,7 @@ def setup_node(name=None, cores=None, underlay_if=None, progress=None, runner=LO
     progress.step("libvirtd (lxc driver)", ensure_libvirtd(runner))
     progress.step("hooks in %s" % paths.HOOKS_INSTALL_DIR, ensure_hooks())
     progress.step("hook log directory %s" % paths.LOG_DIR, ensure_log_dir())
+    progress.step("logrotate rule %s" % paths.LOGROTATE, templating.ensure_logrotate())
     progress.step("image cache, instances and kept changes private", ensure_private_dirs())
     progress.step("registered in OAR (%d cores, cloud=YES, Alive)" % cores,
                   ensure_registered(name, cores, runner))

@@ -16,7 +16,6 @@ worker repeats, until the node is Alive again or HEAL_WINDOW has passed:
 """
 import fcntl
 import logging
-import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,11 +26,12 @@ from oarcloud_lib.service import hooks, lifecycle
 from oarcloud_lib.tools import oar, oarssh
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError
+from oarcloud_lib.names import HOST_RE
 
 LOG = logging.getLogger("oarcloud.healing")
 HEAL_WINDOW = 3600
 RETRY_EVERY = 5
-HOST_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}\Z")
+HOST_OK = HOST_RE
 LIVE_JOB_STATES = ("Launching", "Running", "Finishing", "Suspended", "Resuming", "toLaunch")
 
 

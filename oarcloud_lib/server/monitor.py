@@ -1,6 +1,6 @@
 """The monitor service (F.u.4, F.u.5, F.a.5, F.a.6): `oarcloud-admin monitor run`,
-started in the background by `setup server` and the lab (pidfile, log in
-/var/log/oarcloud/monitor.log).
+kept running by server/services.py, a systemd unit or the supervisor where no
+systemd runs (pidfile, log in /var/log/oarcloud/monitor.log).
 
 Every `monitor_interval` seconds (site config) it:
 
@@ -47,7 +47,7 @@ import psycopg
 
 from oarcloud_lib import config, daemons, metrics, paths
 from oarcloud_lib.catalog import alarms, db
-from oarcloud_lib.server import notify
+from oarcloud_lib.server import nodeops, notify
 from oarcloud_lib.tools import oar, oarssh
 from oarcloud_lib.errors import NotReady, OarcloudError
 
@@ -319,6 +319,7 @@ class Monitor:
             notify.enqueue_event(conn, None, "hook_failed", hook="prologue of job %d" % job_id,
                                  reason=reason)
         self._walltimes(conn, now)
+        nodeops.enforce(conn, now)
         cur = conn.execute("SELECT s.id, s.owner, s.image, s.state, s.error,"
                            " coalesce(i.name, s.domain) FROM image_saves s"
                            " LEFT JOIN instances i ON i.domain = s.domain"
@@ -538,42 +539,8 @@ class Monitor:
 
 # -- the background service ------------------------------------------------------------
 
-def code_mtime():
-    """When oarcloud's code last changed (a running monitor older than it restarts)."""
-    return max(p.stat().st_mtime for p in Path(__file__).parents[1].rglob("*.py"))
-
-
 def running_pid():
     return daemons.read_pid(PIDFILE)
-
-
-def ensure_running(timeout=15.0):
-    """Start the monitor in the background unless it runs with the current code;
-    True if it was (re)started."""
-    pid = running_pid()
-    if pid and PIDFILE.stat().st_mtime >= code_mtime():
-        return False
-    if pid:
-        daemons.stop_pid(pid)
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    paths.LOG_DIR.mkdir(parents=True, exist_ok=True)
-    with open(LOGFILE, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-I", "-m", "oarcloud_lib.server.monitor"],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True,
-                                env=dict(os.environ, PATH=paths.ROOT_PATH))
-    if not daemons.wait_for(lambda: running_pid() == proc.pid or proc.poll() is not None,
-                            timeout):
-        raise NotReady(detail="the monitor did not start (see %s)" % LOGFILE)
-    if proc.poll() is not None:
-        raise NotReady(detail="the monitor exited at once (exit %s, see %s)"
-                       % (proc.returncode, LOGFILE))
-    return True
-
-
-def stop():
-    """Stop the background monitor; True if it ran."""
-    return daemons.stop_pid(running_pid(), timeout=30)
 
 
 def status():

@@ -122,8 +122,18 @@ EVENTS = {
     "hook_failed": (("hook", "reason"),
                     "Hook %(hook)s failed",
                     "Hook %(hook)s failed: %(reason)s"),
+    "node_drain": (("instance", "node", "when"),
+                   "Instance %(instance)s: node %(node)s is being drained",
+                   "Node %(node)s, where instance %(instance)s runs, is being taken out of"
+                   " service: %(when)s. Launch a replacement elsewhere if you need one."),
+    "drain_deadline": (("node", "jobs"),
+                       "Node %(node)s: drain deadline passed",
+                       "The drain deadline of node %(node)s passed: jobs %(jobs)s ended."),
+    "service_died": (("service", "host", "how", "action"),
+                     "Service %(service)s died on %(host)s",
+                     "oarcloud's %(service)s service on %(host)s %(how)s: %(action)s."),
 }
-ADMIN_EVENTS = ("node_state", "hook_failed")
+ADMIN_EVENTS = ("node_state", "hook_failed", "service_died", "drain_deadline")
 
 # The site's destination policy (site_policy): allowed and the site's own
 # networks, and how to resolve a host (None: the system's resolver).

@@ -108,6 +108,11 @@ class OarServer:
     def set_state(self, host, state):
         self.runner.run(["oarnodesetting", "-h", host, "-s", state], timeout=60)
 
+    def set_drain(self, host, on):
+        """OAR's drain of every resource of host: its default admission rule
+        then keeps new jobs off them (drain='NO'); running jobs go on."""
+        self.runner.run(["oarnodesetting", "-h", host, "-d", "on" if on else "off"], timeout=60)
+
     def set_properties(self, host, props):
         argv = ["oarnodesetting", "-h", host]
         for k, v in props.items():
