@@ -5,7 +5,7 @@ import sys
 from plumbum import cli
 
 from oarcloud_cli.common import (VERSION, Command, Group, broker_argv, exec_broker, is_root,
-                                 print_fields, print_json, print_quota, print_table)
+                                 machine, print_fields, print_json, print_quota, print_table)
 
 
 class User(Group):
@@ -65,6 +65,9 @@ class Launch(Command):
     save_on_exit = cli.SwitchAttr(["--save-on-exit"], str, help="when the job ends (walltime or "
                                   "delete), save each instance's changes as this new image "
                                   "(NAME-0, NAME-1... with several instances)")
+    at = cli.SwitchAttr(["--at"], str, argname="'YYYY-MM-DD HH:MM'",
+                        help="an advance reservation (oarsub -r): the instances start then; "
+                             "until then `list` shows the launch as scheduled")
     wait = cli.Flag(["--wait"], help="wait until every instance runs, then show them")
     json = cli.Flag(["--json"], help="machine-readable output")
 
@@ -81,15 +84,24 @@ class Launch(Command):
         spec = jobspec.parse_types(types)
         jobs.check_walltime(self.walltime)
         with jobs.connect_as_user() as conn:
-            job_id = lifecycle.launch(conn, jobs.current_user(), spec, self.nodes, self.walltime)
+            job_id = lifecycle.launch(conn, jobs.current_user(), spec, self.nodes, self.walltime,
+                                      at=self.at)
             if not self.wait:
                 if self.json:
-                    print_json({"job_id": job_id})
+                    print_json({"job_id": job_id, "at": self.at})
+                elif self.at:
+                    print("job %d scheduled for %s (oarcloud list shows it)" % (job_id, self.at))
                 else:
                     print("job %d submitted (oarcloud list shows its instances)" % job_id)
                 return 0
             say = (lambda m: print(m, file=sys.stderr)) if self.json else print
-            rows = jobs.wait_running(conn, job_id, progress=say)
+            timeout = 300
+            if self.at:   # the instances start with the reservation
+                import datetime
+                import time
+                start = datetime.datetime.strptime(jobs.check_start(self.at), "%Y-%m-%d %H:%M:%S")
+                timeout += max(0, start.timestamp() - time.time())
+            rows = jobs.wait_running(conn, job_id, timeout=timeout, progress=say)
         _print_rows([_public(r) for r in rows], self.json)
         return 0
 
@@ -118,15 +130,29 @@ class Quota(Command):
 
 @User.subcommand("list")
 class List(Command):
-    """Your instances (not deleted ones)."""
+    """Your instances (not deleted ones), and your launches OAR has not started
+    yet: `queued`, or `scheduled` (an advance reservation, --at) with their start."""
 
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self):
-        from oarcloud_lib.service import jobs
+        import datetime
+
+        from oarcloud_lib.service import jobs, lifecycle
         with jobs.connect_as_user() as conn:
             rows = [_public(r) for r in jobs.mine(conn)]
-        _print_rows(rows, self.json)
+            waiting = lifecycle.waiting(conn, jobs.current_user())
+        for w in waiting:
+            start = datetime.datetime.fromtimestamp(w["start"]).astimezone().isoformat() \
+                if w["start"] else None
+            rows.append({"name": w["name"], "state": w["state"], "node": None, "ip": None,
+                         "image": w["image"], "cores": None, "memory": None,
+                         "job_id": w["job_id"], "error": None, "start": start,
+                         "instances": w["names"]})
+        if self.json:
+            print_json([machine(r) for r in rows])
+        else:
+            print_table(rows, INSTANCE_COLUMNS + ([("start", "START")] if waiting else []))
 
 
 @User.subcommand("show")
@@ -144,11 +170,47 @@ class Show(Command):
         job = get_job(row["job_id"])
         out["job_state"] = job.get("state")
         out["walltime_left"] = jobs.walltime_left(job)
+        out["walltime"] = job.get("walltime")
         if self.json:
             print_json(out)
         else:
             print_fields(out, ("name", "state", "error", "node", "ip", "image", "cores",
-                               "memory_h", "job_id", "job_state", "walltime_left", "created"))
+                               "memory_h", "job_id", "job_state", "walltime", "walltime_left",
+                               "created"))
+
+
+def _hms(seconds):
+    if seconds is None:
+        return "unlimited"
+    return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)
+
+
+@User.subcommand("extend")
+class Extend(Command):
+    """More walltime for an instance's job: oarcloud extend NAME +H:MM.  OAR
+    grants it when it delays no other job (and within the site's limit); what
+    it cannot grant now stays asked until the job ends.  Exit 0 when granted,
+    3 when only partly or not yet."""
+
+    wait = cli.SwitchAttr(["--wait"], cli.Range(0, 600), default=30, argname="SECONDS",
+                          help="how long to wait for OAR's decision (default 30)")
+    json = cli.Flag(["--json"], help="machine-readable output (durations in seconds)")
+
+    def run_command(self, name, more):
+        from oarcloud_lib.service import jobs, lifecycle
+        with jobs.connect_as_user() as conn:
+            out = lifecycle.extend(conn, jobs.current_user(), name, more, wait=self.wait)
+        if self.json:
+            print_json(out)
+        elif out["status"] == "granted":
+            print("%s: walltime extended by %s (now %s)" % (name, _hms(out["granted"]),
+                                                          _hms(out["walltime"])))
+        else:
+            print("%s: %s: +%s of +%s so far (walltime %s); OAR keeps trying while the job "
+                  "runs (a job after yours holds the node, or the site's limit: at most +%s)"
+                  % (name, out["status"], _hms(out["granted"]), _hms(out["asked"]),
+                     _hms(out["walltime"]), _hms(out["possible"])))
+        return 0 if out["status"] == "granted" else 3
 
 
 @User.subcommand("delete")
@@ -204,19 +266,47 @@ class Ssh(Command):
     Arguments after NAME go to ssh (e.g. oarcloud ssh web -- uptime)."""
 
     def run_command(self, name, *ssh_args):
-        import getpass
-        key = os.path.expanduser("~/.ssh/id_oarcloud")
-        # The broker relays straight into the instance's own network namespace
-        # over OAR's authenticated channel: the instance's host key (new at
-        # every start) is not what secures the path.
-        # ssh runs ProxyCommand through a shell: every word here is checked text.
-        argv = ["ssh", "-o", "ProxyCommand=" + " ".join(_broker_argv("proxy", name, "22")),
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no",
-                "-o", "LogLevel=ERROR", "-o", "BatchMode=yes"]
-        if os.path.exists(key):
-            argv += ["-i", key, "-o", "IdentitiesOnly=yes"]
-        argv += ["-l", getpass.getuser(), "oarcloud-" + name, *ssh_args]
+        argv = ["ssh", "-o", "BatchMode=yes"]
+        for key, value in _ssh_options(name):
+            argv += ["-o", "%s=%s" % (key, value)]
+        argv += ["oarcloud-" + name, *ssh_args]
         os.execvp(argv[0], argv)
+
+
+def _ssh_options(name):
+    """ssh's options for reaching instance name as the caller: [(key, value)]."""
+    import getpass
+    key = os.path.expanduser("~/.ssh/id_oarcloud")
+    # The broker relays straight into the instance's own network namespace
+    # over OAR's authenticated channel: the instance's host key (new at
+    # every start) is not what secures the path.
+    # ssh runs ProxyCommand through a shell: every word here is checked text.
+    options = [("ProxyCommand", " ".join(_broker_argv("proxy", name, "22"))),
+               ("User", getpass.getuser()), ("UserKnownHostsFile", "/dev/null"),
+               ("StrictHostKeyChecking", "no"), ("LogLevel", "ERROR")]
+    if os.path.exists(key):
+        options += [("IdentityFile", key), ("IdentitiesOnly", "yes")]
+    return options
+
+
+@User.subcommand("ssh-config")
+class SshConfig(Command):
+    """ssh_config Host blocks (oarcloud-NAME) for your live instances, or the
+    ones named, so that plain ssh, scp, rsync and ansible reach them:
+    oarcloud ssh-config > ~/.ssh/oarcloud.conf; ssh -F ~/.ssh/oarcloud.conf oarcloud-web
+    (or `Include oarcloud.conf` in ~/.ssh/config)."""
+
+    def run_command(self, *names):
+        from oarcloud_lib.service import jobs, lifecycle
+        with jobs.connect_as_user() as conn:
+            if names:
+                rows = [lifecycle.find(conn, n, jobs.current_user()) for n in names]
+            else:
+                rows = [r for r in jobs.mine(conn) if r["state"] != "failed"]
+        for row in rows:
+            print("Host oarcloud-%s" % row["name"])
+            for key, value in _ssh_options(row["name"]):
+                print("    %s %s" % (key, value))
 
 
 def _power(verb, doc):

@@ -39,6 +39,10 @@ class SiteConfig:
     # /etc/oarcloud/monitor.token, for Prometheus' credentials_file.
     monitor_token: str = ""
     walltime_warning: int = 10
+    # Seconds of walltime a user may add to a running job (`oarcloud extend`,
+    # OAR's WALLTIME_MAX_INCREASE): -1 no limit (OAR still grants only what
+    # delays no other job), 0 users may not extend.
+    walltime_max_increase: int = -1
     # Processes an instance may have (its pids cgroup), and memory an instance
     # may have per core it holds: OAR schedules cores, so memory per core
     # bounds what the instances of a node take together (set it to the nodes'

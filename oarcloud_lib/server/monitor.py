@@ -53,6 +53,7 @@ from oarcloud_lib.errors import NotReady, OarcloudError
 
 LOG = logging.getLogger("oarcloud.monitor")
 RUN_DIR = Path("/run/oarcloud")
+JOB_END_TTL = 60  # seconds a job's walltime end is trusted
 PIDFILE = RUN_DIR / "monitor.pid"
 STATUS = RUN_DIR / "monitor.json"
 LOGFILE = paths.LOG_DIR / "monitor.log"
@@ -216,6 +217,7 @@ class Monitor:
         self.node_state = {}    # node -> OAR state last seen
         self.instances = {}     # domain -> (owner, name) of running instances
         self.job_ends = {}      # job id -> epoch of its walltime's end
+        self.job_ends_read = 0.0
         self.notified_at = {}   # alarm id -> time of its last notification
         self.last_rollup = 0.0
         self.last_prune = 0.0
@@ -332,22 +334,32 @@ class Monitor:
                                      reason=error or "no reason given")
             conn.execute("UPDATE image_saves SET notified = true WHERE id = %s", (save_id,))
 
-    def _job_end(self, job_id):
-        if job_id not in self.job_ends:
+    def _job_ends(self, job_ids, now):
+        """{job id: when its walltime ends}, from one oarstat of every job, read
+        again once a minute (`oarcloud extend` moves an end) or for a new job."""
+        if now - self.job_ends_read > JOB_END_TTL or set(job_ids) - set(self.job_ends):
             try:
-                job = oar.get_job(job_id)
-                self.job_ends[job_id] = int(job["startTime"]) + int(job["walltime"])
-            except (OarcloudError, KeyError, TypeError, ValueError):
-                return None
-        return self.job_ends[job_id]
+                jobs = oar.current_jobs()
+            except OarcloudError:
+                return self.job_ends
+            self.job_ends = {int(j): int(job["startTime"]) + int(job["walltime"])
+                             for j, job in jobs.items()
+                             if str(job.get("startTime") or "").isdigit()
+                             and str(job.get("walltime") or "").isdigit()}
+            self.job_ends_read = now
+        return self.job_ends
 
     def _walltimes(self, conn, now):
         warn = self.conf.walltime_warning * 60
-        cur = conn.execute("SELECT domain, job_id, name, owner FROM instances"
-                           " WHERE state = 'running' AND NOT walltime_warned")
-        for domain, job_id, name, owner in cur.fetchall():
-            end = self._job_end(job_id)
-            if end is None or end - now > warn:
+        rows = conn.execute("SELECT domain, job_id, name, owner, walltime_warned FROM instances"
+                            " WHERE state = 'running'").fetchall()
+        ends = self._job_ends({r[1] for r in rows}, now) if rows else {}
+        for domain, job_id, name, owner, warned in rows:
+            end = ends.get(job_id)
+            if end is not None and warned and end - now > warn:   # extended: warn again
+                conn.execute("UPDATE instances SET walltime_warned = false WHERE domain = %s",
+                             (domain,))
+            if warned or end is None or end - now > warn:
                 continue
             notify.enqueue_event(conn, owner, "walltime", instance=name,
                                  minutes=max(0, math.ceil((end - now) / 60)))

@@ -57,6 +57,9 @@ def oar_settings(conf):
         # keep 1 s (not 60) between a job's predicted end and the next start.
         "SCHEDULER_MIN_TIME_BETWEEN_2_CALLS": "0",
         "SCHEDULER_JOB_SECURITY_TIME": "1",
+        # `oarcloud extend` (oarwalltime): granted when it delays no other job.
+        "WALLTIME_CHANGE_ENABLED": "yes",
+        "WALLTIME_MAX_INCREASE": str(conf.walltime_max_increase),
     }
 
 

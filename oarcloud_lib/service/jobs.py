@@ -43,9 +43,28 @@ def check_walltime(text):
     return text if m.group(3) else text + ":00"
 
 
-def submit(spec, nodes=1, walltime="1:00:00", runner=LOCAL, user=None):
-    """oarsub the cloud job (as user when root submits it for them); returns its
-    id.  Raises Refused (admission rule)."""
+def check_start(text, now=None):
+    """'YYYY-MM-DD HH:MM[:SS]' in the future (the server's local time, as
+    oarsub -r takes it) -> OAR's form.  Raises Refused."""
+    import datetime
+    try:
+        at = datetime.datetime.strptime(str(text).strip(), "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        try:
+            at = datetime.datetime.strptime(str(text).strip(), "%Y-%m-%d %H:%M")
+        except ValueError:
+            raise Refused(detail="bad start %r: YYYY-MM-DD HH:MM (the server's time)"
+                          % str(text)[:40]) from None
+    ahead = at.timestamp() - (time.time() if now is None else now)
+    if not 0 < ahead <= 365 * 86400:
+        raise Refused(detail="start %s is not in the coming year" % at.strftime("%Y-%m-%d %H:%M"))
+    return at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def submit(spec, nodes=1, walltime="1:00:00", runner=LOCAL, user=None, at=None):
+    """oarsub the cloud job (as user when root submits it for them; at: an
+    advance reservation, check_start's form); returns its id.  Raises Refused
+    (admission rule, reservation refused)."""
     if not 1 <= nodes <= 1000:
         raise Refused(detail="--nodes must be between 1 and 1000")
     # Whole nodes, unless the instances say how many cores they need: then only
@@ -58,7 +77,8 @@ def submit(spec, nodes=1, walltime="1:00:00", runner=LOCAL, user=None):
     # job submitted for a user starts in their home, as theirs would.
     home = pwd.getpwnam(user).pw_dir if user and os.geteuid() == 0 else None
     return oar.submit(spec.to_types(), "%s,walltime=%s" % (resources, check_walltime(walltime)),
-                      "sleep infinity", runner, user=user, directory=home)
+                      "sleep infinity", runner, user=user, directory=home,
+                      at=check_start(at) if at else None)
 
 
 def mine(conn, include_deleted=False):

@@ -6,6 +6,7 @@ broker, OAR's prologue, and (to come) scaling groups and the web API.
     find(conn, name, owner)              the owner's instance called name
     reachable(conn, owner, name)         ... live, and its job running
     delete(conn, owner, name)            end the instance's OAR job
+    extend(conn, owner, name, "+1:00")   more walltime for the instance's job (oarwalltime)
     end_jobs(conn, [(job, state, why)])  record ended jobs, free their addresses
 
 conn is the caller's catalog connection: the user's own (row-level security
@@ -15,11 +16,14 @@ for the owner: OAR gets the job from the owner's account (runuser), never
 from root's.
 """
 import logging
+import re
 
+from oarcloud_lib import daemons
 from oarcloud_lib.catalog import images, instances, jobspec, networks, quotas
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, Refused
 from oarcloud_lib.service import fanout, jobs
+from oarcloud_lib.tools import oar
 from oarcloud_lib.tools.oar import job_state
 
 LOG = logging.getLogger("oarcloud.lifecycle")
@@ -79,11 +83,14 @@ def needs(conn, owner, spec, count):
     return more
 
 
-def launch(conn, owner, spec, nodes=1, walltime="1:00:00", runner=LOCAL):
-    """Admit the request, then submit its OAR cloud job as owner; returns the
-    job id.  The job's prologue creates the instances."""
+def launch(conn, owner, spec, nodes=1, walltime="1:00:00", runner=LOCAL, at=None):
+    """Admit the request, then submit its OAR cloud job as owner (at: an
+    advance reservation's start); returns the job id.  The job's prologue
+    creates the instances."""
     walltime = admit(conn, owner, spec, nodes, walltime=walltime)
-    job_id = jobs.submit(spec, nodes, walltime, runner=runner, user=owner)
+    if at:
+        jobs.check_start(at)
+    job_id = jobs.submit(spec, nodes, walltime, runner=runner, user=owner, at=at)
     LOG.info("job %s submitted for %s: %s", job_id, owner, " ".join(spec.to_types()))
     return job_id
 
@@ -118,10 +125,86 @@ def reachable(conn, owner, name):
     return row
 
 
+EXTEND_RE = re.compile(r"^\+([0-9]{1,4}):([0-5][0-9])(?::([0-5][0-9]))?\Z")
+
+
+def check_extension(text):
+    """'+H:MM' or '+H:MM:SS', more than zero -> seconds.  Raises Refused."""
+    m = EXTEND_RE.match(text or "")
+    seconds = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3) or 0) if m else 0
+    if not seconds:
+        raise Refused(detail="bad extension %r: +H:MM or +H:MM:SS, more than zero (e.g. +1:00)"
+                      % (str(text)[:20],))
+    return seconds
+
+
+def extend(conn, owner, name, delta, wait=30.0, runner=LOCAL):
+    """Ask OAR for delta more walltime for the job of owner's instance name,
+    and wait up to `wait` seconds for OAR's scheduler to decide.  Returns
+    {instance, job_id, asked, granted, pending, walltime, possible, status}
+    (seconds; status granted, partly granted or pending: OAR keeps trying a
+    pending change until the job ends).  Raises Refused (OAR's reason),
+    NotFound, Conflict."""
+    asked = check_extension(delta)
+    row = reachable(conn, owner, name)
+    job_id = row["job_id"]
+    before = oar.walltime_status(job_id, runner, owner)
+    oar.walltime_change(job_id, "+%d:%02d:%02d" % (asked // 3600, asked // 60 % 60, asked % 60),
+                        runner, owner)
+    now = daemons.wait_for(lambda: _decided(oar.walltime_status(job_id, runner, owner)),
+                           timeout=wait, interval=0.5) or oar.walltime_status(job_id, runner,
+                                                                              owner)
+    granted = max(0, now["granted"] - before["granted"])
+    status = "granted" if granted >= asked else "partly granted" if granted else "pending"
+    LOG.info("job %s of %s: +%ds asked, +%ds granted", job_id, owner, asked, granted)
+    return {"instance": name, "job_id": job_id, "asked": asked, "granted": granted,
+            "pending": now["pending"], "walltime": now["walltime"], "possible": now["possible"],
+            "status": status}
+
+
+def _decided(status):
+    return status if not status.get("pending") else None
+
+
+def waiting(conn, owner, runner=LOCAL):
+    """owner's cloud jobs OAR has not started: [{name, names, state (queued,
+    or scheduled for an advance reservation), job_id, image, count, start
+    (epoch: the reservation's, or OAR's estimate; None)}]."""
+    out = []
+    for job_id, job in sorted(oar.waiting_jobs(owner, runner).items()):
+        try:
+            spec = jobspec.parse_types(job.get("types") or [])
+        except Refused:
+            spec = None
+        if spec is None:
+            continue
+        count = spec.count or 1
+        names = [instances.instance_name(spec.name, count, i) if spec.name
+                 else instances.domain_name(job_id, i) for i in range(count)]
+        start = job.get("scheduledStart")
+        out.append({"name": names[0] if count == 1 else "%s..%s" % (names[0], names[-1]),
+                    "names": names, "job_id": job_id,
+                    "state": "scheduled" if job.get("reservation") == "Scheduled" else "queued",
+                    "image": spec.image, "count": spec.count,
+                    "start": int(start) if str(start or "").isdigit() and int(start) else None})
+    return out
+
+
 def delete(conn, owner, name, wait=False, runner=LOCAL):
     """End the OAR job of owner's instance called name (with every instance of
-    that job; its epilogue tears them down); returns the instance's row."""
-    row = find(conn, name, owner)
+    that job; its epilogue tears them down), or of a launch OAR has not
+    started yet; returns the instance's row (or the waiting job's)."""
+    try:
+        row = find(conn, name, owner)
+    except NotFound:
+        row = None
+    if row is None or row["state"] in ("deleted", "failed"):
+        queued = [w for w in waiting(conn, owner, runner) if name in w["names"]]
+        if queued:
+            jobs.delete(queued[0]["job_id"], runner, user=owner)
+            return dict(queued[0], name=name)
+        if row is None:
+            raise NotFound(what="instance", name=name)
     jobs.delete(row["job_id"], runner, user=owner)
     if wait:
         jobs.wait_ended(conn, row["job_id"], runner=runner)

@@ -212,18 +212,22 @@ def as_user(user, argv):
     return ["runuser", "-u", user, "--"] + argv
 
 
-def submit(types, resources, command, runner=LOCAL, user=None, directory=None):
-    """oarsub a job (as user when root submits for them); returns its id.
-    Raises Refused (OAR's admission rules said no)."""
+def submit(types, resources, command, runner=LOCAL, user=None, directory=None, at=None):
+    """oarsub a job (as user when root submits for them; at: an advance
+    reservation's start, 'YYYY-MM-DD HH:MM:SS'); returns its id.  Raises
+    Refused (OAR's admission rules, or the reservation, said no)."""
     argv = ["oarsub"]
     for t in types:
         argv += ["-t", t]
     if directory:
         argv += ["-d", str(directory)]
+    if at:
+        argv += ["-r", at]
     res = runner.run(as_user(user, argv + ["-l", resources, command]), check=False, timeout=60)
     m = JOB_ID_RE.search(res.out)
     if res.code != 0 or not m:
-        lines = [l for l in (res.out + res.err).splitlines() if "ADMISSION" in l or "rror" in l]
+        lines = [l for l in (res.out + res.err).splitlines()
+                 if "ADMISSION" in l or "rror" in l or "REJECTED" in l]
         raise Refused(detail="oarsub refused the job: %s" % (" ".join(lines) or res.err.strip()))
     return int(m.group(1))
 
@@ -239,6 +243,47 @@ def delete(job_ids, runner=LOCAL, user=None, check=True):
     return res
 
 
+# What `oarwalltime JOB` prints of a running job's walltime change (h:m:s).
+_WALLTIME_FIELDS = {"walltime": "Current walltime", "possible": "Possible increase",
+                    "granted": "Already granted", "pending": "Pending/unsatisfied"}
+
+
+def hms_seconds(text):
+    """'1:30:0' or '+1:30:0' (OAR's h:m:s) -> 5400; None for UNLIMITED or what
+    is not h:m:s."""
+    m = re.match(r"([-+]?)([0-9]+):([0-9]+):([0-9]+)\Z", text.strip())
+    if not m:
+        return None
+    seconds = int(m.group(2)) * 3600 + int(m.group(3)) * 60 + int(m.group(4))
+    return -seconds if m.group(1) == "-" else seconds
+
+
+def walltime_status(job_id, runner=LOCAL, user=None):
+    """{walltime, possible (None: unlimited), granted, pending} in seconds of
+    a running job's walltime changes (oarwalltime).  Raises Refused."""
+    res = runner.run(as_user(user, ["oarwalltime", str(job_id)]), check=False, timeout=60)
+    out = {}
+    for line in res.out.splitlines():
+        key, _, value = line.strip().partition(":")
+        for field, label in _WALLTIME_FIELDS.items():
+            if key == label:
+                out[field] = hms_seconds(value.split("(")[0])
+    if res.code != 0 or out.get("walltime") is None:
+        raise Refused(detail="no walltime change possible for job %s: %s" % (
+            job_id, " ".join((res.err or res.out).split())[:300] or "the job is not running"))
+    return out
+
+
+def walltime_change(job_id, delta, runner=LOCAL, user=None):
+    """Ask OAR to change a running job's walltime by delta ('+1:00:00', as
+    user); returns OAR's answer.  Raises Refused with OAR's reason."""
+    res = runner.run(as_user(user, ["oarwalltime", str(job_id), delta]), check=False, timeout=60)
+    text = " ".join((res.out + " " + res.err).split())
+    if res.code != 0 or text.lower().startswith(("error", "forbidden")):
+        raise Refused(detail="OAR refused the walltime change: %s" % (text[:300] or res.code))
+    return text
+
+
 def current_jobs(runner=LOCAL, user=None, check=True):
     """OAR's jobs that have not ended (of one user): {job_id (text): job dict}.
     Raises CommandFailed when oarstat fails and check (else: none)."""
@@ -247,6 +292,16 @@ def current_jobs(runner=LOCAL, user=None, check=True):
     text = res.out.strip()
     jobs = json.loads(text) if text.startswith("{") else {}
     return {j: job for j, job in jobs.items() if job.get("state") not in ENDED}
+
+
+def waiting_jobs(user, runner=LOCAL):
+    """{job_id (int): full job dict} of user's jobs that have not started yet
+    (oarstat -f: with OAR's scheduled start)."""
+    res = runner.run(["oarstat", "-J", "-f", "-u", user], check=False, timeout=60)
+    text = res.out.strip()
+    jobs = json.loads(text) if text.startswith("{") else {}
+    return {int(j): job for j, job in jobs.items()
+            if job.get("state") in ("Waiting", "Hold", "toLaunch", "toAckReservation")}
 
 
 def get_job(job_id, runner=LOCAL):
