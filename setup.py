@@ -28,6 +28,7 @@ setup(
         "jinja2>=3",
         "psycopg>=3.1",
         "apprise",
+        "cryptography",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={

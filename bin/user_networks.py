@@ -186,12 +186,41 @@ class NetUnexpose(Command):
 
 @NetCmd.subcommand("vpn")
 class NetVpn(Command):
-    """Print an OpenVPN client file for the network: the machine using it joins the
-    network (an address of its own, nothing else reachable).  Save it: the key in it
-    is shown once."""
+    """A network's VPN clients.  By default, make one and print its OpenVPN file:
+    the machine using it joins the network (an address of its own, nothing else
+    reachable).  Save it: the key in it is shown once.  --list shows the clients
+    and their ends; --revoke ends a client for good (its file no longer
+    connects, its session ends now, its address is freed)."""
 
     client = cli.SwitchAttr(["--client"], str, default="client",
-                            help="a name for this client (one address each)")
+                            help="a name for the new client (one address each)")
+    days = cli.SwitchAttr(["--days"], str, help="days the new client's certificate lasts "
+                                                "(default: the site's vpn_client_days, 90)")
+    listing = cli.Flag(["--list"], excludes=["--revoke", "--days"],
+                       help="the network's VPN clients, revoked ones included")
+    revoke = cli.SwitchAttr(["--revoke"], str, excludes=["--days"],
+                            help="revoke this client")
+    json = cli.Flag(["--json"], help="machine-readable output (with --list)")
 
     def run_command(self, name):
-        exec_broker("net-vpn", name, self.client)
+        if self.revoke:
+            exec_broker("net-vpn-revoke", name, self.revoke)
+        if not self.listing:
+            exec_broker("net-vpn", name, self.client, *([self.days] if self.days else []))
+        from oarcloud_lib.catalog import networks
+        from oarcloud_lib.service import jobs
+        with jobs.connect_as_user() as conn:
+            row = networks.get(conn, jobs.current_user(), name)
+            out = networks.vpn(conn, row["id"])
+        if self.json:
+            print_json(out)
+            return
+        ep = out["endpoint"]
+        if ep:
+            print("endpoint: %s UDP %d, server certificate until %s, CA until %s\n" % (
+                ep["node"], ep["udp_port"], str(ep["server_expires"])[:16],
+                str(ep["ca_expires"])[:16]))
+        rows = [dict(c, state="active", when=str(c["expires"])[:16]) for c in out["clients"]]
+        rows += [dict(r, state="revoked", when=str(r["revoked"])[:16]) for r in out["revoked"]]
+        print_table(rows, [("name", "CLIENT"), ("state", "STATE"), ("ip", "ADDRESS"),
+                           ("when", "UNTIL/REVOKED"), ("serial", "SERIAL")])

@@ -49,6 +49,15 @@ class SiteConfig:
     # memory per core, less what the node itself needs).
     instance_pids_max: int = 4096
     memory_per_core: int = 4 << 30
+    # Disk I/O an instance may do per core it holds, on the disk of the
+    # instances' roots (0: no limit): bytes and operations a second.  With
+    # cgroup v1 (OAR 2.5's), buffered writes are flushed by the kernel outside
+    # any instance's cgroup and escape the write throttles; reads, direct and
+    # synchronous writes do not.
+    io_read_bytes_per_core: int = 100 << 20
+    io_write_bytes_per_core: int = 100 << 20
+    io_read_iops_per_core: int = 2000
+    io_write_iops_per_core: int = 2000
     # Isolation (docs/security.md).  Instances may not reach the site's own
     # ranges (the nodes' underlay, the server, link-local) unless listed here
     # ("CIDR" or "CIDR:PORT" or "CIDR:PORT/PROTO").
@@ -59,6 +68,10 @@ class SiteConfig:
     # Notification URLs may not point to loopback, link-local, private or the
     # site's own ranges unless their address is in one of these CIDRs.
     notify_allow_cidrs: list = field(default_factory=list)
+    # Days a VPN client's certificate lasts (`oarcloud net vpn --days` may ask
+    # for up to vpn_client_max_days); a client past its end makes a new one.
+    vpn_client_days: int = 90
+    vpn_client_max_days: int = 365
 
     def fill_secrets(self):
         for name in ("oar_db_password", "oar_db_ro_password", "catalog_password",

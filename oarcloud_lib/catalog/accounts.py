@@ -189,6 +189,21 @@ def _images_to_keep(conn, name):
     return sorted(keep)
 
 
+def _end_vpns(name, vpns):
+    """The deleted account's VPN endpoints [(network id, node)]: their CA keys
+    go, their nodes stop them now (not at their next change)."""
+    if not vpns:
+        return
+    from oarcloud_lib.server import vpnca
+    from oarcloud_lib.service import fanout
+    for network_id, _ in vpns:
+        vpnca.forget(network_id)
+    errors = fanout.sync_nodes(sorted({node for _, node in vpns}))
+    if errors:
+        LOG.warning("user %s: VPN endpoints still run on %s until its next network sync",
+                    name, ", ".join(sorted(errors)))
+
+
 def delete(name, conn=None, runner=LOCAL):
     """Delete the account: its OAR jobs, its catalog rows, its Unix account if ours."""
     check_name(name)
@@ -205,6 +220,8 @@ def delete(name, conn=None, runner=LOCAL):
                             ", ".join(kept))
             theirs = [r[0] for r in conn.execute("SELECT sha256 FROM images WHERE owner = %s",
                                                  (name,))]
+            vpns = conn.execute("SELECT v.network, v.node FROM net_vpns v JOIN networks n"
+                                " ON n.id = v.network WHERE n.owner = %s", (name,)).fetchall()
             conn.execute("DELETE FROM accounts WHERE name = %s", (name,))
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
             if row["unix_created"] and _unix_user(name) is not None:
@@ -214,6 +231,7 @@ def delete(name, conn=None, runner=LOCAL):
                     raise Conflict(what="user %s" % name,
                                    detail="Unix account not removed (%s); nothing changed" % e) \
                         from None
+        _end_vpns(name, vpns)
         for sha in theirs:  # the store files no image names any more
             if conn.execute("SELECT 1 FROM images WHERE sha256 = %s", (sha,)).fetchone() is None:
                 imagestore.remove(sha)

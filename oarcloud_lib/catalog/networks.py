@@ -494,6 +494,22 @@ def members(conn, network_id):
         " ORDER BY c.ip", (network_id,))]
 
 
+def vpn(conn, network_id):
+    """A network's VPN as its owner sees it: the endpoint (None before its first
+    client), its clients and those revoked."""
+    row = conn.execute("SELECT node, udp_port, ca_expires, server_expires FROM net_vpns"
+                       " WHERE network = %s", (network_id,)).fetchone()
+    clients = [dict(zip(("name", "ip", "mac", "serial", "expires"), r)) for r in conn.execute(
+        "SELECT client, host(ip), mac, cert_serial, cert_expires FROM nics WHERE network = %s"
+        " AND kind = 'vpn' ORDER BY client", (network_id,))]
+    revoked = [dict(zip(("name", "serial", "revoked"), r)) for r in conn.execute(
+        "SELECT client, serial, revoked FROM vpn_revoked WHERE network = %s ORDER BY id",
+        (network_id,))]
+    endpoint = dict(zip(("node", "udp_port", "ca_expires", "server_expires"), row)) if row \
+        else None
+    return {"endpoint": endpoint, "clients": clients, "revoked": revoked}
+
+
 def named(conn, owner, names):
     """The owner's networks called names, checked before a launch: `default` may
     not exist yet (the job's prologue creates it), so it is skipped then."""

@@ -52,6 +52,7 @@ class DomainSpec:
     uid_base: int
     uid_count: int = 65536
     init: str = "/sbin/init"
+    io: dict = None      # <blkiotune> device: path and throttles (limits.io_tune)
 
     def xml(self):
         from oarcloud_lib import templating

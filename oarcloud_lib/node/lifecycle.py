@@ -56,8 +56,11 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
     def one(row):
         if row["state"] != "running":
             return create_one(job_id, row, nics[row["domain"]], conn, driver, owner, key,
-                               hosts, stacks[row["image"]], userns, conf.instance_pids_max,
-                               runner)
+                               hosts, stacks[row["image"]], userns, conf, io_device, runner)
+    io_device = limits.io_device(paths.INSTANCES) if rows else None
+    if rows and io_device is None:
+        LOG.warning("%s is on no block device of its own: instances get no I/O limit",
+                    paths.INSTANCES)
     # One user namespace carries the owner's uid mapping for all their instances here.
     with imagecache.using(), (idmap.Userns(uid_base) if rows else contextlib.nullcontext()) \
             as userns:
@@ -88,8 +91,8 @@ def image_stack(conn, image, owner):
             [c["sha256"] for c in chain])
 
 
-def create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, userns, pids_max,
-                runner):
+def create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, userns, conf,
+               io_device, runner):
     instances.set_state(conn, row["domain"], "creating")
     t_root = time.monotonic()
     uid_base = userns.base
@@ -104,7 +107,7 @@ def create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, userns
     spec = DomainSpec(
         name=row["domain"], job_id=job_id, owner=owner, cores=row["cores"],
         memory=row["memory"], rootfs=str(root), uid_base=uid_base,
-        uid_count=rootfs.UID_COUNT,
+        uid_count=rootfs.UID_COUNT, io=limits.io_tune(io_device, row["cores"], conf),
         nics=[{"bridge": INTEGRATION_BRIDGE, "mac": n["mac"], "port": n["port"], "ip": n["ip"],
                "prefix": n["prefix"], "gateway": n["gateway"], "mtu": INSTANCE_MTU}
               for n in nics])
@@ -114,7 +117,7 @@ def create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, userns
     if guest.state() != "running":
         raise OarcloudError("instance %s did not start (state %s)" % (row["name"], guest.state()))
     tune_nics(guest.init_pid(), len(spec.nics), runner)
-    limits.limit_pids(guest.init_pid(), pids_max)
+    limits.limit_pids(guest.init_pid(), conf.instance_pids_max)
     return row, guest, "root %.3fs, domain start %.3fs, nics %.3fs" % (
         t_start - t_root, t_started - t_start, time.monotonic() - t_started)
 

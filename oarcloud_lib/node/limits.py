@@ -1,6 +1,14 @@
-"""Per-instance limits that libvirt's LXC driver does not set, on a node: the
-number of processes (pids cgroup), so that no instance can exhaust the node's
-process table for the others (a fork bomb stops at its own limit).
+"""Per-instance limits on a node, beyond memory and CPU (the domain's XML).
+
+I/O: the disk holding the instances' roots (io_device) gets a throttle per
+instance, scaled by its cores (io_tune), which libvirt writes in the
+instance's blkio cgroup (cgroup v1 blkio.throttle.*, v2 io.max) from the
+domain's <blkiotune>.  A node whose instances live on no block device of its
+own (tmpfs, NFS, btrfs subvolumes) gets none, and says so in its log.
+
+Processes, which libvirt's LXC driver does not limit: the pids cgroup, so
+that no instance can exhaust the node's process table for the others (a fork
+bomb stops at its own limit).
 
 libvirt puts an instance's processes in one cgroup per controller it knows
 (/proc/INIT/cgroup names them), but not in the pids controller: there it
@@ -10,6 +18,7 @@ and every process of the instance is moved in; `release` removes it once the
 instance is gone.
 """
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -21,6 +30,38 @@ LOG = logging.getLogger(__name__)
 MOVE_ROUNDS = 50
 MOVE_AT_ONCE = 20  # rounds before the first pause
 MOVE_PAUSE = 0.01  # s between two rounds: a fork in flight lands in a cgroup
+
+
+IO_KEYS = ("read_bytes_sec", "write_bytes_sec", "read_iops_sec", "write_iops_sec")
+
+
+def io_device(path, sys_dev="/sys/dev/block", dev_dir="/dev"):
+    """The whole disk (/dev/NAME) holding path, or None when it is on no block
+    device (a throttle applies to a disk: a partition's is its disk's)."""
+    try:
+        dev = os.stat(path).st_dev
+    except FileNotFoundError:
+        return None
+    node = Path(sys_dev, "%d:%d" % (os.major(dev), os.minor(dev)))
+    if os.major(dev) == 0 or not node.exists():
+        return None
+    real = node.resolve()
+    disk = real.parent if (real / "partition").exists() else real
+    found = Path(dev_dir, disk.name)
+    return str(found) if found.exists() else None
+
+
+def io_tune(device, cores, conf):
+    """The domain's <blkiotune> device (path and throttles), or None: each
+    throttle of the site (per core, 0 none) times the instance's cores."""
+    per_core = {"read_bytes_sec": conf.io_read_bytes_per_core,
+                "write_bytes_sec": conf.io_write_bytes_per_core,
+                "read_iops_sec": conf.io_read_iops_per_core,
+                "write_iops_sec": conf.io_write_iops_per_core}
+    limits = {k: v * cores for k, v in per_core.items() if v > 0}
+    if device is None or not limits:
+        return None
+    return dict(limits, path=device)
 
 
 def _groups(init_pid, proc):

@@ -28,7 +28,8 @@ and of private networks (the nodes that host a network follow each change):
     broker net-create NAME CIDR [GATEWAY]    broker net-delete NAME
     broker net-rule-add NAME DIRECTION PROTO PORT|- REMOTE|-    broker net-rule-del NAME ID
     broker net-expose INSTANCE PORT PROTO [NETWORK]    broker net-unexpose INSTANCE PORT PROTO
-    broker net-vpn NAME CLIENT       (the client's OpenVPN file on stdout)
+    broker net-vpn NAME CLIENT [DAYS]   (the client's OpenVPN file on stdout)
+    broker net-vpn-revoke NAME CLIENT
 
 and of the user's alarms and notification targets (URLs and alarm specs come
 on stdin: they may hold secrets, which the command line shows to everyone):
@@ -163,7 +164,10 @@ def net_create(conn, user, name, cidr, gateway=None):
 
 
 def net_delete(conn, user, name):
+    net = networks.get(conn, user, name)
     vpn_node = networks.delete(conn, user, name)
+    from oarcloud_lib.server import vpnca  # cryptography: only where it is used
+    vpnca.forget(net["id"])
     if vpn_node:
         _apply(conn, [], [vpn_node])
     return "network %s deleted" % name
@@ -207,9 +211,14 @@ def net_unexpose(conn, user, instance, port, proto):
     return "%s port %s/%s no longer published" % (instance, port, proto)
 
 
-def net_vpn(conn, user, name, client):
-    from oarcloud_lib.node import vpn
-    return vpn.client_file(conn, user, name, client, _apply)
+def net_vpn(conn, user, name, client, days=None):
+    from oarcloud_lib.server import vpnca
+    return vpnca.client_file(conn, user, name, client, days, _apply)
+
+
+def net_vpn_revoke(conn, user, name, client):
+    from oarcloud_lib.server import vpnca
+    return vpnca.revoke(conn, user, name, client, _apply)
 
 
 # -- alarms and notification targets (specs and URLs on stdin: they may hold secrets) --
@@ -314,7 +323,7 @@ VERBS = {
     "net-create": (net_create, 2, 3), "net-delete": (net_delete, 1, 1),
     "net-rule-add": (net_rule_add, 5, 5), "net-rule-del": (net_rule_del, 2, 2),
     "net-expose": (net_expose, 3, 4), "net-unexpose": (net_unexpose, 3, 3),
-    "net-vpn": (net_vpn, 2, 2),
+    "net-vpn": (net_vpn, 2, 3), "net-vpn-revoke": (net_vpn_revoke, 2, 2),
     "alarm-create": (alarm_create, 0, 0), "alarm-delete": (alarm_delete, 1, 1),
     "notify-add": (notify_add, 0, 0), "notify-del": (notify_del, 0, 0),
     "notify-test": (notify_test, 0, 0),

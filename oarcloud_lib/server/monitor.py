@@ -25,7 +25,9 @@ Every PRUNE_EVERY seconds it deletes what is older than its retention
 (prune): delivered or failed notifications after KEEP_NOTIFICATIONS, the
 events of jobs ended KEEP_JOB_EVENTS ago, alarm transitions after
 KEEP_ALARM_HISTORY; PRUNE_BATCH rows per table per run at most, so a run
-stays short (a full batch runs again at the next cycle).
+stays short (a full batch runs again at the next cycle).  Every VPN_EVERY
+seconds it renews the VPN endpoints' server certificates near their end
+(server/vpnca.py) and has their nodes restart them.
 """
 import collections
 import concurrent.futures
@@ -66,6 +68,7 @@ PER_OWNER = 2
 ADMIN_THREADS = 2
 POLICY_EVERY = 60.0
 PRUNE_EVERY = 300.0
+VPN_EVERY = 3600.0
 PRUNE_BATCH = 10000
 KEEP_NOTIFICATIONS = 14 * 86400
 KEEP_JOB_EVENTS = 30 * 86400
@@ -221,6 +224,7 @@ class Monitor:
         self.notified_at = {}   # alarm id -> time of its last notification
         self.last_rollup = 0.0
         self.last_prune = 0.0
+        self.last_vpn = 0.0
         self.http = None
         self.log = open(LOGFILE, "ab") if LOGFILE.parent.is_dir() else subprocess.DEVNULL
 
@@ -395,7 +399,8 @@ class Monitor:
 
     def tick(self, conn):
         now = time.time()
-        for step in (self.watch_nodes, self.lifecycle, self.evaluate, self.prune_old):
+        for step in (self.watch_nodes, self.lifecycle, self.evaluate, self.prune_old,
+                     self.renew_vpns):
             try:
                 step(conn, now)
             except psycopg.OperationalError:
@@ -470,6 +475,20 @@ class Monitor:
             LOG.info("pruned %s", ", ".join("%d %s" % (n, t) for t, n in deleted.items() if n))
         if max(deleted.values(), default=0) >= PRUNE_BATCH:
             self.last_prune = now - PRUNE_EVERY
+
+    def renew_vpns(self, conn, now):
+        """Every VPN_EVERY seconds: new server certificates for the VPN endpoints
+        whose certificate ends soon, applied on their nodes."""
+        if now - self.last_vpn < VPN_EVERY:
+            return
+        self.last_vpn = now
+        from oarcloud_lib.server import vpnca
+        from oarcloud_lib.service import fanout
+        nodes = vpnca.renew_due(conn)
+        if nodes:
+            errors = fanout.sync_nodes(nodes)
+            LOG.info("VPN server certificates renewed on %s%s", ", ".join(nodes),
+                     " (not applied on %s yet)" % ", ".join(sorted(errors)) if errors else "")
 
     def authorized(self, header):
         """Whether an Authorization header carries the site's monitor token (every

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from oarcloud_lib import config, paths, templating
 from oarcloud_lib.catalog import db, jobspec
-from oarcloud_lib.server import services
+from oarcloud_lib.server import services, vpnca
 from oarcloud_lib.tools import oarssh
 from oarcloud_lib.commands import LOCAL, require_commands
 from oarcloud_lib.errors import NotReady
@@ -182,7 +182,11 @@ def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL
     progress.step("catalog database", cluster.ensure_database(conf.catalog_db, conf.catalog_user))
     with db.connect(conf) as conn:
         applied = db.migrate(conn)
-    progress.step("catalog schema", bool(applied), ", ".join(applied))
+        progress.step("catalog schema", bool(applied), ", ".join(applied))
+        done = vpnca.sync_ca_keys(conn)
+        progress.step("VPN CA keys in %s (root's alone)" % vpnca.CA_DIR, any(done.values()),
+                      "%(updated)d moved out of the catalog, %(removed)d of deleted networks "
+                      "removed" % done)
     progress.step("hooks, broker and healer in %s" % paths.HOOKS_INSTALL_DIR, ensure_hooks())
     progress.step("sudo rule for the instance broker", ensure_sudoers(runner))
     progress.step("directory %s" % paths.STATE, paths.ensure_dir(paths.STATE, 0o755))

@@ -260,6 +260,50 @@ def test_a_fork_bomb_stops_at_its_instances_limit(make_user):
     oarcloud(user, "delete", "bomb", "--wait", check=True)
 
 
+def test_an_instances_disk_io_is_throttled_and_it_cannot_lift_the_throttle(make_user):
+    """The instance's blkio cgroup carries the site's throttles times its cores
+    on the disk of the instances' roots; root in the instance does direct I/O,
+    which is counted there, and cannot raise its own limits."""
+    conf = config.load()
+    user = make_user()
+    row = launch(user, "--name", "io", "--cores", "2")[0]
+    node, dom = row["node"], "oc%d-0" % row["job_id"]
+    majmin = node_exec(node, "/opt/oarcloud/venv/bin/python", "-I", "-c", (
+        "import os; from oarcloud_lib import paths; from oarcloud_lib.node import limits; "
+        "r = os.stat(limits.io_device(paths.INSTANCES)).st_rdev; "
+        "print('%d:%d' % (os.major(r), os.minor(r)))"), check=True).stdout.strip()
+    d = Path("/sys/fs/cgroup/blkio") / limits._groups(instance_init(node, dom),
+                                                      "/proc")["blkio"].strip("/")
+    want = {"read_bps_device": conf.io_read_bytes_per_core * 2,
+            "write_bps_device": conf.io_write_bytes_per_core * 2,
+            "read_iops_device": conf.io_read_iops_per_core * 2,
+            "write_iops_device": conf.io_write_iops_per_core * 2}
+    for name, value in want.items():
+        got = node_exec(node, "cat", str(d / ("blkio.throttle." + name))).stdout.split()
+        assert got == [majmin, str(value)], (name, got)
+
+    def written():
+        lines = node_exec(node, "cat", str(d / "blkio.throttle.io_service_bytes")).stdout
+        return sum(int(v) for dev, op, v in (ln.split() for ln in lines.splitlines()
+                                             if ln.count(" ") == 2)
+                   if dev == majmin and op == "Write")
+    before = written()
+    res = oarcloud(user, "exec", "io", "--", "sh", "-c",
+                   "dd if=/dev/zero of=/io.test bs=64k count=64 oflag=direct 2>&1; sync")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert written() - before >= 4 << 20  # the 4 MiB went through the throttled cgroup
+    # root in the instance cannot lift its throttle, nor leave its cgroup
+    for attack in ("echo '%s 0' > /sys/fs/cgroup/blkio/blkio.throttle.write_bps_device" % majmin,
+                   "echo $$ > /sys/fs/cgroup/blkio/../cgroup.procs",
+                   "mkdir -p /tmp/cg && mount -t cgroup -o blkio none /tmp/cg && "
+                   "echo '%s 0' > /tmp/cg/blkio.throttle.write_bps_device" % majmin):
+        oarcloud(user, "exec", "io", "--", "sh", "-c", attack + " 2>/dev/null")
+    for name, value in want.items():
+        got = node_exec(node, "cat", str(d / ("blkio.throttle." + name))).stdout.split()
+        assert got == [majmin, str(value)], (name, got)
+    oarcloud(user, "delete", "io", "--wait", check=True)
+
+
 def test_deleting_a_user_keeps_the_images_others_run(make_user):
     """alice publishes an image and shares another; bob runs the public one.
     Deleting alice hands both to the site: bob's instance and his next launch go on."""

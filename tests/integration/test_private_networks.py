@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import node_exec, run
+from conftest import admin, node_exec, run
 from test_instances import NODES, instance_init, launch, oarcloud
 
 
@@ -347,4 +347,145 @@ def test_vpn_client_joins_its_network_only(make_user, vpn_client_netns, tmp_path
     # deleting the network stops its endpoint: nothing left on any node
     for name in ("default", "other"):
         assert oarcloud(user, "net", "delete", name).returncode == 0
+    assert net_leftovers() == {}
+
+
+def _vpn_connect(in_client, conf, pidfile, log):
+    """Start an OpenVPN client with conf in the client's namespace (the one
+    pidfile names is stopped first)."""
+    try:
+        run(["kill", pidfile.read_text().strip()])
+        deadline = time.monotonic() + 10
+        while Path("/proc/%s" % pidfile.read_text().strip()).exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        pidfile.unlink()
+    except OSError:
+        pass
+    in_client("openvpn", "--config", str(conf), "--daemon", "--writepid", str(pidfile),
+              "--log", str(log), check=True)
+
+
+def _wait_for(what, probe, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.3)
+
+
+def test_vpn_refuses_keyless_revoked_and_foreign_clients(make_user, vpn_client_netns, tmp_path):
+    """tls-crypt, the CRL and revocation on the real OpenVPN: a file without the
+    endpoint's tls-crypt key gets no TLS handshake, a revoked client's session
+    ends and its file never connects again (even once its name is given to a
+    new client), and the CA key is root's file on the server, not the catalog's."""
+    from oarcloud_lib import paths
+    from oarcloud_lib.catalog import db
+    in_client, pidfile = vpn_client_netns
+    alice, bob = make_user(), make_user()
+    mine = launch(alice, "--name", "v", "--cores", "1")[0]
+    # bad input is refused before anything is made
+    for days in ("0", "100000", "x", "-1"):
+        res = oarcloud(alice, "net", "vpn", "default", "--client", "laptop", "--days", days)
+        assert res.returncode != 0 and "--days must be a whole number" in res.stderr, res.stderr
+    listing = json.loads(oarcloud(alice, "net", "vpn", "default", "--list", "--json",
+                                  check=True).stdout)
+    assert listing == {"endpoint": None, "clients": [], "revoked": []}
+    res = oarcloud(alice, "net", "vpn", "default", "--client", "laptop", "--days", "7")
+    assert res.returncode == 0 and "<tls-crypt>" in res.stdout, res.stderr
+    old, text = tmp_path / "laptop.ovpn", res.stdout
+    old.write_text(text)
+    listing = json.loads(oarcloud(alice, "net", "vpn", "default", "--list", "--json").stdout)
+    ep, (laptop,) = listing["endpoint"], listing["clients"]
+    assert laptop["name"] == "laptop" and laptop["serial"]
+    with db.connect() as conn:
+        net_id, vni = conn.execute("SELECT id, vni FROM networks WHERE owner = %s AND name ="
+                                   " 'default'", (alice,)).fetchone()
+        assert conn.execute("SELECT ca_key FROM net_vpns WHERE network = %s",
+                            (net_id,)).fetchone() == (None,)
+        days = conn.execute("SELECT cert_expires - now() FROM nics WHERE network = %s AND"
+                            " client = 'laptop'", (net_id,)).fetchone()[0]
+    assert 6 < days.total_seconds() / 86400 <= 7
+    key = Path("/var/lib/oarcloud/vpn-ca/%d.pem" % net_id)
+    assert key.stat().st_mode & 0o777 == 0o600 and key.parent.stat().st_mode & 0o777 == 0o700
+    assert paths.STATE / "vpn-ca" == key.parent
+    # users see their endpoint's public side only
+    res = run(["runuser", "-u", alice, "--", "psql", "-X", "-d", "oarcloud", "-tAc",
+               "SELECT server_key FROM net_vpns"], cwd="/tmp")
+    assert res.returncode != 0 and "permission denied" in res.stderr, res.stdout
+    server_log = "/var/log/oarcloud/vpn-%d.log" % vni
+
+    def logged(text):
+        return node_exec(ep["node"], "cat", server_log).stdout.count(text)
+
+    def has_address():
+        return "198.18.0." in in_client("ip", "-4", "addr", "show").stdout
+
+    # 1. the same file without its tls-crypt key: not even a TLS handshake
+    keyless = tmp_path / "keyless.ovpn"
+    keyless.write_text(re.sub(r"<tls-crypt>.*</tls-crypt>", "", text, flags=re.S))
+    before = logged("tls-crypt unwrapping failed")
+    _vpn_connect(in_client, keyless, pidfile, tmp_path / "keyless.log")
+    _wait_for("tls-crypt refusal in %s" % server_log,
+              lambda: logged("tls-crypt unwrapping failed") > before)
+    assert not has_address()
+    # 2. the real file joins
+    _vpn_connect(in_client, old, pidfile, tmp_path / "laptop.log")
+    _wait_for((tmp_path / "laptop.log").read_text, has_address)
+    assert in_client("ping", "-c", "1", "-W", "2", mine["ip"]).returncode == 0
+    # 3. bob can neither revoke nor list alice's client
+    for args in (["--revoke", "laptop"], ["--list"]):
+        res = oarcloud(bob, "net", "vpn", "default", *args)
+        assert res.returncode != 0 and "network not found: default" in res.stderr, res.stderr
+    assert in_client("ping", "-c", "1", "-W", "2", mine["ip"]).returncode == 0
+    # 4. revoked: the session ends now, the CRL refuses the file's next connection
+    res = oarcloud(alice, "net", "vpn", "default", "--revoke", "laptop")
+    assert res.returncode == 0 and "revoked" in res.stdout, res.stderr
+    _wait_for("the revoked session ended",
+              lambda: in_client("ping", "-c", "1", "-W", "1", mine["ip"]).returncode != 0)
+    res = oarcloud(alice, "net", "vpn", "default", "--revoke", "laptop")
+    assert res.returncode != 0 and "vpn client not found: laptop" in res.stderr
+    # the name is given again: the new file joins, the old one stays refused
+    res = oarcloud(alice, "net", "vpn", "default", "--client", "laptop")
+    assert res.returncode == 0, res.stderr
+    new = tmp_path / "new.ovpn"
+    new.write_text(res.stdout)
+    before = logged("certificate revoked")
+    _vpn_connect(in_client, old, pidfile, tmp_path / "old.log")
+    _wait_for("CRL refusal in %s" % server_log, lambda: logged("certificate revoked") > before)
+    assert not has_address() or in_client("ping", "-c", "1", "-W", "1",
+                                          mine["ip"]).returncode != 0
+    _vpn_connect(in_client, new, pidfile, tmp_path / "new.log")
+    _wait_for("the new client's address", lambda: in_client(
+        "ping", "-c", "1", "-W", "1", mine["ip"]).returncode == 0)
+    listing = json.loads(oarcloud(alice, "net", "vpn", "default", "--list", "--json").stdout)
+    assert [r["serial"] for r in listing["revoked"]] == [laptop["serial"]]
+    assert [c["name"] for c in listing["clients"]] == ["laptop"]
+    assert listing["clients"][0]["serial"] != laptop["serial"]
+    assert "revoked" in oarcloud(alice, "net", "vpn", "default", "--list").stdout
+    # 5. a server certificate near its end is renewed (the monitor's hourly
+    # step): the node restarts the server, the client comes back on its own
+    from oarcloud_lib.server import vpnca
+    from oarcloud_lib.service import fanout
+    pidfile_on_node = "/run/oarcloud/vpn/%d/pid" % vni
+    before = node_exec(ep["node"], "cat", pidfile_on_node).stdout.strip()
+    with db.connect() as conn:
+        old_cert = conn.execute("SELECT server_cert FROM net_vpns WHERE network = %s",
+                                (net_id,)).fetchone()[0]
+        conn.execute("UPDATE net_vpns SET server_expires = now() + interval '1 day'"
+                     " WHERE network = %s", (net_id,))
+        assert vpnca.renew_due(conn) == [ep["node"]]
+        assert vpnca.renew_due(conn) == []  # once
+        assert conn.execute("SELECT server_cert <> %s, server_expires > now() + interval"
+                            " '300 days' FROM net_vpns WHERE network = %s",
+                            (old_cert, net_id)).fetchone() == (True, True)
+    assert fanout.sync_nodes([ep["node"]]) == {}
+    assert node_exec(ep["node"], "cat", pidfile_on_node).stdout.strip() != before
+    _wait_for("the client back after the server's restart", lambda: in_client(
+        "ping", "-c", "1", "-W", "1", mine["ip"]).returncode == 0)
+    # deleting the account stops its endpoint at once and takes its CA key
+    admin("user", "del", alice, check=True)
+    assert not key.exists()
+    assert node_exec(ep["node"], "ls", "/run/oarcloud/vpn").stdout.split() == []
+    _wait_for("the client's session ended", lambda: in_client(
+        "ping", "-c", "1", "-W", "1", mine["ip"]).returncode != 0)
     assert net_leftovers() == {}

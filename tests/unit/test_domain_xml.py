@@ -40,3 +40,11 @@ def test_gateway_and_escaping():
     root = ET.fromstring(spec(nics=nics, owner="a<b").xml())
     assert root.find("devices/interface/route").get("gateway") == "198.18.0.1"
     assert "a<b" in ET.tostring(root, encoding="unicode").replace("&lt;", "<")
+
+
+def test_io_throttles():
+    assert spec().xml().count("blkiotune") == 0
+    io = {"path": "/dev/vda", "read_bytes_sec": 30, "write_iops_sec": 21}
+    dev = ET.fromstring(spec(io=io).xml()).find("blkiotune/device")
+    assert dev.findtext("path") == "/dev/vda" and dev.findtext("read_bytes_sec") == "30"
+    assert dev.findtext("write_iops_sec") == "21" and dev.find("write_bytes_sec") is None

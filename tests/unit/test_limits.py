@@ -65,3 +65,34 @@ def test_a_zombie_left_in_the_memory_cgroup_is_not_an_escape(tmp_path):
                     zombies=("44",))
     d = limits.limit_pids(42, 4096, cgroups=cg, proc=proc)
     assert sorted((d / "cgroup.procs").read_text().split()) == ["42", "43"]
+
+
+def test_io_device_is_the_whole_disk_of_a_partition(tmp_path):
+    import os
+    sys_dev = tmp_path / "sys/dev/block"
+    disk = tmp_path / "sys/devices/virtual/block/vda"
+    (disk / "vda1").mkdir(parents=True)
+    (disk / "vda1/partition").write_text("1\n")
+    sys_dev.mkdir(parents=True)
+    st = os.stat(tmp_path)
+    (sys_dev / ("%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev)))).symlink_to(disk / "vda1")
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev/vda").write_text("")
+    got = limits.io_device(tmp_path, sys_dev=sys_dev, dev_dir=tmp_path / "dev")
+    if os.major(st.st_dev) == 0:
+        assert got is None  # tmp on no block device here
+    else:
+        assert got == str(tmp_path / "dev/vda")  # the partition's disk
+    assert limits.io_device(tmp_path / "missing", sys_dev=sys_dev) is None
+
+
+def test_io_tune_scales_by_cores_and_skips_what_is_off():
+    from oarcloud_lib.config import SiteConfig
+    conf = SiteConfig(io_read_bytes_per_core=10, io_write_bytes_per_core=0,
+                      io_read_iops_per_core=5, io_write_iops_per_core=7)
+    assert limits.io_tune("/dev/vda", 3, conf) == {
+        "path": "/dev/vda", "read_bytes_sec": 30, "read_iops_sec": 15, "write_iops_sec": 21}
+    assert limits.io_tune(None, 3, conf) is None
+    off = SiteConfig(io_read_bytes_per_core=0, io_write_bytes_per_core=0,
+                     io_read_iops_per_core=0, io_write_iops_per_core=0)
+    assert limits.io_tune("/dev/vda", 3, off) is None

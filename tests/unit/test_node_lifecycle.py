@@ -5,6 +5,7 @@ The real driver's behaviour is proven on the lab (tests/integration)."""
 import pytest
 
 from oarcloud_lib import paths
+from oarcloud_lib.config import SiteConfig
 from oarcloud_lib.errors import CommandFailed, NotFound
 from oarcloud_lib.names import port_name
 from oarcloud_lib.node import lifecycle, limits, netnode, power, rootfs, sweep
@@ -66,8 +67,8 @@ def row(job_id, idx, nics=1):
 def create(driver, job_id, idx, nics=1, conn=None):
     r, n = row(job_id, idx, nics)
     return lifecycle.create_one(job_id, r, n, conn or Catalog(), driver, "alice", "ssh-ed25519 K",
-                                "127.0.0.1 localhost\n", ([], []), Userns(), 4096,
-                                driver.node)
+                                "127.0.0.1 localhost\n", ([], []), Userns(), SiteConfig(),
+                                "/dev/vda", driver.node)
 
 
 def leftovers(driver, prefix="oc"):
