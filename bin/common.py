@@ -6,6 +6,7 @@ import re
 import sys
 
 from plumbum import cli
+from plumbum.cli.switches import SwitchError
 
 from oarcloud_lib.errors import OarcloudError, from_foreign
 
@@ -73,12 +74,43 @@ def run_broker(verb, *args, data=""):
     return subprocess.run(broker_argv(verb, *args), input=data, text=True).returncode
 
 
+def broker_json(verb, *args, data=""):
+    """Run a broker verb that answers in JSON: (exit code, the answer or None);
+    its errors pass through to stderr."""
+    import subprocess
+    res = subprocess.run(broker_argv(verb, *args), input=data, text=True,
+                         stdout=subprocess.PIPE)
+    return res.returncode, (json.loads(res.stdout) if res.returncode == 0 else None)
+
+
 def exec_broker(verb, *args):
     argv = broker_argv(verb, *args)
     os.execvp(argv[0], argv)
 
 
-class Group(cli.Application):
+class OneLineErrors:
+    """A bad switch or switch value: one line on stderr that says where to look,
+    exit code 2 (plumbum would print the whole help on stdout)."""
+
+    def _parse_args(self, argv):
+        try:
+            return super()._parse_args(argv)
+        except SwitchError as e:
+            self._switch_error(e)
+
+    def _validate_args(self, swfuncs, tailargs):
+        try:
+            return super()._validate_args(swfuncs, tailargs)
+        except SwitchError as e:
+            self._switch_error(e)
+
+    def _switch_error(self, e):
+        print("%s: error: %s (see --help)" % (self.PROGNAME, str(e).strip().rstrip(".")),
+              file=sys.stderr)
+        raise SystemExit(2)
+
+
+class Group(OneLineErrors, cli.Application):
     """A command group: without a subcommand, show its help."""
 
     def main(self, *args):
@@ -91,7 +123,7 @@ class Group(cli.Application):
         return None
 
 
-class Command(cli.Application):
+class Command(OneLineErrors, cli.Application):
     """Base of every subcommand: runs .run_command() and maps our errors to exit codes."""
 
     verbose = cli.Flag(["-v", "--verbose"], help="log what is being done")

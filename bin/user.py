@@ -53,7 +53,9 @@ class Launch(Command):
     image = cli.SwitchAttr(["--image"], str, help="image name (default: the site's default)")
     name = cli.SwitchAttr(["--name"], str, help="instance name (with --count: NAME-0, NAME-1...)")
     count = cli.SwitchAttr(["--count"], int, help="number of instances (default: one per node)")
-    nodes = cli.SwitchAttr(["--nodes"], int, default=1, help="nodes to reserve")
+    nodes = cli.SwitchAttr(["--nodes"], int, help="nodes to reserve (default: 1, or with "
+                                                  "--count and --cores the fewest that hold "
+                                                  "the instances)")
     cores = cli.SwitchAttr(["--cores"], int, help="cores per instance (the job then reserves "
                                                         "only those cores of its nodes)")
     memory = cli.SwitchAttr(["--memory"], str, help="memory per instance, e.g. 512M, 2G")
@@ -68,7 +70,20 @@ class Launch(Command):
     at = cli.SwitchAttr(["--at"], str, argname="'YYYY-MM-DD HH:MM'",
                         help="an advance reservation (oarsub -r): the instances start then; "
                              "until then `list` shows the launch as scheduled")
-    wait = cli.Flag(["--wait"], help="wait until every instance runs, then show them")
+    prop = cli.SwitchAttr(["--property", "-p"], str, argname="SQL",
+                          help="only resources matching this condition on OAR's properties "
+                               "(oarsub -p), e.g. \"cluster='a'\"")
+    queue = cli.SwitchAttr(["--queue", "-q"], str, help="OAR queue (oarsub -q)")
+    project = cli.SwitchAttr(["--project"], str, help="OAR project to account the job to")
+    besteffort = cli.Flag(["--besteffort"], excludes=["--queue", "--at"],
+                          help="a best-effort job: it runs on idle resources and OAR ends it "
+                               "(and its instances) when other jobs need them")
+    wait = cli.Flag(["--wait"], help="wait until every instance runs, then show them "
+                                      "(progress on stderr)")
+    timeout = cli.SwitchAttr(["--timeout"], cli.Range(1, 86400), default=300, requires=["--wait"],
+                             argname="SECONDS",
+                             help="how long --wait waits for the instances to run (after the "
+                                  "--at start); the job goes on after it")
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self):
@@ -85,7 +100,8 @@ class Launch(Command):
         jobs.check_walltime(self.walltime)
         with jobs.connect_as_user() as conn:
             job_id = lifecycle.launch(conn, jobs.current_user(), spec, self.nodes, self.walltime,
-                                      at=self.at)
+                                      at=self.at, prop=self.prop, queue=self.queue,
+                                      project=self.project, besteffort=self.besteffort)
             if not self.wait:
                 if self.json:
                     print_json({"job_id": job_id, "at": self.at})
@@ -94,14 +110,19 @@ class Launch(Command):
                 else:
                     print("job %d submitted (oarcloud list shows its instances)" % job_id)
                 return 0
-            say = (lambda m: print(m, file=sys.stderr)) if self.json else print
-            timeout = 300
+            timeout = self.timeout
             if self.at:   # the instances start with the reservation
                 import datetime
                 import time
                 start = datetime.datetime.strptime(jobs.check_start(self.at), "%Y-%m-%d %H:%M:%S")
                 timeout += max(0, start.timestamp() - time.time())
-            rows = jobs.wait_running(conn, job_id, timeout=timeout, progress=say)
+            try:
+                rows = jobs.wait_running(conn, job_id, timeout=timeout,
+                                         progress=lambda m: print(m, file=sys.stderr))
+            except KeyboardInterrupt:
+                print("oarcloud launch: stopped waiting; job %d goes on (oarcloud list shows "
+                      "it, oarcloud delete NAME ends it)" % job_id, file=sys.stderr)
+                return 130
         _print_rows([_public(r) for r in rows], self.json)
         return 0
 
@@ -111,6 +132,7 @@ User.subcommand("net", "oarcloud_cli.user_networks.NetCmd")
 User.subcommand("metrics", "oarcloud_cli.user_monitoring.Metrics")
 User.subcommand("alarm", "oarcloud_cli.user_monitoring.AlarmCmd")
 User.subcommand("notify", "oarcloud_cli.user_monitoring.NotifyCmd")
+User.subcommand("key", "oarcloud_cli.user_keys.KeyCmd")
 
 
 @User.subcommand("quota")

@@ -199,11 +199,22 @@ class ImageDelete(Command):
 
 @ImageCmd.subcommand("saves")
 class ImageSaves(Command):
-    """Your saves: live ones and those asked with launch --save-on-exit."""
+    """Your saves: live ones and those asked with launch --save-on-exit.  A
+    save-on-exit that failed (its image name taken meanwhile, say) keeps its
+    changes on their node: --retry ID stores them again (--name NEW for
+    another image name), --discard ID drops them."""
 
     json = cli.Flag(["--json"], help="machine-readable output")
+    retry = cli.SwitchAttr(["--retry"], str, excludes=["--discard"], help="retry this failed save")
+    name = cli.SwitchAttr(["--name"], str, requires=["--retry"],
+                          help="the image name for --retry (default: the one it asked)")
+    discard = cli.SwitchAttr(["--discard"], str, help="drop the kept changes of this failed save")
 
     def run_command(self):
+        if self.retry:
+            exec_broker("image-save-retry", self.retry, *([self.name] if self.name else []))
+        if self.discard:
+            exec_broker("image-save-discard", self.discard)
         from oarcloud_lib.server import saves
         from oarcloud_lib.service import jobs
         with jobs.connect_as_user() as conn:

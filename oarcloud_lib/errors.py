@@ -35,6 +35,12 @@ class Refused(OarcloudError):
     exit_code = 2
 
 
+class OarRefused(Refused):
+    """OAR said no to a submission (its admission rules, resources, queue)."""
+
+    msg_fmt = "OAR refused the job: %(detail)s"
+
+
 class OverQuota(Refused):
     """A creation that would take an account past one of its quotas."""
 

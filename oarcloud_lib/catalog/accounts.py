@@ -7,6 +7,7 @@ oarcloud generated the pair, in ~/.ssh/id_oarcloud.
 """
 import logging
 import pwd
+import re
 from pathlib import Path
 
 from psycopg import sql
@@ -43,20 +44,99 @@ def check_name(name):
 def read_public_key(path, runner=LOCAL):
     """The one public key in path, checked by ssh-keygen.  Raises Refused."""
     try:
-        text = Path(path).read_text().strip()
+        text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise Refused(detail="cannot read key file %s: %s" % (path, e)) from None
-    lines = [l for l in text.splitlines() if l.strip()]
-    if len(lines) != 1 or not lines[0].startswith(KEY_TYPES) or "PRIVATE KEY" in text:
-        raise Refused(detail="%s is not one SSH public key" % path)
-    if runner.run(["ssh-keygen", "-l", "-f", str(path)], check=False).code != 0:
-        raise Refused(detail="%s is not a valid SSH public key" % path)
-    return lines[0]
+    try:
+        return parse_public_key(text, runner)[0]
+    except Refused as e:
+        raise Refused(detail="%s: %s" % (path, e)) from None
 
 
 def fingerprint(pubkey, runner=LOCAL):
     res = runner.run(["ssh-keygen", "-l", "-f", "-"], stdin=pubkey + "\n", check=False)
     return res.out.split()[1] if res.code == 0 and len(res.out.split()) > 1 else "?"
+
+
+MAX_KEYS = 32  # keys an account may add (each goes into every new instance)
+KEY_COMMENT_RE = re.compile(r"^[ -~]{0,200}\Z")
+
+
+def parse_public_key(text, runner=LOCAL):
+    """(key line, fingerprint, comment) of one OpenSSH public key given as text
+    (no options such as command=, no private key), checked by ssh-keygen.
+    Raises Refused."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    if "PRIVATE KEY" in (text or ""):
+        raise Refused(detail="that is a private key: give the public one (the .pub file)")
+    if len(lines) != 1 or len(lines[0]) > 16384:
+        raise Refused(detail="give exactly one SSH public key (one line of a .pub file)")
+    parts = lines[0].split(None, 2)
+    if len(parts) < 2 or parts[0] not in KEY_TYPES:
+        raise Refused(detail="not an SSH public key: it must start with one of %s (key "
+                             "options such as command= are not taken)" % ", ".join(KEY_TYPES))
+    comment = parts[2] if len(parts) > 2 else ""
+    if not KEY_COMMENT_RE.match(comment):
+        raise Refused(detail="the key's comment has control or non-ASCII characters")
+    line = " ".join(parts)
+    res = runner.run(["ssh-keygen", "-l", "-f", "-"], stdin=line + "\n", check=False)
+    if res.code != 0 or len(res.out.split()) < 2:
+        raise Refused(detail="not a valid SSH public key (ssh-keygen rejects it)")
+    return line, res.out.split()[1], comment
+
+
+def keys(conn, owner):
+    """The owner's keys: the account's own, then those added (oldest first)."""
+    row = conn.execute("SELECT ssh_pubkey FROM accounts WHERE name = %s", (owner,)).fetchone()
+    out = [{"fingerprint": fingerprint(row[0]), "comment": (row[0].split(None, 2) + [""])[2],
+            "key": row[0], "account_key": True, "created": None}] if row else []
+    out += [dict(zip(("fingerprint", "comment", "key", "created"), r), account_key=False)
+            for r in conn.execute("SELECT fingerprint, comment, key, created FROM account_keys"
+                                  " WHERE owner = %s ORDER BY id", (owner,))]
+    return out
+
+
+def authorized_keys(conn, owner):
+    """What a new instance of owner's gets in authorized_keys (one key a line)."""
+    own = [r[0] for r in conn.execute("SELECT ssh_pubkey FROM accounts WHERE name = %s",
+                                      (owner,))]
+    added = [r[0] for r in conn.execute("SELECT key FROM account_keys WHERE owner = %s"
+                                        " ORDER BY id", (owner,))]
+    return "\n".join(dict.fromkeys(own + added)) or None
+
+
+def add_key(conn, owner, text, runner=LOCAL):
+    """Add a public key to the owner's; returns (key row, added)."""
+    line, fp, comment = parse_public_key(text, runner)
+    with conn.transaction():
+        conn.execute("SELECT 1 FROM accounts WHERE name = %s FOR UPDATE", (owner,))
+        if any(k["fingerprint"] == fp for k in keys(conn, owner)):
+            return {"fingerprint": fp, "comment": comment}, False
+        n = conn.execute("SELECT count(*) FROM account_keys WHERE owner = %s",
+                         (owner,)).fetchone()[0]
+        if n >= MAX_KEYS:
+            raise Refused(detail="you have %d keys, the most an account may add: delete one "
+                                 "first (oarcloud key del)" % n)
+        conn.execute("INSERT INTO account_keys (owner, key, fingerprint, comment)"
+                     " VALUES (%s, %s, %s, %s)", (owner, line, fp, comment))
+    return {"fingerprint": fp, "comment": comment}, True
+
+
+def del_key(conn, owner, ident):
+    """Delete the owner's added key whose fingerprint or comment is ident;
+    returns its row.  The account's own key stays (admins change it)."""
+    rows = [k for k in keys(conn, owner) if ident in (k["fingerprint"], k["comment"])]
+    if not rows or len(ident) > 300:
+        raise NotFound(what="key", name=str(ident)[:60])
+    if len(rows) > 1:
+        raise Conflict(what="key", detail="%d keys have the comment %r: give the fingerprint "
+                                          "(oarcloud key list)" % (len(rows), ident))
+    if rows[0]["account_key"]:
+        raise Refused(detail="that is your account's own key (oarcloud-admin user add --key "
+                             "changes it): delete another")
+    conn.execute("DELETE FROM account_keys WHERE owner = %s AND fingerprint = %s",
+                 (owner, rows[0]["fingerprint"]))
+    return rows[0]
 
 
 def _unix_user(name):

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from oarcloud_lib import config, names, paths
 from oarcloud_lib.names import INTEGRATION_BRIDGE
-from oarcloud_lib.catalog import db, images, instances, joblog, networks
+from oarcloud_lib.catalog import accounts, db, images, instances, joblog, networks
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError
 from oarcloud_lib.node import idmap, imagecache, limits, netnode, rootfs
@@ -49,7 +49,7 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
     owner = rows[0]["owner"] if rows else None
     account = conn.execute("SELECT ssh_pubkey, id_slot FROM accounts WHERE name = %s",
                            (owner,)).fetchone() if owner else None
-    key = account[0] if account else None
+    key = accounts.authorized_keys(conn, owner) if account else None
     # The owner's instances run in the owner's own uid range on the node.
     uid_base = idmap.tenant_base(account[1]) if account else None
 

@@ -20,6 +20,7 @@ catalog read-only to them):
     broker image-import NAME [DESCRIPTION]   (a plain tar stream on stdin, read by
                                               the user's own `oarcloud image import`)
     broker image-save INSTANCE NAME [flatten]
+    broker image-save-retry SAVE_ID [NAME]   broker image-save-discard SAVE_ID
     broker image-share NAME USER     broker image-publish NAME     broker image-delete NAME
     broker image-build SUITE NAME    (admins: debootstrap)
 
@@ -30,6 +31,10 @@ and of private networks (the nodes that host a network follow each change):
     broker net-expose INSTANCE PORT PROTO [NETWORK]    broker net-unexpose INSTANCE PORT PROTO
     broker net-vpn NAME CLIENT [DAYS]   (the client's OpenVPN file on stdout)
     broker net-vpn-revoke NAME CLIENT
+
+and of the user's SSH keys (every new instance gets them all):
+
+    broker key-add   (one public key on stdin; JSON out)    broker key-del FINGERPRINT|COMMENT
 
 and of the user's alarms and notification targets (URLs and alarm specs come
 on stdin: they may hold secrets, which the command line shows to everyone):
@@ -111,6 +116,22 @@ def image_save(conn, user, instance, name, *flatten):
     return "%s saved as image %s (%d MB, %s)" % (
         instance, image["name"], image["size"] >> 20,
         "a layer over %s" % image["parent"] if image["depth"] else "flattened")
+
+
+def image_save_retry(conn, user, save_id, name=None):
+    row = saves.retry(conn, user, save_id, name)
+    if row["state"] == "done":
+        return "save %d: the kept changes of %s are now image %s" % (row["id"], row["domain"],
+                                                                    row["image"])
+    if row["state"] == "failed":
+        return "save %d failed again: %s" % (row["id"], row["error"]), 1
+    return "save %d is still %s: see oarcloud image saves" % (row["id"], row["state"]), 1
+
+
+def image_save_discard(conn, user, save_id):
+    row = saves.discard(conn, user, save_id)
+    return "save %d: the kept changes of %s were dropped from %s" % (row["id"], row["domain"],
+                                                                    row["node"])
 
 
 def image_share(conn, user, name, other):
@@ -221,6 +242,21 @@ def net_vpn_revoke(conn, user, name, client):
     return vpnca.revoke(conn, user, name, client, _apply)
 
 
+# -- the caller's SSH keys (a key on stdin) --------------------------------------------
+
+def key_add(conn, user):
+    is_admin(conn, user)  # an account, or Refused
+    row, added = accounts.add_key(conn, user, sys.stdin.read(1 << 16))
+    return json.dumps({"fingerprint": row["fingerprint"], "comment": row["comment"],
+                       "added": added}, sort_keys=True)
+
+
+def key_del(conn, user, ident):
+    row = accounts.del_key(conn, user, ident)
+    return json.dumps({"fingerprint": row["fingerprint"], "comment": row["comment"],
+                       "deleted": True}, sort_keys=True)
+
+
 # -- alarms and notification targets (specs and URLs on stdin: they may hold secrets) --
 
 def _stdin():
@@ -318,12 +354,14 @@ MANY = 1 << 16  # exec's command line
 # the exit code, 0 unless it says otherwise).
 VERBS = {
     "image-import": (image_import, 1, 2), "image-save": (image_save, 2, 3),
+    "image-save-retry": (image_save_retry, 1, 2), "image-save-discard": (image_save_discard, 1, 1),
     "image-share": (image_share, 2, 2), "image-publish": (image_publish, 1, 1),
     "image-delete": (image_delete, 1, 1), "image-build": (image_build, 2, 2),
     "net-create": (net_create, 2, 3), "net-delete": (net_delete, 1, 1),
     "net-rule-add": (net_rule_add, 5, 5), "net-rule-del": (net_rule_del, 2, 2),
     "net-expose": (net_expose, 3, 4), "net-unexpose": (net_unexpose, 3, 3),
     "net-vpn": (net_vpn, 2, 3), "net-vpn-revoke": (net_vpn_revoke, 2, 2),
+    "key-add": (key_add, 0, 0), "key-del": (key_del, 1, 1),
     "alarm-create": (alarm_create, 0, 0), "alarm-delete": (alarm_delete, 1, 1),
     "notify-add": (notify_add, 0, 0), "notify-del": (notify_del, 0, 0),
     "notify-test": (notify_test, 0, 0),

@@ -24,10 +24,13 @@ the catalog row is written only after the file is complete.
 """
 import fcntl
 import logging
+import re
 import subprocess
 import sys
 import tempfile
 import time
+
+import psycopg
 
 from oarcloud_lib import commands, paths
 from oarcloud_lib.catalog import db, images, joblog
@@ -35,7 +38,7 @@ from oarcloud_lib.server import imagestore
 from oarcloud_lib.service import hooks
 from oarcloud_lib.tools import oar, oarssh
 from oarcloud_lib.commands import LOCAL
-from oarcloud_lib.errors import CommandFailed, OarcloudError, Refused
+from oarcloud_lib.errors import CommandFailed, Conflict, NotFound, OarcloudError, Refused
 
 LOG = logging.getLogger("oarcloud.saves")
 COLUMNS = ("id", "domain", "job_id", "owner", "image", "flatten", "node", "state", "error",
@@ -43,6 +46,8 @@ COLUMNS = ("id", "domain", "job_id", "owner", "image", "flatten", "node", "state
 # How long the saver waits for the nodes of an ended job to keep the changes.
 KEEP_WINDOW = 300
 SAVER_LOCK = paths.HEAL_LOCKS.parent / "saver.lock"
+# How long `image saves --retry` waits for the saver's outcome.
+RETRY_WAIT = 900
 
 
 def _rows(cur):
@@ -92,21 +97,37 @@ def receive(node, verb, domain, flatten, progress=None):
                                 stderr=err)
         try:
             result = imagestore.ingest(proc.stdout, progress=progress)
-        except BaseException:
+        except BaseException as e:
+            try:  # an agent that failed first (an empty stream): its words, not the tar's
+                code = proc.wait(timeout=5) if isinstance(e, OarcloudError) else None
+            except subprocess.TimeoutExpired:
+                code = None
+            if code:
+                raise _agent_failed(code, verb, node, err) from None
             proc.kill()
             proc.wait()
             raise
         finally:
             proc.stdout.close()
-        proc.wait()
-        err.seek(0)
-        stderr = err.read().decode(errors="replace")
-    if proc.returncode != 0:
-        imagestore.remove(result[0])
-        lines = [l for l in stderr.splitlines() if l.strip()]
-        raise CommandFailed(code=proc.returncode, argv="%s on %s" % (verb, node),
-                            stderr=(lines[-1] if lines else "")[:300])
+        if proc.wait() != 0:
+            imagestore.remove(result[0])
+            raise _agent_failed(proc.returncode, verb, node, err)
     return result
+
+
+AGENT_ERROR_RE = re.compile(r"^oarcloud \S+ on \S+: error: (.+)$")
+
+
+def _agent_failed(code, verb, node, err):
+    """The node agent's own error (`oarcloud VERB on NODE: error: ...`) as it
+    said it, else the command that failed."""
+    err.seek(0)
+    lines = [ln for ln in err.read().decode(errors="replace").splitlines() if ln.strip()]
+    said = AGENT_ERROR_RE.match(lines[-1]) if lines else None
+    if said:
+        return OarcloudError("on %s: %s" % (node, said.group(1)[:300]))
+    return CommandFailed(code=code, argv="%s on %s" % (verb, node),
+                         stderr=(lines[-1] if lines else "")[:300])
 
 
 def _store_and_register(conn, save, parent, flatten, verb, progress=None):
@@ -166,21 +187,78 @@ def finish_kept(conn, save):
                   timeout=120)
 
 
+def _failed_kept(conn, owner, save_id):
+    """The owner's failed save save_id whose changes a node kept (another
+    user's is not found, like a missing one)."""
+    try:
+        sid = int(save_id)
+    except ValueError:
+        raise Refused(detail="a save id is a number (oarcloud image saves), not %r"
+                             % save_id[:40]) from None
+    rows = select(conn, "id = %s AND owner = %s", (sid, owner))
+    if not rows:
+        raise NotFound(what="save", name=str(save_id))
+    save = rows[0]
+    if save["state"] != "failed" or not save["node"] or "(the changes are kept on" not in \
+            (save["error"] or ""):
+        raise Refused(detail="save %d is %s: only a failed save whose changes a node kept "
+                             "can be retried or discarded" % (sid, save["state"]))
+    return save
+
+
+def retry(conn, owner, save_id, name=None):
+    """Store the kept changes of the owner's failed save again, as name if
+    given; returns the save row after the attempt (done, or failed again with
+    the changes still kept)."""
+    save = _failed_kept(conn, owner, save_id)
+    if name:
+        images.check_new_name(conn, name)
+    try:
+        conn.execute("UPDATE image_saves SET state = 'kept', image = %s, error = NULL,"
+                     " updated = now() WHERE id = %s AND state = 'failed'",
+                     (name or save["image"], save["id"]))
+    except psycopg.errors.UniqueViolation:
+        raise Conflict(what="save", detail="another save already asks for image %s: pick "
+                       "another --name" % (name or save["image"])) from None
+    # The saver stores it (one worker at a time: if another one runs, it
+    # takes this save before it stops); wait for the outcome.
+    work(window=None)
+    deadline = time.monotonic() + RETRY_WAIT
+    while True:
+        row = select(conn, "id = %s", (save["id"],))[0]
+        if row["state"] not in ("kept", "saving") or time.monotonic() > deadline:
+            return row
+        time.sleep(0.5)
+
+
+def discard(conn, owner, save_id):
+    """Drop the kept changes of the owner's failed save from their node."""
+    save = _failed_kept(conn, owner, save_id)
+    LOCAL.run(oarssh.agent_argv(save["node"], "drop-kept", save["domain"]), timeout=120)
+    set_state(conn, save["id"], "discarded", "discarded by %s" % owner)
+    joblog.add_event(conn, save["job_id"], "INFO", "the kept changes of %s (save %d) were "
+                     "discarded" % (save["domain"], save["id"]), node=save["node"])
+    return save
+
+
 def work(window=KEEP_WINDOW, runner=LOCAL):
     """Carry out every kept save; wait (up to window seconds) for the saves of
-    ended jobs that their nodes have not kept yet.  One worker at a time."""
+    ended jobs that their nodes have not kept yet (window None: not at all,
+    and fail none of them).  One worker at a time."""
     SAVER_LOCK.parent.mkdir(parents=True, exist_ok=True)
     with open(SAVER_LOCK, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return  # the running worker looks again before it stops
-        deadline = time.monotonic() + window
+        deadline = time.monotonic() + (window or 0)
         with db.connect() as conn:
             while True:
                 # A save found `saving` here lost its worker (this one holds the lock).
                 for save in select(conn, "state IN ('kept', 'saving')"):
                     finish_kept(conn, save)
+                if window is None:
+                    return
                 waiting = [s for s in select(conn, "state = 'pending'")
                            if oar.get_job(s["job_id"], runner).get("state") in
                            ("Terminated", "Error")]

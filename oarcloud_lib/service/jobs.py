@@ -43,6 +43,41 @@ def check_walltime(text):
     return text if m.group(3) else text + ":00"
 
 
+QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}\Z")
+PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+# A condition on OAR's resource properties (oarsub -p), e.g. "cluster='a' AND
+# mem >= 64": names, numbers, quoted words, comparisons, AND/OR/NOT, LIKE.
+PROPERTY_RE = re.compile(r"^[A-Za-z0-9_ .,'=<>!()%+-]{1,400}\Z")
+STATEMENT_RE = re.compile(r"\b(select|insert|update|delete|drop|union|alter|create|grant|"
+                          r"revoke|copy|truncate|into|from)\b|--", re.I)
+
+
+def oar_options(prop=None, queue=None, project=None, besteffort=False):
+    """oarsub's switches for launch --property, --queue, --project and
+    --besteffort, checked ({switch: value}); the type list's extra for
+    besteffort is `besteffort` (see lifecycle.launch).  Raises Refused."""
+    out = {}
+    if prop is not None:
+        if not PROPERTY_RE.match(prop) or STATEMENT_RE.search(prop) \
+                or prop.count("'") % 2 or prop.count("(") != prop.count(")"):
+            raise Refused(detail="bad --property %r: a condition on resource properties such "
+                                 "as \"cluster='a' AND memnode >= 4096\" (names, numbers, "
+                                 "quoted words, comparisons, AND/OR/NOT)" % prop[:60])
+        out["-p"] = prop
+    if queue is not None:
+        if besteffort:
+            raise Refused(detail="--besteffort runs in OAR's besteffort queue: drop --queue")
+        if not QUEUE_RE.match(queue):
+            raise Refused(detail="bad --queue %r: a queue name (oarstat shows them)" % queue[:40])
+        out["-q"] = queue
+    if project is not None:
+        if not PROJECT_RE.match(project):
+            raise Refused(detail="bad --project %r: letters, digits, '.', '_' and '-', 64 at "
+                                 "most" % project[:40])
+        out["--project"] = project
+    return out
+
+
 def check_start(text, now=None):
     """'YYYY-MM-DD HH:MM[:SS]' in the future (the server's local time, as
     oarsub -r takes it) -> OAR's form.  Raises Refused."""
@@ -61,10 +96,12 @@ def check_start(text, now=None):
     return at.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def submit(spec, nodes=1, walltime="1:00:00", runner=LOCAL, user=None, at=None):
+def submit(spec, nodes=1, walltime="1:00:00", runner=LOCAL, user=None, at=None, options=None,
+           besteffort=False):
     """oarsub the cloud job (as user when root submits it for them; at: an
-    advance reservation, check_start's form); returns its id.  Raises Refused
-    (admission rule, reservation refused)."""
+    advance reservation, check_start's form; options: oar_options' switches;
+    besteffort: OAR may kill it for other jobs); returns its id.  Raises
+    Refused (admission rule, reservation refused)."""
     if not 1 <= nodes <= 1000:
         raise Refused(detail="--nodes must be between 1 and 1000")
     # Whole nodes, unless the instances say how many cores they need: then only
@@ -76,9 +113,10 @@ def submit(spec, nodes=1, walltime="1:00:00", runner=LOCAL, user=None, at=None):
     # The job's own command keeps it alive until its walltime or `delete`; a
     # job submitted for a user starts in their home, as theirs would.
     home = pwd.getpwnam(user).pw_dir if user and os.geteuid() == 0 else None
-    return oar.submit(spec.to_types(), "%s,walltime=%s" % (resources, check_walltime(walltime)),
+    types = spec.to_types() + (["besteffort"] if besteffort else [])
+    return oar.submit(types, "%s,walltime=%s" % (resources, check_walltime(walltime)),
                       "sleep infinity", runner, user=user, directory=home,
-                      at=check_start(at) if at else None)
+                      at=check_start(at) if at else None, options=options)
 
 
 def mine(conn, include_deleted=False):
@@ -120,7 +158,8 @@ def wait_running(conn, job_id, timeout=300, progress=None, runner=LOCAL):
                                                    ", ".join(states) or "not yet allocated"))
             last = seen
         time.sleep(0.1)
-    raise NotReady(detail="job %s: instances not running after %ss" % (job_id, timeout))
+    raise NotReady(detail="job %s: instances not running after %ss; the job goes on (oarcloud "
+                          "list shows it, oarcloud delete NAME ends it)" % (job_id, timeout))
 
 
 def delete(job_id, runner=LOCAL, user=None):

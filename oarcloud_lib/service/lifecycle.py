@@ -83,14 +83,60 @@ def needs(conn, owner, spec, count):
     return more
 
 
-def launch(conn, owner, spec, nodes=1, walltime="1:00:00", runner=LOCAL, at=None):
-    """Admit the request, then submit its OAR cloud job as owner (at: an
-    advance reservation's start); returns the job id.  The job's prologue
+def spread(count, cores, nodes, host_cores, narrowed=False):
+    """How many nodes count instances of cores each take: nodes when given
+    and they hold them, else the fewest that do (host_cores: the cores of
+    each cloud node in service; narrowed: a --property may leave fewer).
+    Raises Refused saying what is missing."""
+    largest = max(host_cores, default=0)
+    if not largest:
+        return nodes or 1  # OAR says what is missing
+    if cores > largest:
+        raise Refused(detail="an instance of %d cores does not fit: a node has %d at most "
+                             "(--cores %d or less)" % (cores, largest, largest))
+    fewest = next(n for n in range(1, count + 1) if -(-count // n) * cores <= largest)
+    total = count * cores
+    if nodes is None:
+        if fewest > len(host_cores) and not narrowed:
+            raise Refused(detail="%d instances x %d core(s) need %d cores on %d nodes of %d; "
+                                 "the site has %d such nodes in service: ask for fewer"
+                          % (count, cores, total, fewest, largest, len(host_cores)))
+        return fewest
+    if -(-count // nodes) * cores > largest:
+        raise Refused(detail="%d instances x %d core(s) need %d cores; %s %d: add --nodes %d"
+                      % (count, cores, total, "a node has" if nodes == 1 else
+                         "%d nodes of" % nodes, largest, fewest))
+    return nodes
+
+
+def cloud_host_cores(runner=LOCAL):
+    """The cores of each cloud node OAR has in service (Alive, not drained)."""
+    hosts = oar.resources_by_host(runner.out(["oarnodes", "-J"], timeout=60))
+    return [sum(1 for r in res if r.get("type", "default") == "default")
+            for res in hosts.values()
+            if all(r.get("cloud") == "YES" and r.get("state") == "Alive"
+                   and r.get("drain", "NO") != "YES" for r in res)]
+
+
+def launch(conn, owner, spec, nodes=1, walltime="1:00:00", runner=LOCAL, at=None, prop=None,
+           queue=None, project=None, besteffort=False):
+    """Admit the request, then submit its OAR cloud job as owner (nodes None:
+    the fewest that hold spec's instances; at: an advance reservation's
+    start; prop, queue, project: oarsub's -p, -q and --project; besteffort: a
+    job OAR may kill for others); returns the job id.  The job's prologue
     creates the instances."""
+    options = jobs.oar_options(prop, queue, project, besteffort)
+    if not spec.count:
+        nodes = nodes or 1  # one instance a node
+    if spec.cores and (spec.cores > 1 or (spec.count or 1) > 1):  # one core always fits
+        nodes = spread(spec.count or nodes, spec.cores, nodes, cloud_host_cores(runner),
+                       narrowed=prop is not None)
+    nodes = nodes or 1
     walltime = admit(conn, owner, spec, nodes, walltime=walltime)
     if at:
         jobs.check_start(at)
-    job_id = jobs.submit(spec, nodes, walltime, runner=runner, user=owner, at=at)
+    job_id = jobs.submit(spec, nodes, walltime, runner=runner, user=owner, at=at,
+                         options=options, besteffort=besteffort)
     LOG.info("job %s submitted for %s: %s", job_id, owner, " ".join(spec.to_types()))
     return job_id
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from oarcloud_lib import daemons, paths
 from oarcloud_lib.tools import oarconf
 from oarcloud_lib.commands import LOCAL
-from oarcloud_lib.errors import CommandFailed, NotFound, Refused
+from oarcloud_lib.errors import CommandFailed, NotFound, OarRefused, Refused
 
 LOG = logging.getLogger(__name__)
 SERVER_PIDFILE = "/var/run/oar-server.pid"
@@ -212,9 +212,25 @@ def as_user(user, argv):
     return ["runuser", "-u", user, "--"] + argv
 
 
-def submit(types, resources, command, runner=LOCAL, user=None, directory=None, at=None):
+# What oarsub prints that says nothing of why a job was refused.
+OARSUB_NOISE = re.compile(
+    r"^\s*(\[ADMISSION RULE\] Modify resource description with type constraints"
+    r"|\[ADMISSION RULE\] Set default walltime|Generate a job key|OAR_JOB_ID=-?[0-9]*"
+    r"|Oh no, something went wrong|\[ERROR\] Oarsub failed, please verify your request syntax\.?"
+    r"|\s*)$", re.I)
+
+
+def refusal(out, err):
+    """OAR's own words for a refused oarsub, without its noise, in one line."""
+    lines = [ln.strip() for ln in (out + "\n" + err).splitlines() if not OARSUB_NOISE.match(ln)]
+    return "; ".join(dict.fromkeys(lines)) or "oarsub exited without a job id"
+
+
+def submit(types, resources, command, runner=LOCAL, user=None, directory=None, at=None,
+           options=None):
     """oarsub a job (as user when root submits for them; at: an advance
-    reservation's start, 'YYYY-MM-DD HH:MM:SS'); returns its id.  Raises
+    reservation's start, 'YYYY-MM-DD HH:MM:SS'; options: checked `-p`, `-q`,
+    `--project` values, by their oarsub switch); returns its id.  Raises
     Refused (OAR's admission rules, or the reservation, said no)."""
     argv = ["oarsub"]
     for t in types:
@@ -223,12 +239,12 @@ def submit(types, resources, command, runner=LOCAL, user=None, directory=None, a
         argv += ["-d", str(directory)]
     if at:
         argv += ["-r", at]
+    for switch, value in sorted((options or {}).items()):
+        argv += [switch, value]
     res = runner.run(as_user(user, argv + ["-l", resources, command]), check=False, timeout=60)
     m = JOB_ID_RE.search(res.out)
     if res.code != 0 or not m:
-        lines = [l for l in (res.out + res.err).splitlines()
-                 if "ADMISSION" in l or "rror" in l or "REJECTED" in l]
-        raise Refused(detail="oarsub refused the job: %s" % (" ".join(lines) or res.err.strip()))
+        raise OarRefused(detail=refusal(res.out, res.err))
     return int(m.group(1))
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 
-from conftest import USER_CLI, node_exec, pids_where, wait_job
+from conftest import USER_CLI, admin, node_exec, pids_where, wait_job
 from test_instances import NODES, launch, node_leftovers, oarcloud
 
 from oarcloud_lib import paths
@@ -143,6 +143,77 @@ def test_save_on_exit_when_the_walltime_ends(make_user):
     assert "saved as image %s" % target in oarcloud(user, "logs", "short", check=True).stdout
     assert oarcloud(user, "delete", "again", "--wait").returncode == 0
     # nothing kept on the nodes once saved
+    for n in NODES:
+        assert node_exec(n, "ls", "/var/lib/oarcloud/kept").stdout.split() == []
+
+
+def _wait_save(user, job_id):
+    deadline = time.monotonic() + 120
+    while True:
+        rows = [r for r in json.loads(oarcloud(user, "image", "saves", "--json",
+                                               check=True).stdout) if r["job_id"] == job_id]
+        if rows and rows[0]["state"] in ("done", "failed"):
+            return rows[0]
+        assert time.monotonic() < deadline, rows
+        time.sleep(1)
+
+
+def test_a_failed_save_on_exit_keeps_its_changes_until_retried_or_discarded(make_user):
+    """The save-on-exit of a user over their image-bytes quota fails: the
+    changes stay on the node (nothing lost), another user can neither retry
+    nor discard them, the owner retries once the quota allows it; a second
+    failed one is discarded, and nothing is left on the nodes."""
+    user, other = make_user(), make_user()
+    admin("quota", "set", user, "--images-bytes", "1K", check=True)
+    rows = []
+    for name, target in (("k1", "kept1-" + user), ("k2", "kept2-" + user)):
+        res = oarcloud(user, "launch", "--name", name, "--walltime", "0:00:25",
+                       "--save-on-exit", target, "--wait", "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        rows.append(json.loads(res.stdout)[0])
+        oarcloud(user, "exec", name, "--", "sh", "-c",
+                 "head -c 200000 /dev/urandom > /root/at-exit", check=True)
+    failed = []
+    for row in rows:
+        wait_job(row["job_id"], timeout=120)
+        save = _wait_save(user, row["job_id"])
+        assert save["state"] == "failed" and "images-bytes" in save["error"] \
+            and "the changes are kept on %s" % row["node"] in save["error"], save
+        failed.append(save)
+    domain = failed[0]["domain"]
+    assert node_exec(rows[0]["node"], "ls", "/var/lib/oarcloud/kept").stdout.split().count(
+        domain) == 1
+    # another user's save is not found; bad ids and a done save are refused
+    for args in (["--retry", str(failed[0]["id"])], ["--discard", str(failed[0]["id"])]):
+        res = oarcloud(other, "image", "saves", *args)
+        assert res.returncode != 0 and "save not found: %d" % failed[0]["id"] in res.stderr, \
+            res.stderr
+    res = oarcloud(user, "image", "saves", "--retry", "x1")
+    assert res.returncode != 0 and "a save id is a number" in res.stderr
+    res = oarcloud(user, "image", "saves", "--retry", str(failed[0]["id"]), "--name", "a/b")
+    assert res.returncode != 0 and "a/b" in res.stderr, res.stderr
+    # still over quota: failed again, still kept
+    res = oarcloud(user, "image", "saves", "--retry", str(failed[0]["id"]))
+    assert res.returncode != 0 and "failed again" in res.stdout, res.stdout + res.stderr
+    assert domain in node_exec(rows[0]["node"], "ls", "/var/lib/oarcloud/kept").stdout.split()
+    # the quota lifted: the retry stores them under a new name
+    admin("quota", "set", user, "--images-bytes", "none", check=True)
+    res = oarcloud(user, "image", "saves", "--retry", str(failed[0]["id"]), "--name",
+                   "retried-" + user)
+    assert res.returncode == 0 and "now image retried-%s" % user in res.stdout, \
+        res.stdout + res.stderr
+    (again,) = launch(user, "--image", "retried-" + user, "--name", "again", "--cores", "1")
+    assert oarcloud(user, "exec", "again", "--", "sh", "-c", "wc -c < /root/at-exit"
+                    ).stdout.strip() == "200000"
+    res = oarcloud(user, "image", "saves", "--retry", str(failed[0]["id"]))
+    assert res.returncode != 0 and "is done" in res.stderr
+    # the second one is discarded
+    res = oarcloud(user, "image", "saves", "--discard", str(failed[1]["id"]))
+    assert res.returncode == 0 and "dropped" in res.stdout, res.stdout + res.stderr
+    states = {r["id"]: r["state"] for r in json.loads(oarcloud(
+        user, "image", "saves", "--json").stdout)}
+    assert (states[failed[0]["id"]], states[failed[1]["id"]]) == ("done", "discarded")
+    assert oarcloud(user, "delete", "again", "--wait").returncode == 0
     for n in NODES:
         assert node_exec(n, "ls", "/var/lib/oarcloud/kept").stdout.split() == []
 

@@ -1,11 +1,17 @@
 """What an OAR user expects of oarcloud (issue 18), on the lab as a user:
 more walltime with `extend` (OAR's oarwalltime), and plain ssh and scp
-through `ssh-config`, launches at a time (`--at`).  (Named to run before
+through `ssh-config`, launches at a time (`--at`), OAR's placement options,
+the user's SSH keys, `--wait`'s timeout and Ctrl-C.  (Named to run before
 test_lab.py, whose lab down and up leaves no bookworm image.)"""
 import json
 import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
 
-from conftest import as_user
+from conftest import as_user, run
 from test_instances import launch, oarcloud
 
 
@@ -114,3 +120,143 @@ def test_an_at_launch_is_scheduled_shows_starts_and_a_queued_one_is_deleted_by_n
     for bad, message in (("yesterday", "bad start"), ("2020-01-01 00:00", "coming year")):
         res = oarcloud(user, "launch", "--name", "x", "--at", bad)
         assert res.returncode != 0 and message in res.stderr, res.stderr
+
+
+def _job(job_id):
+    res = run(["oarstat", "-fj", str(job_id), "-J"], check=True)
+    return json.loads(res.stdout)[str(job_id)]
+
+
+def test_oar_placement_options_reach_oar_and_bad_ones_create_nothing(make_user):
+    """--property, --queue, --project and --besteffort are OAR's own (oarsub -p, -q,
+    --project, -t besteffort); bad values are refused before oarsub, and OAR's
+    own reason reaches the user when OAR says no."""
+    user = make_user()
+    # --count N --cores C without --nodes: the fewest nodes that hold them
+    rows = launch(user, "--name", "wide", "--count", "4", "--cores", "1")
+    assert sorted(r["node"] for r in rows) == ["node-1", "node-1", "node-2", "node-2"]
+    assert oarcloud(user, "delete", "wide-0", "--wait").returncode == 0  # its job, all four
+    (pinned,) = launch(user, "--name", "pinned", "--cores", "1", "--property", "host='node-2'",
+                       "--project", "lab-x", "--queue", "default")
+    assert pinned["node"] == "node-2"
+    job = _job(pinned["job_id"])
+    assert "node-2" in job["properties"] and job["project"] == "lab-x" \
+        and job["queue"] == "default", job
+    (be,) = launch(user, "--name", "be", "--cores", "1", "--besteffort")
+    job = _job(be["job_id"])
+    assert job["queue"] == "besteffort" and "besteffort" in job["types"], job
+    assert oarcloud(user, "exec", "be", "--", "true").returncode == 0
+    before = sorted(_listed(user))
+    for args, message in [
+            (["--property", "1=1; DROP TABLE jobs"], "bad --property"),
+            (["--property", "host IN (SELECT host FROM resources)"], "bad --property"),
+            (["--queue", "a b"], "bad --queue"), (["--project", "a/b"], "bad --project"),
+            (["--besteffort", "--queue", "default"], "--besteffort"),
+            (["--property", "host='nowhere'"],
+             "OAR refused the job: There are not enough resources for your request"),
+            (["--queue", "nosuchqueue"], "OAR refused the job: ERROR : The queue nosuchqueue"),
+            (["--count", "4", "--nodes", "1"], "need 4 cores; a node has 2: add --nodes 2"),
+            (["--count", "5"], "need 5 cores on 3 nodes of 2; the site has 2 such nodes"),
+            (["--cores", "3"], "an instance of 3 cores does not fit")]:
+        cores = [] if "--cores" in args else ["--cores", "1"]
+        res = oarcloud(user, "launch", "--name", "bad", "--walltime", "0:05", *cores, *args)
+        assert res.returncode != 0 and message in res.stdout + res.stderr, (args, res.stderr)
+        assert "Modify resource description" not in res.stderr, res.stderr
+        assert "error: refused: OAR" not in res.stderr and "verify your request" not in \
+            res.stderr, res.stderr
+        assert len((res.stdout + res.stderr).strip().splitlines()) == 1, res.stderr
+    assert sorted(_listed(user)) == before == ["be", "pinned"]
+    for name in ("pinned", "be"):
+        assert oarcloud(user, "delete", name, "--wait").returncode == 0
+
+
+def test_keys_added_after_a_launch_are_in_the_next_instance(make_user):
+    """`oarcloud key add|list|del`: a key added after a first launch logs in to
+    the next instance (not to the first), another user sees and deletes none of
+    it, bad keys change nothing, and a deleted key is in no later instance."""
+    alice, bob = make_user(), make_user()
+    launch(alice, "--image", "bookworm", "--name", "first", "--cores", "1")
+    home = os.path.expanduser("~%s" % alice)
+    as_user(alice, ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "laptop", "-f",
+                    os.path.join(home, "laptop")], check=True)
+    before = json.loads(oarcloud(alice, "key", "list", "--json", check=True).stdout)
+    assert [k["kind"] for k in before] == ["account"]
+    for text, message in [(open(os.path.join(home, "laptop")).read(), "private key"),
+                          ("ssh-ed25519 AAAAnotakey laptop", "ssh-keygen rejects it"),
+                          ('command="id" ' + open(os.path.join(home, "laptop.pub")).read(),
+                           "must start with")]:
+        res = oarcloud(alice, "key", "add", _give(alice, "bad.pub", text))
+        assert res.returncode != 0 and message in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert json.loads(oarcloud(alice, "key", "list", "--json").stdout) == before
+    res = oarcloud(alice, "key", "add", os.path.join(home, "laptop.pub"), "--json")
+    assert res.returncode == 0, res.stderr
+    added = json.loads(res.stdout)
+    assert added["added"] and added["comment"] == "laptop"
+    again = json.loads(oarcloud(alice, "key", "add", os.path.join(home, "laptop.pub"),
+                                "--json", check=True).stdout)
+    assert again == dict(added, added=False)
+    keys = json.loads(oarcloud(alice, "key", "list", "--json").stdout)
+    assert [(k["kind"], k["comment"]) for k in keys][1:] == [("added", "laptop")]
+    # bob sees only his own key, and cannot delete alice's
+    assert [k["kind"] for k in json.loads(oarcloud(bob, "key", "list", "--json").stdout)] \
+        == ["account"]
+    res = oarcloud(bob, "key", "del", added["fingerprint"])
+    assert res.returncode != 0 and "key not found" in res.stderr
+    # the next instance takes the new key; the first does not have it
+    launch(alice, "--image", "bookworm", "--name", "second", "--cores", "1")
+    conf = oarcloud(alice, "ssh-config", check=True).stdout
+    laptop_only = _give(alice, "laptop.conf", re.sub(
+        r"IdentityFile \S+", "IdentityFile %s" % os.path.join(home, "laptop"), conf))
+    res = as_user(alice, ["ssh", "-F", laptop_only, "-o", "BatchMode=yes", "oarcloud-second",
+                          "id -un"])
+    assert res.returncode == 0 and res.stdout.strip() == alice, res.stderr
+    res = as_user(alice, ["ssh", "-F", laptop_only, "-o", "BatchMode=yes", "oarcloud-first",
+                          "true"])
+    assert res.returncode != 0
+    # deleted: in no later instance; the account's own key cannot be deleted
+    res = oarcloud(alice, "key", "del", "laptop", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["deleted"], res.stderr
+    res = oarcloud(alice, "key", "del", before[0]["fingerprint"])
+    assert res.returncode != 0 and "your account's own key" in res.stderr
+    launch(alice, "--name", "third", "--cores", "1")
+    keys = oarcloud(alice, "exec", "third", "--", "cat", "/root/.ssh/authorized_keys").stdout
+    assert "laptop" not in keys and before[0]["key"].split()[1] in keys
+    for name in ("first", "second", "third"):
+        assert oarcloud(alice, "delete", name, "--wait").returncode == 0
+
+
+def test_wait_has_a_timeout_and_ctrl_c_leaves_the_job_going(make_user):
+    """--wait --timeout N gives up after N s with what to do, and Ctrl-C says
+    the job goes on; both leave the job to `list` and `delete`."""
+    user = make_user()
+    # every core of the lab taken by a plain job of the user's: the launch waits
+    res = as_user(user, ["oarsub", "-l", "nodes=2,walltime=0:05", "sleep 300"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    blocker = re.search(r"OAR_JOB_ID=([0-9]+)", res.stdout).group(1)
+    try:
+        res = oarcloud(user, "launch", "--name", "late", "--cores", "1", "--walltime", "0:05",
+                       "--wait", "--timeout", "3")
+        assert res.returncode != 0, res.stdout
+        assert "not running after 3s; the job goes on" in res.stderr, res.stderr
+        assert res.stdout == ""  # progress went to stderr
+        assert _listed(user)["late"]["state"] == "queued"
+        proc = subprocess.Popen(["runuser", "-u", user, "--", "oarcloud", "launch", "--name",
+                                 "later", "--cores", "1", "--walltime", "0:05", "--wait"],
+                                cwd="/tmp", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.monotonic() + 60
+        while "later" not in _listed(user):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        # Ctrl-C reaches the command itself (runuser would turn it into SIGTERM)
+        child = Path("/proc/%d/task/%d/children" % (proc.pid, proc.pid)).read_text().split()[0]
+        os.kill(int(child), signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and "stopped waiting; job" in err and "goes on" in err, \
+            (proc.returncode, err)
+        assert _listed(user)["later"]["state"] == "queued"
+    finally:
+        run(["oardel", blocker])
+    for name in ("late", "later"):
+        assert oarcloud(user, "delete", name).returncode == 0

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ADMIN, admin, as_user, node_exec, run, wait_job
-from test_images import give, image_row
+from test_images import give, image_row, store_files
 from test_instances import in_instance, instance_init, launch, oarcloud
 
 from oarcloud_lib import config, paths
@@ -97,6 +97,39 @@ def test_a_flattened_save_keeps_every_entry(make_user):
     res = oarcloud(user, "ssh", "flat", "--", "readlink /bin /lib /sbin /srv/l; cat /srv/l/f")
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.split() == ["usr/bin", "usr/lib", "usr/sbin", "/srv/d", "kept"]
+
+
+def test_an_instance_that_cannot_be_frozen_is_not_saved_live(make_user):
+    """Root in an instance keeps its processes in uninterruptible sleep (direct
+    reads under its own I/O throttle, three at once): the freezer cannot
+    freeze it, so a live save is refused with what to do, creates nothing,
+    and leaves the instance running (never read unfrozen, nothing of the
+    instance's run as root)."""
+    user = make_user()
+    launch(user, "--name", "busy", "--cores", "1", "--memory", "1G")
+    before = json.loads(oarcloud(user, "image", "list", "--json", check=True).stdout)
+    oarcloud(user, "exec", "busy", "--", "sh", "-c",
+             "dd if=/dev/zero of=/big bs=1M count=256 2>/dev/null && sync && "
+             "(exec >/dev/null 2>&1 </dev/null; for i in 1 2 3; do "
+             "(while :; do dd if=/big of=/dev/null bs=256M iflag=direct; done) & done)",
+             check=True, timeout=120)
+    deadline = time.monotonic() + 60
+    while int(oarcloud(user, "exec", "busy", "--", "sh", "-c",
+                       "grep -l 'State:.*D' /proc/[0-9]*/status 2>/dev/null | wc -l"
+                       ).stdout.strip() or 0) < 3:  # the readers in disk sleep
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    files = store_files()
+    res = oarcloud(user, "image", "save", "busy", "busy-img", timeout=120)
+    assert res.returncode != 0, res.stdout
+    assert "could not be frozen for the save" in res.stderr and "stop it, then save it" \
+        in res.stderr, res.stderr
+    assert json.loads(oarcloud(user, "image", "list", "--json").stdout) == before
+    assert store_files() == files
+    shown = json.loads(oarcloud(user, "show", "busy", "--json", check=True).stdout)
+    assert shown["state"] == "running", shown
+    assert oarcloud(user, "exec", "busy", "--", "true").returncode == 0  # not left frozen
+    oarcloud(user, "delete", "busy", "--wait", check=True)
 
 
 def tiny_tar(user):
