@@ -29,6 +29,7 @@ setup(
         "psycopg>=3.1",
         "apprise",
         "cryptography",
+        "PyYAML",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={

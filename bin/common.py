@@ -21,12 +21,75 @@ def printable(value):
     return CONTROL_RE.sub("?", str(value))
 
 
+# The output format a command was given (-f/--format, -c/--column): set by
+# Command.main before the command runs, read by print_json and print_table.
+FORMATS = ("table", "json", "yaml", "csv", "value")
+OUTPUT = {"format": "table", "columns": []}
+
+
+def _picked(keys):
+    """keys, or only those -c named (in -c's order); an unknown column is an error."""
+    wanted = OUTPUT["columns"]
+    if not wanted:
+        return list(keys)
+    lower = {k.lower(): k for k in keys}
+    missing = [c for c in wanted if c.lower() not in lower]
+    if missing:
+        raise SystemExit("oarcloud: error: no column %s here (there are: %s)"
+                         % (", ".join(missing), ", ".join(keys)))
+    return [lower[c.lower()] for c in wanted]
+
+
+def _cell(value):
+    if isinstance(value, (list, tuple)):
+        return ",".join(_cell(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, default=str)
+    return "" if value is None else str(value)
+
+
 def print_json(data):
-    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    """Machine-readable data in the format asked: json (the default of --json),
+    yaml, csv or value (rows: a list of dicts, or one dict); -c picks keys."""
+    fmt = OUTPUT["format"]
+    rows = data if isinstance(data, list) else [data]
+    if OUTPUT["columns"] and all(isinstance(r, dict) for r in rows):
+        keys = _picked(list(dict.fromkeys(k for r in rows for k in r)))
+        rows = [{k: r.get(k) for k in keys} for r in rows]
+        data = rows if isinstance(data, list) else rows[0]
+    if fmt == "yaml":
+        import yaml
+        print(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=True,
+                             default_flow_style=False).rstrip("\n"))
+    elif fmt in ("csv", "value") and all(isinstance(r, dict) for r in rows):
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        if not isinstance(data, list) and fmt == "csv" and not OUTPUT["columns"]:
+            rows, keys = [{"field": k, "value": v} for k, v in data.items()], ["field", "value"]
+        if fmt == "csv":
+            import csv
+            out = csv.writer(sys.stdout, lineterminator="\n")
+            out.writerow(keys)
+            out.writerows([_cell(r.get(k)) for k in keys] for r in rows)
+        else:
+            for r in rows:
+                print(" ".join(printable(_cell(r.get(k))) for k in keys))
+    else:
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def print_table(rows, columns):
-    """rows: list of dicts; columns: list of (key, header)."""
+    """rows: list of dicts; columns: list of (key, header); -c keeps the columns
+    it names (by key or header)."""
+    if OUTPUT["columns"]:
+        by = {}
+        for k, h in columns:
+            by.setdefault(k.lower(), (k, h))
+            by.setdefault(h.lower(), (k, h))
+        missing = [c for c in OUTPUT["columns"] if c.lower() not in by]
+        if missing:
+            raise SystemExit("oarcloud: error: no column %s here (there are: %s)"
+                             % (", ".join(missing), ", ".join(h for _, h in columns)))
+        columns = [by[c.lower()] for c in OUTPUT["columns"]]
     cells = [[h for _, h in columns]] + [["" if r.get(k) is None else printable(r.get(k))
                                           for k, _ in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
@@ -105,8 +168,8 @@ class OneLineErrors:
             self._switch_error(e)
 
     def _switch_error(self, e):
-        print("%s: error: %s (see --help)" % (self.PROGNAME, str(e).strip().rstrip(".")),
-              file=sys.stderr)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(":.")
+        print("%s: error: %s (see --help)" % (self.PROGNAME, first), file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -127,10 +190,25 @@ class Command(OneLineErrors, cli.Application):
     """Base of every subcommand: runs .run_command() and maps our errors to exit codes."""
 
     verbose = cli.Flag(["-v", "--verbose"], help="log what is being done")
+    output_format = cli.SwitchAttr(["-f", "--format"], cli.Set(*FORMATS), argname="FORMAT",
+                                   help="output of a command that has --json: table (the "
+                                        "default), json, yaml, csv or value")
+    output_columns = cli.SwitchAttr(["-c", "--column"], str, list=True, argname="COLUMN",
+                                    help="only this column or field (repeatable; in the "
+                                         "order given)")
 
     def main(self, *args):
         logging.basicConfig(level=logging.DEBUG if self.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
+        fmt = (self.output_format or "table").lower()
+        if (fmt != "table" or self.output_columns) and not hasattr(self, "json"):
+            print("%s: error: -f and -c are for commands that print listings or fields "
+                  "(those with --json)" % self.PROGNAME, file=sys.stderr)
+            return 2
+        OUTPUT.update(format="json" if getattr(self, "json", False) and fmt == "table" else fmt,
+                      columns=list(self.output_columns))
+        if fmt != "table":
+            self.json = True  # every format but the table is made from the --json data
         import inspect
         try:
             inspect.signature(self.run_command).bind(*args)

@@ -4,8 +4,9 @@ import sys
 
 from plumbum import cli
 
-from oarcloud_cli.common import (VERSION, Command, Group, broker_argv, exec_broker, is_root,
-                                 machine, print_fields, print_json, print_quota, print_table)
+from oarcloud_cli.common import (VERSION, Command, Group, broker_argv, broker_json, exec_broker,
+                                 is_root, machine, print_fields, print_json, print_quota,
+                                 print_table)
 
 
 class User(Group):
@@ -41,6 +42,9 @@ def _print_rows(rows, as_json):
 def _public(row):
     out = {k: row[k] for k in ("name", "state", "node", "ip", "image", "cores", "memory",
                                "job_id", "error")}
+    if row.get("user_data"):
+        out["user_data"] = row.get("user_data_state") or "pending"
+        out["user_data_exit"] = row.get("user_data_exit")
     out["memory_h"] = "%dM" % (row["memory"] >> 20)
     out["created"] = str(row["created"])
     return out
@@ -78,6 +82,11 @@ class Launch(Command):
     besteffort = cli.Flag(["--besteffort"], excludes=["--queue", "--at"],
                           help="a best-effort job: it runs on idle resources and OAR ends it "
                                "(and its instances) when other jobs need them")
+    user_data = cli.SwitchAttr(["--user-data"], cli.ExistingFile, argname="FILE",
+                               help="run this once at first boot in every instance, as its "
+                                    "root: a script (#!...) or a #cloud-config (write_files, "
+                                    "packages, users, runcmd); `show` and `logs` tell how it "
+                                    "went")
     wait = cli.Flag(["--wait"], help="wait until every instance runs, then show them "
                                       "(progress on stderr)")
     timeout = cli.SwitchAttr(["--timeout"], cli.Range(1, 86400), default=300, requires=["--wait"],
@@ -85,6 +94,17 @@ class Launch(Command):
                              help="how long --wait waits for the instances to run (after the "
                                   "--at start); the job goes on after it")
     json = cli.Flag(["--json"], help="machine-readable output")
+
+    def store_user_data(self):
+        """The id of the user data file, checked and stored by the broker."""
+        from oarcloud_lib.catalog import userdata
+        with open(self.user_data, "rb") as f:
+            data = f.read(userdata.MAX_BYTES + 1)
+        userdata.parse(data)  # refused here before anything is stored
+        code, out = broker_json("user-data-put", data=data.decode())
+        if out is None:
+            raise SystemExit(code)  # the broker said why, in one line
+        return out["id"]
 
     def run_command(self):
         from oarcloud_lib.catalog import jobspec
@@ -98,6 +118,8 @@ class Launch(Command):
         types += ["cloud.network=%s" % n for n in self.network]
         spec = jobspec.parse_types(types)
         jobs.check_walltime(self.walltime)
+        if self.user_data:
+            spec.userdata = self.store_user_data()
         with jobs.connect_as_user() as conn:
             job_id = lifecycle.launch(conn, jobs.current_user(), spec, self.nodes, self.walltime,
                                       at=self.at, prop=self.prop, queue=self.queue,
@@ -198,7 +220,7 @@ class Show(Command):
         else:
             print_fields(out, ("name", "state", "error", "node", "ip", "image", "cores",
                                "memory_h", "job_id", "job_state", "walltime", "walltime_left",
-                               "created"))
+                               "user_data", "user_data_exit", "created"))
 
 
 def _hms(seconds):
@@ -268,10 +290,16 @@ def _broker(verb, name, *args):
 @User.subcommand("exec")
 class Exec(Command):
     """Run a command in an instance, as its root: oarcloud exec NAME -- CMD [ARGS...]
-    (a shell without CMD).  The command's exit code is oarcloud's."""
+    (a shell without CMD).  The command's exit code is oarcloud's; 125 is
+    oarcloud's own failure (no such instance, not running...)."""
 
     def run_command(self, name, *cmd):
-        _broker("exec", name, "--", *cmd)
+        from oarcloud_lib.errors import OarcloudError
+        try:
+            _broker("exec", name, "--", *cmd)
+        except OarcloudError as e:
+            print("%s: error: %s" % (self.root_app.PROGNAME, e), file=sys.stderr)
+            return 125
 
 
 @User.subcommand("console")

@@ -1,6 +1,9 @@
 """The one exception hierarchy of oarcloud.
 
 Public entry points raise these, never libvirt's, plumbum's or psycopg's.
+Each has the exit code the commands end with (docs/cli.md): 1 failed, 2 bad
+input or refused, 3 not found, 4 conflict, 5 over quota; `exec` keeps 125
+for its own failures (the command's code passes through otherwise).
 """
 
 
@@ -22,10 +25,12 @@ class OarcloudError(Exception):
 
 class NotFound(OarcloudError):
     msg_fmt = "%(what)s not found: %(name)s"
+    exit_code = 3
 
 
 class Conflict(OarcloudError):
     msg_fmt = "%(what)s conflicts: %(detail)s"
+    exit_code = 4
 
 
 class Refused(OarcloudError):
@@ -45,6 +50,7 @@ class OverQuota(Refused):
     """A creation that would take an account past one of its quotas."""
 
     msg_fmt = "quota: %(detail)s"
+    exit_code = 5
 
 
 class CommandFailed(OarcloudError):

@@ -50,7 +50,7 @@ def read_public_key(path, runner=LOCAL):
     try:
         return parse_public_key(text, runner)[0]
     except Refused as e:
-        raise Refused(detail="%s: %s" % (path, e)) from None
+        raise Refused(detail="%s: %s" % (path, e.kwargs.get("detail", e))) from None
 
 
 def fingerprint(pubkey, runner=LOCAL):
@@ -68,7 +68,7 @@ def parse_public_key(text, runner=LOCAL):
     Raises Refused."""
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
     if "PRIVATE KEY" in (text or ""):
-        raise Refused(detail="that is a private key: give the public one (the .pub file)")
+        raise Refused(detail="that is a private key: give the public key (the .pub file)")
     if len(lines) != 1 or len(lines[0]) > 16384:
         raise Refused(detail="give exactly one SSH public key (one line of a .pub file)")
     parts = lines[0].split(None, 2)

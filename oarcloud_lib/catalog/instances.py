@@ -14,7 +14,8 @@ LOG = logging.getLogger(__name__)
 DEFAULT_MEMORY = 256 << 20
 MAX_MEMORY = 256 << 30
 COLUMNS = ("domain", "job_id", "idx", "name", "owner", "node", "image", "cores", "memory",
-           "ip", "mac", "state", "error", "created", "updated")
+           "ip", "mac", "state", "error", "created", "updated", "user_data", "user_data_state",
+           "user_data_exit")
 
 
 
@@ -51,7 +52,8 @@ def plan(job_id, owner, spec, node_cores, default_image, memory_per_core=None):
         name = instance_name(spec.name, count, idx) if spec.name else domain_name(job_id, idx)
         rows.append({"domain": domain_name(job_id, idx), "job_id": job_id, "idx": idx,
                      "name": name, "owner": owner, "node": node,
-                     "image": spec.image or default_image, "cores": cores, "memory": memory})
+                     "image": spec.image or default_image, "cores": cores, "memory": memory,
+                     "user_data": spec.userdata})
     return rows
 
 
@@ -89,9 +91,10 @@ def allocate(conn, rows, nets, fixed_ip=None):
         quotas.require(conn, rows[0]["owner"], needs(rows))
         for row in rows:
             conn.execute("INSERT INTO instances (domain, job_id, idx, name, owner, node, image,"
-                         " cores, memory, ip, mac) VALUES (%(domain)s, %(job_id)s, %(idx)s,"
-                         " %(name)s, %(owner)s, %(node)s, %(image)s, %(cores)s, %(memory)s,"
-                         " %(ip)s, %(mac)s)", row)
+                         " cores, memory, ip, mac, user_data) VALUES (%(domain)s, %(job_id)s,"
+                         " %(idx)s, %(name)s, %(owner)s, %(node)s, %(image)s, %(cores)s,"
+                         " %(memory)s, %(ip)s, %(mac)s, %(user_data)s)",
+                         dict(row, user_data=row.get("user_data")))
     return for_job(conn, job_id)
 
 

@@ -27,6 +27,7 @@ KEYS = {
     "network": NAME_RE,
     "ip": r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}",
     "save": IMAGE_RE,
+    "userdata": r"[1-9][0-9]{0,9}",
 }
 REPEATABLE = {"network"}
 DESCRIPTIONS = {
@@ -38,6 +39,7 @@ DESCRIPTIONS = {
     "network": "private network to attach (repeatable; default: the user's default)",
     "ip": "fixed IPv4 address in the first network (one instance only)",
     "save": "image name to save the instance to when the job ends",
+    "userdata": "first-boot user data stored by `oarcloud launch --user-data FILE` (its id)",
 }
 NAME_PATTERN = re.compile(NAME_RE + r"\Z")
 MAX_COUNT = 999
@@ -56,11 +58,12 @@ class CloudSpec:
     networks: list = field(default_factory=list)
     save: str | None = None
     ip: str | None = None
+    userdata: int | None = None  # a user_data row's id
 
     def to_types(self):
         """The `-t` values that express this spec (inverse of parse_types)."""
         types = ["cloud"]
-        for key in ("image", "name", "count", "cores", "save", "ip"):
+        for key in ("image", "name", "count", "cores", "save", "ip", "userdata"):
             value = getattr(self, key)
             if value is not None:
                 types.append("cloud.%s=%s" % (key, value))
@@ -120,7 +123,7 @@ def parse_types(types):
         seen.add(key)
         if key == "network":
             spec.networks.append(value)
-        elif key in ("count", "cores"):
+        elif key in ("count", "cores", "userdata"):
             setattr(spec, key, int(value))
         elif key == "memory":
             spec.memory = parse_size(value)

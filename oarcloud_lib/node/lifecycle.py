@@ -17,9 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from oarcloud_lib import config, names, paths
 from oarcloud_lib.names import INTEGRATION_BRIDGE
 from oarcloud_lib.catalog import accounts, db, images, instances, joblog, networks
+from oarcloud_lib.catalog import userdata as user_data
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError
-from oarcloud_lib.node import idmap, imagecache, limits, netnode, rootfs
+from oarcloud_lib.node import idmap, imagecache, limits, netnode, rootfs, userdata
 from oarcloud_lib.node.driver import DomainSpec, LxcDriver
 from oarcloud_lib.server import saves
 from oarcloud_lib.tools import netdev, ovs
@@ -80,6 +81,8 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
         instances.set_state(conn, row["domain"], "running")
         LOG.info("job %s: %s (%s) running on %s (%s)", job_id, row["name"], row["domain"],
                  this_node(), timings)
+        if row.get("user_data") and not row.get("user_data_state"):
+            userdata.start(row["domain"])
     imagecache.evict(conf.node_cache_budget)
 
 
@@ -104,6 +107,10 @@ def create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, userns
         rootfs.write_file(root, "/root/.ssh/authorized_keys", key + "\n", mode=0o600,
                           dir_mode=0o700)
     rootfs.add_account(root, owner, key)
+    if row.get("user_data") and not row.get("user_data_state"):
+        # Run once the instance runs (userdata.start); the owner's, checked again.
+        rootfs.write_file(root, userdata.SCRIPT, user_data.get(conn, owner, row["user_data"])
+                          ["script"], mode=0o700, dir_mode=0o755)
     spec = DomainSpec(
         name=row["domain"], job_id=job_id, owner=owner, cores=row["cores"],
         memory=row["memory"], rootfs=str(root), uid_base=uid_base,

@@ -32,6 +32,11 @@ and of private networks (the nodes that host a network follow each change):
     broker net-vpn NAME CLIENT [DAYS]   (the client's OpenVPN file on stdout)
     broker net-vpn-revoke NAME CLIENT
 
+and of the user's first-boot user data (a script or #cloud-config on stdin; its id out,
+for the launch's cloud.userdata=ID):
+
+    broker user-data-put
+
 and of the user's SSH keys (every new instance gets them all):
 
     broker key-add   (one public key on stdin; JSON out)    broker key-del FINGERPRINT|COMMENT
@@ -242,6 +247,15 @@ def net_vpn_revoke(conn, user, name, client):
     return vpnca.revoke(conn, user, name, client, _apply)
 
 
+# -- first-boot user data (on stdin) ----------------------------------------------------
+
+def user_data_put(conn, user):
+    from oarcloud_lib.catalog import userdata
+    is_admin(conn, user)  # an account, or Refused
+    data_id = userdata.store(conn, user, sys.stdin.buffer.read(userdata.MAX_BYTES + 1))
+    return json.dumps({"id": data_id})
+
+
 # -- the caller's SSH keys (a key on stdin) --------------------------------------------
 
 def key_add(conn, user):
@@ -349,6 +363,7 @@ def _power(verb):
 
 
 MANY = 1 << 16  # exec's command line
+EXEC_FAILED = 125
 # verb -> (function, fewest arguments, most arguments).  Each function gets the
 # catalog, the caller and the verb's arguments; it returns what to print (and
 # the exit code, 0 unless it says otherwise).
@@ -362,6 +377,7 @@ VERBS = {
     "net-expose": (net_expose, 3, 4), "net-unexpose": (net_unexpose, 3, 3),
     "net-vpn": (net_vpn, 2, 3), "net-vpn-revoke": (net_vpn_revoke, 2, 2),
     "key-add": (key_add, 0, 0), "key-del": (key_del, 1, 1),
+    "user-data-put": (user_data_put, 0, 0),
     "alarm-create": (alarm_create, 0, 0), "alarm-delete": (alarm_delete, 1, 1),
     "notify-add": (notify_add, 0, 0), "notify-del": (notify_del, 0, 0),
     "notify-test": (notify_test, 0, 0),
@@ -396,7 +412,8 @@ def main(argv):
         if ours is None:
             raise
         print("oarcloud %s: error: %s" % (verb.replace("-", " "), ours), file=sys.stderr)
-        return ours.exit_code
+        # exec passes its command's exit code through: its own failures are 125.
+        return EXEC_FAILED if verb == "exec" else ours.exit_code
 
 
 if __name__ == "__main__":

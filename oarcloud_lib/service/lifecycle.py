@@ -20,6 +20,7 @@ import re
 
 from oarcloud_lib import daemons
 from oarcloud_lib.catalog import images, instances, jobspec, networks, quotas
+from oarcloud_lib.catalog import userdata as user_data
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, Refused
 from oarcloud_lib.service import fanout, jobs
@@ -54,6 +55,8 @@ def admit(conn, owner, spec, nodes, default_image=None, walltime=None, job_id=No
     if image:
         images.usable(conn, image, owner)
     nets = networks.named(conn, owner, spec.networks)
+    if spec.userdata:
+        user_data.get(conn, owner, spec.userdata)
     if spec.ip:
         networks.check_fixed_ip(conn, spec, nets, nodes)
     count = spec.count or nodes
@@ -126,13 +129,13 @@ def launch(conn, owner, spec, nodes=1, walltime="1:00:00", runner=LOCAL, at=None
     job OAR may kill for others); returns the job id.  The job's prologue
     creates the instances."""
     options = jobs.oar_options(prop, queue, project, besteffort)
-    if not spec.count:
-        nodes = nodes or 1  # one instance a node
+    # The owner's rights and quotas first (on the nodes asked, or one), then
+    # whether the instances fit the site's nodes.
+    walltime = admit(conn, owner, spec, 1 if nodes is None else nodes, walltime=walltime)
     if spec.cores and (spec.cores > 1 or (spec.count or 1) > 1):  # one core always fits
-        nodes = spread(spec.count or nodes, spec.cores, nodes, cloud_host_cores(runner),
+        nodes = spread(spec.count or nodes or 1, spec.cores, nodes, cloud_host_cores(runner),
                        narrowed=prop is not None)
-    nodes = nodes or 1
-    walltime = admit(conn, owner, spec, nodes, walltime=walltime)
+    nodes = 1 if nodes is None else nodes
     if at:
         jobs.check_start(at)
     job_id = jobs.submit(spec, nodes, walltime, runner=runner, user=owner, at=at,

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import as_user, run
+from conftest import admin, as_user, run
 from test_instances import launch, oarcloud
 
 
@@ -244,7 +244,9 @@ def test_wait_has_a_timeout_and_ctrl_c_leaves_the_job_going(make_user):
         proc = subprocess.Popen(["runuser", "-u", user, "--", "oarcloud", "launch", "--name",
                                  "later", "--cores", "1", "--walltime", "0:05", "--wait"],
                                 cwd="/tmp", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True,
+                                # as from a terminal: a background CI job ignores SIGINT
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 60
         while "later" not in _listed(user):
             assert time.monotonic() < deadline and proc.poll() is None
@@ -260,3 +262,107 @@ def test_wait_has_a_timeout_and_ctrl_c_leaves_the_job_going(make_user):
         run(["oardel", blocker])
     for name in ("late", "later"):
         assert oarcloud(user, "delete", name).returncode == 0
+
+
+def test_every_listing_takes_f_and_c_and_errors_have_their_exit_codes(make_user):
+    """-f json|yaml|csv|value and -c on the user's listings (real data from the
+    lab), and the documented exit codes (docs/cli.md)."""
+    import csv
+    import io
+    import yaml
+    user = make_user()
+    (row,) = launch(user, "--name", "fmt", "--cores", "1")
+    listings = [["list"], ["show", "fmt"], ["image", "list"], ["image", "show", "tiny"],
+                ["image", "saves"], ["net", "list"], ["net", "show", "default"],
+                ["net", "rule", "list", "default"], ["net", "vpn", "default", "--list"],
+                ["alarm", "list"], ["notify", "list"], ["quota"], ["key", "list"],
+                ["logs", "fmt"]]
+    for args in listings:
+        res = oarcloud(user, *args, "-f", "json")
+        assert res.returncode == 0, (args, res.stderr)
+        as_json = json.loads(res.stdout)
+        res = oarcloud(user, *args, "-f", "yaml")
+        assert res.returncode == 0, (args, res.stderr)
+        as_yaml = yaml.safe_load(res.stdout)
+        if args[0] == "show":  # walltime_left moves on between the two calls
+            as_json.pop("walltime_left"), as_yaml.pop("walltime_left")
+        assert as_yaml == as_json, (args, res.stdout[:300])
+        assert oarcloud(user, *args, "-f", "csv").returncode == 0, args
+    res = oarcloud(user, "list", "-f", "value", "-c", "name", "-c", "state")
+    assert res.stdout.split() == ["fmt", "running"], res.stdout
+    res = oarcloud(user, "list", "-f", "csv", "-c", "name", "-c", "ip")
+    assert list(csv.reader(io.StringIO(res.stdout))) == [["name", "ip"], ["fmt", row["ip"]]]
+    res = oarcloud(user, "list", "-c", "NAME", "-c", "state")
+    assert [ln.split() for ln in res.stdout.splitlines()] == [["NAME", "STATE"],
+                                                             ["fmt", "running"]]
+    assert oarcloud(user, "show", "fmt", "-f", "value", "-c", "state").stdout.strip() == \
+        "running"
+    res = oarcloud(user, "list", "-c", "nope")
+    assert res.returncode != 0 and "no column nope here" in res.stderr
+    res = oarcloud(user, "delete", "fmt", "-f", "json")
+    assert res.returncode == 2 and "-f and -c are for commands" in res.stderr
+    # exit codes
+    for args, code, words in [(["show", "nope"], 3, "instance not found: nope"),
+                              (["launch", "--memory", "0"], 2, "memory"),
+                              (["launch", "--nosuch"], 2, "Unknown switch --nosuch"),
+                              (["exec", "nope", "--", "true"], 125, "not found: nope"),
+                              (["exec", "fmt", "--", "sh", "-c", "exit 125"], 125, "")]:
+        res = oarcloud(user, *args)
+        assert res.returncode == code and words in res.stderr, (args, res.returncode, res.stderr)
+        assert len(res.stderr.strip().splitlines()) <= 1, res.stderr
+    admin("quota", "set", user, "--instances", "1", check=True)
+    res = oarcloud(user, "launch", "--name", "more", "--cores", "1")
+    assert res.returncode == 5 and "quota" in res.stderr, res.stderr
+    assert oarcloud(user, "delete", "fmt", "--wait").returncode == 0
+
+
+def _user_data_states(user, names, timeout=120):
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = {n: show(user, n) for n in names}
+        if all(s.get("user_data") in ("done", "failed") for s in shown.values()):
+            return shown
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.5)
+
+
+def test_user_data_runs_once_in_every_instance_and_a_failure_is_reported(make_user):
+    user = make_user()
+    script = _give(user, "boot.sh", "#!/bin/sh\necho \"booted $(cat /etc/hostname)\"\n"
+                                    "echo run >> /root/runs\n")
+    rows = launch(user, "--name", "ud", "--count", "2", "--cores", "1", "--user-data", script)
+    names = [r["name"] for r in rows]
+    shown = _user_data_states(user, names)
+    assert {s["user_data"] for s in shown.values()} == {"done"}, shown
+    for name in names:
+        res = oarcloud(user, "exec", name, "--", "cat", "/root/runs",
+                       "/var/log/oarcloud-user-data.log")
+        assert res.stdout.split("\n")[:2] == ["run", "booted %s" % name], res.stdout
+    logs = oarcloud(user, "logs", names[0], check=True).stdout
+    assert "%s user data: booted %s" % (names[0], names[0]) in logs
+    assert "%s: user data done" % names[0] in logs
+    # once: a restart does not run it again
+    assert oarcloud(user, "stop", names[0]).returncode == 0
+    assert oarcloud(user, "start", names[0]).returncode == 0
+    assert oarcloud(user, "exec", names[0], "--", "cat", "/root/runs").stdout == "run\n"
+    # a failing one, as a #cloud-config: reported in show and logs
+    conf = _give(user, "boot.yaml", "#cloud-config\nwrite_files:\n  - path: /etc/motd\n"
+                                    "    content: hello\nruncmd:\n  - echo about to fail\n"
+                                    "  - exit 3\n")
+    (bad,) = launch(user, "--name", "udbad", "--cores", "1", "--user-data", conf)
+    shown = _user_data_states(user, ["udbad"])["udbad"]
+    assert shown["user_data"] == "failed" and shown["user_data_exit"] == 3, shown
+    assert oarcloud(user, "exec", "udbad", "--", "cat", "/etc/motd").stdout == "hello"
+    logs = oarcloud(user, "logs", "udbad", check=True).stdout
+    assert "udbad user data: about to fail" in logs and "udbad: user data failed (exit 3" in logs
+    # bad user data: refused before anything is made
+    before = sorted(_listed(user))
+    for text, why in [("echo no shebang\n", "first line must be"),
+                      ("#cloud-config\nbootcmd: [ls]\n", "bootcmd is not supported")]:
+        res = oarcloud(user, "launch", "--name", "nope", "--cores", "1", "--user-data",
+                       _give(user, "bad.txt", text))
+        assert res.returncode == 2 and why in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert sorted(_listed(user)) == before
+    for name in ("ud-0", "udbad"):
+        assert oarcloud(user, "delete", name, "--wait").returncode == 0

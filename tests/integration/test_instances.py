@@ -189,7 +189,7 @@ def test_tcp_between_nodes(make_user):
 def test_bad_launch_input_is_refused_before_anything(make_user, args, message):
     user = make_user()
     res = oarcloud(user, "launch", *args)
-    assert res.returncode in (1, 2), res.stdout + res.stderr
+    assert res.returncode in (2, 3), res.stdout + res.stderr  # refused, not found
     assert message in res.stderr
     out = run(["oarstat", "-u", user, "-J"]).stdout.strip()
     assert not out.startswith("{") or json.loads(out) == {}

@@ -1,0 +1,88 @@
+"""-f table|json|yaml|csv|value and -c on the commands that print listings
+(through the real plumbum applications, App.run(..., exit=False))."""
+import json
+
+import pytest
+import yaml
+from plumbum import cli
+
+from oarcloud_cli import common
+from oarcloud_cli.common import Command, machine, print_json, print_table
+
+ROWS = [{"name": "web-0", "state": "running", "memory": 268435456, "memory_h": "256M",
+         "tags": ["a", "b"]},
+        {"name": "db", "state": "stopped", "memory": 536870912, "memory_h": "512M",
+         "tags": []}]
+COLUMNS = [("name", "NAME"), ("state", "STATE"), ("memory_h", "MEMORY")]
+
+
+class Listing(Command):
+    """A listing like `oarcloud list`."""
+
+    PROGNAME = "oarcloud list"
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        if self.json:
+            print_json([machine(r) for r in ROWS])
+        else:
+            print_table(ROWS, COLUMNS)
+
+
+class Plain(Command):
+    PROGNAME = "oarcloud delete"
+
+    def run_command(self):
+        print("deleted")
+
+
+def run(app, *argv):
+    common.OUTPUT.update(format="table", columns=[])
+    return app.run(["x", *argv], exit=False)[1]
+
+
+def test_table_and_columns(capsys):
+    assert run(Listing) in (0, None)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["NAME", "STATE", "MEMORY"] and out[1].split()[2] == "256M"
+    run(Listing, "-c", "state", "-c", "NAME")
+    assert [ln.split() for ln in capsys.readouterr().out.splitlines()] == [
+        ["STATE", "NAME"], ["running", "web-0"], ["stopped", "db"]]
+
+
+@pytest.mark.parametrize("args", [["--json"], ["-f", "json"], ["--format", "json"]])
+def test_json(capsys, args):
+    run(Listing, *args)
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["memory"] == 268435456 and "memory_h" not in rows[0]
+
+
+def test_yaml_csv_value(capsys):
+    run(Listing, "-f", "yaml")
+    assert yaml.safe_load(capsys.readouterr().out)[1] == {
+        "name": "db", "state": "stopped", "memory": 536870912, "tags": []}
+    run(Listing, "-f", "csv", "-c", "name", "-c", "tags")
+    assert capsys.readouterr().out.splitlines() == ["name,tags", "web-0,\"a,b\"", "db,"]
+    run(Listing, "-f", "value", "-c", "name")
+    assert capsys.readouterr().out.split() == ["web-0", "db"]
+
+
+def test_one_object_as_csv_is_field_value(capsys):
+    common.OUTPUT.update(format="csv", columns=[])
+    print_json({"name": "web-0", "cores": 2})
+    assert capsys.readouterr().out.splitlines() == ["field,value", "name,web-0", "cores,2"]
+    common.OUTPUT.update(format="value", columns=["cores"])
+    print_json({"name": "web-0", "cores": 2})
+    assert capsys.readouterr().out.strip() == "2"
+    common.OUTPUT.update(format="table", columns=[])
+
+
+def test_bad_format_column_or_command_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit:
+        run(Listing, "-f", "xml")
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.count("\n") == 1 and "not 'xml'" in err, err
+    with pytest.raises(SystemExit, match="no column nope here"):
+        run(Listing, "-c", "nope")
+    assert run(Plain, "-f", "json") == 2
+    assert "-f and -c are for commands that print listings" in capsys.readouterr().err
