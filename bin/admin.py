@@ -450,13 +450,13 @@ class ImageAdminSaves(Command):
     epilogue starts in the background)."""
 
     json = cli.Flag(["--json"], help="machine-readable output")
-    run = cli.Flag(["--run"], help="run the saver now, in the foreground")
+    run_now = cli.Flag(["--run"], help="run the saver now, in the foreground")
 
     def run_command(self):
         from oarcloud_lib.catalog import db
         from oarcloud_lib.server import saves
-        if self.run:
-            saves.work(window=0)
+        if self.run_now:
+            saves.work(window=None)  # the kept ones; pending ones keep their 5 minutes
         with db.connect() as conn:
             rows = saves.select(conn)
         for r in rows:

@@ -168,6 +168,8 @@ class OneLineErrors:
             self._switch_error(e)
 
     def _switch_error(self, e):
+        if type(e).__name__.startswith("Show"):  # --help, --help-all, --version, --completions
+            raise e
         first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(":.")
         print("%s: error: %s (see --help)" % (self.PROGNAME, first), file=sys.stderr)
         raise SystemExit(2)
@@ -175,6 +177,8 @@ class OneLineErrors:
 
 class Group(OneLineErrors, cli.Application):
     """A command group: without a subcommand, show its help."""
+
+    USAGE = "    {progname} [SWITCHES] COMMAND [ARGS...]\n"
 
     def main(self, *args):
         if args:
@@ -196,6 +200,23 @@ class Command(OneLineErrors, cli.Application):
     output_columns = cli.SwitchAttr(["-c", "--column"], str, list=True, argname="COLUMN",
                                     help="only this column or field (repeatable; in the "
                                          "order given)")
+
+    def __init_subclass__(cls, **kwargs):
+        """The usage line names run_command's arguments (`oarcloud show NAME`,
+        not plumbum's `args...`)."""
+        super().__init_subclass__(**kwargs)
+        if "run_command" in cls.__dict__ and "USAGE" not in cls.__dict__:
+            import inspect
+            words = []
+            for p in list(inspect.signature(cls.run_command).parameters.values())[1:]:
+                name = p.name.upper().replace("_", "-")
+                if p.kind == p.VAR_POSITIONAL:
+                    words.append("[%s...]" % name.rstrip("S"))
+                elif p.default is not p.empty:
+                    words.append("[%s]" % name)
+                else:
+                    words.append(name)
+            cls.USAGE = "    {progname} [SWITCHES] %s\n" % " ".join(words)
 
     def main(self, *args):
         logging.basicConfig(level=logging.DEBUG if self.verbose else logging.WARNING,

@@ -20,7 +20,10 @@ class User(Group):
     VERSION = VERSION
 
     def main(self, *args):
-        if is_root():
+        argv = list(self.nested_command[1]) if self.nested_command else []
+        argv = argv[:argv.index("--")] if "--" in argv else argv
+        asks_help = any(a in ("-h", "--help", "--help-all") for a in argv)
+        if is_root() and not asks_help:  # help is for everyone
             print("oarcloud: error: run oarcloud as your own user, not as root "
                   "(OAR refuses jobs from root; admins use oarcloud-admin)", file=sys.stderr)
             return 2

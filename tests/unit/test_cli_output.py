@@ -86,3 +86,25 @@ def test_bad_format_column_or_command_is_one_line(capsys):
         run(Listing, "-c", "nope")
     assert run(Plain, "-f", "json") == 2
     assert "-f and -c are for commands that print listings" in capsys.readouterr().err
+
+
+def _commands(app, path=()):
+    """(argv, application) of every command under app, depth first."""
+    yield path, app
+    for name, sub in sorted(app("x")._subcommands.items()):
+        yield from _commands(sub.get(), path + (name,))
+
+
+@pytest.mark.parametrize("top", ["oarcloud_cli.user:User", "oarcloud_cli.admin:Admin"])
+def test_every_command_has_help_with_its_arguments_named(top, capsys):
+    import importlib
+    module, name = top.split(":")
+    app = getattr(importlib.import_module(module), name)
+    seen = 0
+    for path, sub in _commands(app):
+        inst, code = app.run(["x", *path, "--help"], exit=False)
+        out = capsys.readouterr().out
+        assert code == 0 and "Usage:" in out, (path, code, out[:200])
+        assert "args..." not in out, (path, out)
+        seen += 1
+    assert seen > 20
