@@ -47,6 +47,26 @@ def ensure_dir(path, mode, uid=None, gid=None):
     return changed
 
 
+def write_atomic(path, text, mode=0o600, uid=0, gid=0):
+    """path holds text with exactly mode and owner, written aside then renamed
+    (a reader never sees half of it; it is never world-readable on the way);
+    True if it changed."""
+    path = Path(path)
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chown(tmp, uid, gid)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    return True
+
+
 def share_dir():
     """The directory holding templates/ and hooks/ (a checkout or an install)."""
     tree = Path(__file__).resolve().parent.parent

@@ -46,42 +46,44 @@ def _in_instance(init, argv, **kw):
 
 
 def run(domain):
-    """Run the user data of domain once; returns its exit code (None: not run)."""
+    """Run the user data of domain once; returns its exit code (None: not run).
+    No catalog connection is held while the script runs (it may run for hours)."""
     if not DOMAIN_RE.match(domain or ""):
         raise SystemExit("bad domain name")
     with db.connect() as conn:
         row = conn.execute("UPDATE instances SET user_data_state = 'running' WHERE domain = %s"
                            " AND user_data IS NOT NULL AND user_data_state IS NULL"
                            " RETURNING job_id, name", (domain,)).fetchone()
-        if row is None:
-            return None  # none, or run already
-        job_id, name = row
-        output, code = b"", None
-        try:
-            init = access.guest(domain).init_pid()
-            proc = _in_instance(init, [SCRIPT], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            while chunk := proc.stdout.read(4096):
-                output = (output + chunk)[-MAX_OUTPUT:]
-            code = proc.wait()
-            saver = _in_instance(init, ["/bin/sh", "-c", "cat > %s" % LOG_FILE],
-                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-            saver.communicate(output, timeout=30)
-        except Exception as e:  # noqa: BLE001 - the outcome is the user's to see
-            LOG.warning("user data of %s: %s", domain, e)
-            output += ("\n(oarcloud: %s)" % e).encode()
-        lines = [ln for ln in output.decode(errors="replace").splitlines() if ln.strip()]
+    if row is None:
+        return None  # none, or run already
+    job_id, name = row
+    output, code = b"", None
+    try:
+        init = access.guest(domain).init_pid()
+        proc = _in_instance(init, [SCRIPT], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        while chunk := proc.stdout.read(4096):
+            output = (output + chunk)[-MAX_OUTPUT:]
+        code = proc.wait()
+        saver = _in_instance(init, ["/bin/sh", "-c", "cat > %s" % LOG_FILE],
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        saver.communicate(output, timeout=30)
+    except Exception as e:  # noqa: BLE001 - the outcome is the user's to see
+        LOG.warning("user data of %s: %s", domain, e)
+        output += ("\n(oarcloud: %s)" % e).encode()
+    lines = [ln for ln in output.decode(errors="replace").splitlines() if ln.strip()]
+    ok = code == 0
+    with db.connect() as conn:
         for line in lines[-EVENT_LINES:]:
             joblog.add_event(conn, job_id, "INFO", "%s user data: %s" % (name, line[:300]),
                              node=this_node())
-        ok = code == 0
         joblog.add_event(conn, job_id, "INFO" if ok else "ERROR", "%s: user data %s" % (
             name, "done" if ok else "failed (exit %s; its output is in %s in the instance)"
             % (code, LOG_FILE)), node=this_node())
         conn.execute("UPDATE instances SET user_data_state = %s, user_data_exit = %s"
                      " WHERE domain = %s", ("done" if ok else "failed", code, domain))
-        return code
+    return code
 
 
 def main(argv):

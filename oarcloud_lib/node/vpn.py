@@ -23,7 +23,7 @@ import socket
 import time
 from pathlib import Path
 
-from oarcloud_lib import templating
+from oarcloud_lib import paths, templating
 from oarcloud_lib.tools import netdev, ovs
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError
@@ -68,22 +68,8 @@ def _running(pidfile):
 
 
 def _write(path, text, mode=0o600, gid=0):
-    """path holds text, with mode and group (written aside, then renamed: the
-    server re-reads its CRL at each connection); True if it changed."""
-    path = Path(path)
-    try:
-        if path.read_text() == text:
-            return False
-    except OSError:
-        pass
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chown(tmp, 0, gid)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    return True
+    """The server re-reads its CRL at each connection: written aside, renamed."""
+    return paths.write_atomic(path, text, mode, 0, gid)
 
 
 def _stop(d):

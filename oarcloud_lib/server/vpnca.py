@@ -26,7 +26,6 @@ in it, shown once, never stored.
 """
 import datetime
 import ipaddress
-import os
 import socket
 import tempfile
 from pathlib import Path
@@ -145,12 +144,7 @@ def ca_key_path(network_id):
 
 def _store_ca_key(network_id, pem):
     paths.ensure_dir(CA_DIR, 0o700, 0, 0)
-    path = ca_key_path(network_id)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(pem)
-    os.replace(tmp, path)
+    paths.write_atomic(ca_key_path(network_id), pem, 0o600)
 
 
 def _ca(conn, ep):
