@@ -55,8 +55,10 @@ print(" ".join("%.4f" % t for t in times))
 
 
 # Run on a node: an instance's root prepared the way before per-tenant uid
-# ranges (a plain overlay on the cache entry) and as now (the layers through
-# idmapped mounts in the tenant's range, oarcloud_lib.node.rootfs.prepare).
+# ranges (a plain overlay on the cache entry), with the layers through
+# idmapped mounts in the tenant's range but on the node's disk (before
+# instance disks), and as now, on a disk of its own (oarcloud_lib.node.disk,
+# the site's default size, both allocations); each removed again.
 ROOT = r"""
 import json, os, subprocess, sys, time
 from oarcloud_lib.catalog import db, images
@@ -67,25 +69,28 @@ with db.connect() as conn:
 lower = imagecache.ensure(sha, image)
 base, name = idmap.tenant_base(idmap.MAX_SLOT), "ocbench-root"
 d = rootfs.instance_dir(name)
-plain, mapped = [], []
+plain, mapped, sparse, reserved = [], [], [], []
 for i in range(n):
     t = time.monotonic()
     for sub in ("upper", "work", "root"):
         os.makedirs(d / sub, exist_ok=True)
     subprocess.run(["mount", "-t", "overlay", "overlay", "-o", "lowerdir=%s,upperdir=%s,workdir=%s"
                     % (lower, d / "upper", d / "work"), str(d / "root")], check=True)
+    rootfs.remove(name)
     plain.append(time.monotonic() - t)
-    rootfs.remove(name)
-    t = time.monotonic()
-    rootfs.prepare(name, [lower], [sha], base)
-    mapped.append(time.monotonic() - t)
-    rootfs.remove(name)
-print(json.dumps({"plain": plain, "idmapped": mapped}))
+    for times, disk in ((mapped, None), (sparse, "sparse"), (reserved, "reserved")):
+        t = time.monotonic()
+        rootfs.prepare(name, [lower], [sha], base, disk=disk and (4 << 30, disk))
+        rootfs.remove(name)
+        times.append(time.monotonic() - t)
+print(json.dumps({"plain": plain, "idmapped": mapped, "disk_sparse": sparse,
+                  "disk_reserved": reserved}))
 """
 
 
 def root_prepare(repeat, image):
-    """{plain, idmapped}: seconds to prepare an instance root, both ways, on node-1."""
+    """{plain, idmapped, disk_sparse, disk_reserved}: seconds to prepare and
+    remove an instance root each way, on node-1."""
     res = run([ADMIN, "lab", "exec", "node-1", "--", VENV_PY, "-c", ROOT, str(repeat), image],
               cwd=TREE)
     if res.returncode != 0:
@@ -192,10 +197,14 @@ def main():
         for image in ("tiny", "bookworm"):
             roots = root_prepare(max(args.repeat, 10), image)
             out["root_prepare_" + image] = roots
-            before, after = (statistics.median(roots[k]) for k in ("plain", "idmapped"))
+            before, after, sparse, reserved = (statistics.median(roots[k]) for k in (
+                "plain", "idmapped", "disk_sparse", "disk_reserved"))
             print("instance root of %s: plain overlay (before per-tenant ranges) median %.4fs,"
                   " idmapped layers %.4fs: %.2fx; the whole 1-instance hook work: see below"
                   % (image, before, after, after / before))
+            print("  with its own 4 GiB disk (make + remove): sparse %.4fs, %.2fx the root on "
+                  "the node's disk; reserved %.4fs, %.2fx" % (sparse, sparse / after, reserved,
+                                                              reserved / after))
         results = out["launches"] = []
         for count in [int(c) for c in args.counts.split(",")]:
             runs = args.repeat if count == 1 else 1

@@ -208,6 +208,7 @@ class QuotaSet(Command):
     instances = _limit_switch("instances", "N")
     cores = _limit_switch("cores", "N")
     memory = _limit_switch("memory", "SIZE")
+    disk = _limit_switch("disk", "SIZE")
     images_bytes = _limit_switch("images-bytes", "SIZE")
     networks = _limit_switch("networks", "N")
     published_ports = _limit_switch("published-ports", "N")

@@ -32,25 +32,33 @@ class User(Group):
 
 INSTANCE_COLUMNS = [("name", "NAME"), ("state", "STATE"), ("node", "NODE"), ("ip", "IP"),
                     ("image", "IMAGE"), ("cores", "CORES"), ("memory_h", "MEMORY"),
-                    ("job_id", "JOB")]
+                    ("disk_h", "DISK"), ("job_id", "JOB")]
 
 
 def _print_rows(rows, as_json):
     if as_json:
-        print_json(rows)
+        print_json([machine(r) for r in rows])
     else:
         print_table(rows, INSTANCE_COLUMNS)
 
 
 def _public(row):
-    out = {k: row[k] for k in ("name", "state", "node", "ip", "image", "cores", "memory",
-                               "job_id", "error")}
+    out = {k: row.get(k) for k in ("name", "state", "node", "ip", "image", "cores", "memory",
+                                   "disk", "job_id", "error")}
     if row.get("user_data"):
         out["user_data"] = row.get("user_data_state") or "pending"
         out["user_data_exit"] = row.get("user_data_exit")
     out["memory_h"] = "%dM" % (row["memory"] >> 20)
+    out["disk_h"] = _size_h(row.get("disk"))
     out["created"] = str(row["created"])
     return out
+
+
+def _size_h(size):
+    """A disk size for people: 4G, 512M (None for none)."""
+    if not size:
+        return None
+    return "%gG" % round(size / (1 << 30), 1) if size >= 1 << 30 else "%dM" % (size >> 20)
 
 
 @User.subcommand("launch")
@@ -66,6 +74,9 @@ class Launch(Command):
     cores = cli.SwitchAttr(["--cores"], int, help="cores per instance (the job then reserves "
                                                         "only those cores of its nodes)")
     memory = cli.SwitchAttr(["--memory"], str, help="memory per instance, e.g. 512M, 2G")
+    disk = cli.SwitchAttr(["--disk"], str, help="disk per instance, what its root may hold "
+                                                "(a filesystem of that size), e.g. 512M, 20G "
+                                                "(default: the site's)")
     walltime = cli.SwitchAttr(["--walltime"], str, default="1:00:00", help="HH:MM[:SS]")
     network = cli.SwitchAttr(["--network"], str, list=True,
                              help="attach this network of yours (repeatable: one NIC each; "
@@ -115,7 +126,7 @@ class Launch(Command):
         types = ["cloud"]
         for key, value in (("image", self.image), ("name", self.name), ("count", self.count),
                            ("cores", self.cores), ("memory", self.memory),
-                           ("save", self.save_on_exit), ("ip", self.ip)):
+                           ("disk", self.disk), ("save", self.save_on_exit), ("ip", self.ip)):
             if value is not None:
                 types.append("cloud.%s=%s" % (key, value))
         types += ["cloud.network=%s" % n for n in self.network]
@@ -193,7 +204,7 @@ class List(Command):
             start = datetime.datetime.fromtimestamp(w["start"]).astimezone().isoformat() \
                 if w["start"] else None
             rows.append({"name": w["name"], "state": w["state"], "node": None, "ip": None,
-                         "image": w["image"], "cores": None, "memory": None,
+                         "image": w["image"], "cores": None, "memory": None, "disk": None,
                          "job_id": w["job_id"], "error": None, "start": start,
                          "instances": w["names"]})
         if self.json:
@@ -219,11 +230,11 @@ class Show(Command):
         out["walltime_left"] = jobs.walltime_left(job)
         out["walltime"] = job.get("walltime")
         if self.json:
-            print_json(out)
+            print_json(machine(out))
         else:
             print_fields(out, ("name", "state", "error", "node", "ip", "image", "cores",
-                               "memory_h", "job_id", "job_state", "walltime", "walltime_left",
-                               "user_data", "user_data_exit", "created"))
+                               "memory_h", "disk_h", "job_id", "job_state", "walltime",
+                               "walltime_left", "user_data", "user_data_exit", "created"))
 
 
 def _hms(seconds):

@@ -58,6 +58,14 @@ class SiteConfig:
     io_write_bytes_per_core: int = 100 << 20
     io_read_iops_per_core: int = 2000
     io_write_iops_per_core: int = 2000
+    # Instance disks (docs/storage.md): what an instance's root may hold when
+    # its launch gives no --disk, the most it may ask for, and whether a
+    # node reserves each disk's blocks ("reserved": instances never take each
+    # other's space; a node without room refuses) or takes them as written
+    # ("sparse": for nodes whose disks hold every instance's full size).
+    disk_default: int = 4 << 30
+    disk_max: int = 256 << 30
+    disk_allocation: str = "reserved"
     # Isolation (docs/security.md).  Instances may not reach the site's own
     # ranges (the nodes' underlay, the server, link-local) unless listed here
     # ("CIDR" or "CIDR:PORT" or "CIDR:PORT/PROTO").

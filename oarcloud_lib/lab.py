@@ -201,9 +201,11 @@ class Lab:
         progress.step("names in /etc/hosts", self._ensure_hosts(max(nodes, len(state["nodes"]))))
         progress.say("server:")
         # The tests' webhook and SMTP servers listen on 127.0.0.1 (nothing else of
-        # loopback: the isolation tests aim at the rest).
+        # loopback: the isolation tests aim at the rest).  The emulated nodes
+        # share this machine's disk, and the tests and benches launch more
+        # instances than it would hold at their full disk size: sparse disks.
         serversetup.setup_server(SERVER_IP, str(UNDERLAY), progress=progress, runner=self.runner,
-                                 notify_allow=["127.0.0.1/32"])
+                                 notify_allow=["127.0.0.1/32"], disk_allocation="sparse")
         for i in range(1, nodes + 1):
             name = node_name(i)
             progress.say("%s:" % name)

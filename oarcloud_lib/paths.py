@@ -12,6 +12,8 @@ STATE = Path("/var/lib/oarcloud")
 IMAGE_STORE = Path("/srv/oarcloud/images")
 CACHE = STATE / "cache"
 INSTANCES = STATE / "instances"
+# Each instance's disk: a file holding its filesystem (oarcloud_lib.node.disk).
+DISKS = STATE / "disks"
 # Changes of ended instances waiting for the server's saver (--save-on-exit).
 KEPT = STATE / "kept"
 LOG_DIR = Path("/var/log/oarcloud")

@@ -13,9 +13,14 @@ from oarcloud_lib.names import DOMAIN_RE, domain_name, instance_name  # noqa: F4
 LOG = logging.getLogger(__name__)
 DEFAULT_MEMORY = 256 << 20
 MAX_MEMORY = 256 << 30
+# An instance's disk (oarcloud_lib.node.disk): the site's disk_default and
+# disk_max where the caller has the site's configuration, else these.
+DEFAULT_DISK = 4 << 30
+MIN_DISK = 32 << 20  # ext4's journal and a few files
+MAX_DISK = 16 << 40
 COLUMNS = ("domain", "job_id", "idx", "name", "owner", "node", "image", "cores", "memory",
-           "ip", "mac", "state", "error", "created", "updated", "user_data", "user_data_state",
-           "user_data_exit")
+           "disk", "ip", "mac", "state", "error", "created", "updated", "user_data",
+           "user_data_state", "user_data_exit")
 
 
 
@@ -24,11 +29,28 @@ def nodes_from_nodefile(text):
     return dict(Counter(line.strip() for line in text.splitlines() if line.strip()))
 
 
-def plan(job_id, owner, spec, node_cores, default_image, memory_per_core=None):
+def disk_size(spec, conf=None):
+    """The disk of each instance of spec: --disk, else the site's default,
+    within MIN_DISK and the site's disk_max (conf: the site's configuration,
+    which only root reads; without it the built-in bounds).  Raises Refused."""
+    size = spec.disk or (conf.disk_default if conf else DEFAULT_DISK)
+    top = min(conf.disk_max, MAX_DISK) if conf and conf.disk_max else MAX_DISK
+    if size < MIN_DISK:
+        raise Refused(detail="--disk %d MiB is below the %d MiB an instance's disk needs"
+                      % (size >> 20, MIN_DISK >> 20))
+    if size > top:
+        raise Refused(detail="--disk %s is above the site's %d GiB per instance (disk_max)"
+                      % ("%d GiB" % (size >> 30) if size >= 1 << 30 else "%d MiB" % (size >> 20),
+                         top >> 30))
+    return size
+
+
+def plan(job_id, owner, spec, node_cores, default_image, memory_per_core=None, conf=None):
     """The instance rows of a job (without addresses); with memory_per_core
     (bytes), no instance has more memory than that for each of its cores: OAR
     schedules cores, so the instances of a node never hold more memory together
-    than its cores' share.  Raises Refused."""
+    than its cores' share (conf: the site's configuration, for the disks).
+    Raises Refused."""
     nodes = list(node_cores)
     if not nodes:
         raise Refused(detail="the job has no nodes")
@@ -38,6 +60,7 @@ def plan(job_id, owner, spec, node_cores, default_image, memory_per_core=None):
     memory = spec.memory or DEFAULT_MEMORY
     if memory > MAX_MEMORY:
         raise Refused(detail="memory per instance above %d GiB" % (MAX_MEMORY >> 30))
+    disk = disk_size(spec, conf)
     rows = []
     for idx, node in enumerate(placed):
         have = node_cores[node]
@@ -53,14 +76,14 @@ def plan(job_id, owner, spec, node_cores, default_image, memory_per_core=None):
         rows.append({"domain": domain_name(job_id, idx), "job_id": job_id, "idx": idx,
                      "name": name, "owner": owner, "node": node,
                      "image": spec.image or default_image, "cores": cores, "memory": memory,
-                     "user_data": spec.userdata})
+                     "disk": disk, "user_data": spec.userdata})
     return rows
 
 
 def needs(rows):
     """What planned rows take of their owner's quotas."""
     return {"instances": len(rows), "cores": sum(r["cores"] for r in rows),
-            "memory": sum(r["memory"] for r in rows)}
+            "memory": sum(r["memory"] for r in rows), "disk": sum(r["disk"] for r in rows)}
 
 
 def resolve_networks(conn, owner, names, default_cidr, reserved=()):
@@ -91,9 +114,9 @@ def allocate(conn, rows, nets, fixed_ip=None):
         quotas.require(conn, rows[0]["owner"], needs(rows))
         for row in rows:
             conn.execute("INSERT INTO instances (domain, job_id, idx, name, owner, node, image,"
-                         " cores, memory, ip, mac, user_data) VALUES (%(domain)s, %(job_id)s,"
-                         " %(idx)s, %(name)s, %(owner)s, %(node)s, %(image)s, %(cores)s,"
-                         " %(memory)s, %(ip)s, %(mac)s, %(user_data)s)",
+                         " cores, memory, disk, ip, mac, user_data) VALUES (%(domain)s,"
+                         " %(job_id)s, %(idx)s, %(name)s, %(owner)s, %(node)s, %(image)s,"
+                         " %(cores)s, %(memory)s, %(disk)s, %(ip)s, %(mac)s, %(user_data)s)",
                          dict(row, user_data=row.get("user_data")))
     return for_job(conn, job_id)
 

@@ -24,6 +24,7 @@ KEYS = {
     "count": r"[1-9][0-9]{0,2}",
     "cores": r"[1-9][0-9]{0,2}",
     "memory": r"[1-9][0-9]{0,6}[KMGT]?",
+    "disk": r"[1-9][0-9]{0,6}[KMGT]?",
     "network": NAME_RE,
     "ip": r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}",
     "save": IMAGE_RE,
@@ -36,6 +37,7 @@ DESCRIPTIONS = {
     "count": "instances in the job, spread over its nodes (default: one per node)",
     "cores": "cores per instance (default: the job's cores on the node, split)",
     "memory": "memory per instance, e.g. 512M or 2G (default: site default)",
+    "disk": "disk per instance: what its root may hold, e.g. 512M or 20G (default: site default)",
     "network": "private network to attach (repeatable; default: the user's default)",
     "ip": "fixed IPv4 address in the first network (one instance only)",
     "save": "image name to save the instance to when the job ends",
@@ -55,6 +57,7 @@ class CloudSpec:
     count: int | None = None
     cores: int | None = None
     memory: int | None = None  # bytes
+    disk: int | None = None  # bytes
     networks: list = field(default_factory=list)
     save: str | None = None
     ip: str | None = None
@@ -67,11 +70,13 @@ class CloudSpec:
             value = getattr(self, key)
             if value is not None:
                 types.append("cloud.%s=%s" % (key, value))
-        if self.memory is not None:
-            # The largest unit that holds it exactly (16G, not 16777216K: the
-            # value takes at most 7 digits).
-            unit = next(u for u in "TGMK" if self.memory % _SIZE_UNITS[u] == 0)
-            types.append("cloud.memory=%d%s" % (self.memory // _SIZE_UNITS[unit], unit))
+        for key in ("memory", "disk"):
+            value = getattr(self, key)
+            if value is not None:
+                # The largest unit that holds it exactly (16G, not 16777216K:
+                # the value takes at most 7 digits).
+                unit = next(u for u in "TGMK" if value % _SIZE_UNITS[u] == 0)
+                types.append("cloud.%s=%d%s" % (key, value // _SIZE_UNITS[unit], unit))
         types += ["cloud.network=%s" % n for n in self.networks]
         return types
 
@@ -125,8 +130,8 @@ def parse_types(types):
             spec.networks.append(value)
         elif key in ("count", "cores", "userdata"):
             setattr(spec, key, int(value))
-        elif key == "memory":
-            spec.memory = parse_size(value)
+        elif key in ("memory", "disk"):
+            setattr(spec, key, parse_size(value))
         else:
             setattr(spec, key, value)
     if spec.name and spec.count and spec.count > 1 \

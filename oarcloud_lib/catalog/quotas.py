@@ -25,6 +25,8 @@ RESOURCES = {
               " WHERE owner = %s AND state NOT IN ('deleted', 'failed')", False),
     "memory": ("memory of live instances", "SELECT coalesce(sum(memory), 0) FROM instances"
                " WHERE owner = %s AND state NOT IN ('deleted', 'failed')", True),
+    "disk": ("disk of live instances", "SELECT coalesce(sum(disk), 0) FROM instances"
+             " WHERE owner = %s AND state NOT IN ('deleted', 'failed')", True),
     "images-bytes": ("bytes of images in the store",
                      "SELECT coalesce(sum(size), 0) FROM images WHERE owner = %s", True),
     "networks": ("private networks", "SELECT count(*) FROM networks WHERE owner = %s", False),

@@ -20,7 +20,7 @@ from oarcloud_lib.catalog import accounts, db, images, instances, joblog, networ
 from oarcloud_lib.catalog import userdata as user_data
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError
-from oarcloud_lib.node import idmap, imagecache, limits, netnode, rootfs, userdata
+from oarcloud_lib.node import disk as disks, idmap, imagecache, limits, netnode, rootfs, userdata
 from oarcloud_lib.node.driver import DomainSpec, LxcDriver
 from oarcloud_lib.server import saves
 from oarcloud_lib.tools import netdev, ovs
@@ -57,11 +57,7 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
     def one(row):
         if row["state"] != "running":
             return create_one(job_id, row, nics[row["domain"]], conn, driver, owner, key,
-                               hosts, stacks[row["image"]], userns, conf, io_device, runner)
-    io_device = limits.io_device(paths.INSTANCES) if rows else None
-    if rows and io_device is None:
-        LOG.warning("%s is on no block device of its own: instances get no I/O limit",
-                    paths.INSTANCES)
+                               hosts, stacks[row["image"]], userns, conf, runner)
     # One user namespace carries the owner's uid mapping for all their instances here.
     with imagecache.using(), (idmap.Userns(uid_base) if rows else contextlib.nullcontext()) \
             as userns:
@@ -95,12 +91,17 @@ def image_stack(conn, image, owner):
 
 
 def create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, userns, conf,
-               io_device, runner):
+               runner):
     instances.set_state(conn, row["domain"], "creating")
     t_root = time.monotonic()
     uid_base = userns.base
     root = rootfs.prepare(row["domain"], *stack, uid_base=uid_base, runner=runner,
-                          userns=userns)
+                          userns=userns, disk=(row["disk"], conf.disk_allocation)
+                          if row.get("disk") else None)
+    # Its disk's (loop) device, or the node's disk for an instance without one.
+    io_device = limits.io_device(root.parent)
+    if io_device is None:
+        LOG.warning("%s is on no block device of its own: it gets no I/O limit", root.parent)
     rootfs.write_file(root, "/etc/hostname", row["name"] + "\n")
     rootfs.write_file(root, "/etc/hosts", hosts)
     if key:
@@ -179,6 +180,7 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
     except OarcloudError as e:
         domains, libvirt_error = set(), e
     domains |= {p.name for p in paths.INSTANCES.glob(prefix + "*")}
+    domains |= {d for d in disks.domains() if d.startswith(prefix)}
     ports = [p for p in ovs.ports(INTEGRATION_BRIDGE, runner) if p.startswith(prefix)]
     domains |= {names.domain_of_port(p) for p in ports}
 
@@ -219,13 +221,17 @@ def keep_changes(conn, domain, save, runner=LOCAL):
     rootfs.unmount(domain, runner=runner)
     paths.ensure_dir(paths.KEPT, 0o700, 0, 0)
     kept = paths.KEPT / domain
-    if kept.exists():
-        shutil.rmtree(kept)
-    kept.mkdir(mode=0o700)
-    uid_base = rootfs.base_of(d)
-    os.chown(kept, uid_base, uid_base)
-    os.rename(d / "upper", kept / "upper")
-    os.rename(d / "layers", kept / "layers")
+    if disks.mounted(d):
+        # The whole disk is kept, moved and not copied: kept/<domain> is its root.
+        disks.keep(domain, d, kept, runner=runner)
+    else:
+        if kept.exists():
+            shutil.rmtree(kept)
+        kept.mkdir(mode=0o700)
+        uid_base = rootfs.base_of(d)
+        os.chown(kept, uid_base, uid_base)
+        os.rename(d / "upper", kept / "upper")
+        os.rename(d / "layers", kept / "layers")
     saves.set_state(conn, save["id"], "kept", node=this_node())
     LOG.info("%s: changes kept on %s for the save to image %s", domain, this_node(),
              save["image"])

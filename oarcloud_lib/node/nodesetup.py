@@ -31,7 +31,8 @@ DAEMONS = {
     "libvirtd": "/run/libvirtd.pid",
 }
 NODE_COMMANDS = ("sshd", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovsdb-tool",
-                 "libvirtd", "virtlogd", "ethtool", "ip", "sysctl", "unshare", "oarnodesetting")
+                 "libvirtd", "virtlogd", "ethtool", "ip", "sysctl", "unshare", "oarnodesetting",
+                 "mkfs.ext4", "losetup")
 CGROUP_UNIFIED = "/sys/fs/cgroup/unified"
 
 
@@ -149,10 +150,11 @@ def ensure_log_dir(path=paths.LOG_DIR, owner="oar"):
 
 
 def ensure_private_dirs():
-    """The node's image cache (root's alone), instances (no listing) and kept
-    changes (root's alone), also where an older version made them 0755."""
+    """The node's image cache (root's alone), instances (no listing), kept
+    changes and disks (root's alone), also where an older version made them 0755."""
     changed = False
-    for path, mode in ((paths.CACHE, 0o700), (paths.INSTANCES, 0o711), (paths.KEPT, 0o700)):
+    for path, mode in ((paths.CACHE, 0o700), (paths.INSTANCES, 0o711), (paths.KEPT, 0o700),
+                       (paths.DISKS, 0o700)):
         changed |= paths.ensure_dir(path, mode, 0, 0)
     return changed
 

@@ -11,7 +11,7 @@ from oarcloud_lib.catalog import db, instances
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, OarcloudError, Refused
 from oarcloud_lib.names import DOMAIN_RE
-from oarcloud_lib.node import access, imagecache, layer, limits, rootfs
+from oarcloud_lib.node import access, disk as disks, imagecache, layer, limits, rootfs
 from oarcloud_lib.node.lifecycle import tune_nics, wait_for_sshd
 from oarcloud_lib.tools.oarssh import this_node
 
@@ -77,6 +77,7 @@ def export_kept(domain, flatten=False):
     if not DOMAIN_RE.match(domain):
         raise Refused(detail="bad domain name %r" % domain[:40])
     kept = paths.KEPT / domain
+    disks.ensure_kept(domain, kept)  # mounted again after the node restarted
     if not (kept / "upper").is_dir():
         raise Refused(detail="no changes kept for %s on %s" % (domain, this_node()))
     skip = layer.injected(_owner_of(domain))
@@ -93,4 +94,5 @@ def export_kept(domain, flatten=False):
 def drop_kept(domain):
     if not DOMAIN_RE.match(domain):
         raise Refused(detail="bad domain name %r" % domain[:40])
+    disks.drop(domain, paths.KEPT / domain)
     shutil.rmtree(paths.KEPT / domain, ignore_errors=True)

@@ -9,7 +9,8 @@ changes, and nothing a tenant's instance root owns on the node belongs to
 another tenant.
 
     /var/lib/oarcloud/instances/           0711 root (no listing)
-    /var/lib/oarcloud/instances/<domain>/  0700, owned by the tenant's instance root
+    /var/lib/oarcloud/instances/<domain>/  0700, owned by the tenant's instance root,
+                                           the root of the instance's disk (node.disk)
         upper/ work/ root/ layers          (libvirt_lxc sets up the root as that uid)
 """
 import contextlib
@@ -19,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from oarcloud_lib import paths
-from oarcloud_lib.node import idmap
+from oarcloud_lib.node import disk as disks, idmap
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import NotReady
 
@@ -34,24 +35,33 @@ def instance_dir(domain, base=None):
     return Path(base or paths.INSTANCES) / domain
 
 
+def disks_base(base):
+    """Where the disks of the instances under base are (paths.DISKS by default)."""
+    return Path(base).with_name("disks") if base else None
+
+
 def base_of(path):
     """The node uid of root in the instance whose directory (or root) is path."""
     return os.lstat(path).st_uid
 
 
-def prepare(domain, lowers, layers, uid_base, base=None, runner=LOCAL, userns=None):
+def prepare(domain, lowers, layers, uid_base, base=None, runner=LOCAL, userns=None, disk=None):
     """Mount the instance's overlay root over lowers (cache entries, top first),
     each seen in the tenant's uid range uid_base (through userns, an
     idmap.Userns of that range, when the caller holds one for several
     instances); returns its path.  layers (their checksums) are recorded so
-    that the cache keeps them while the instance exists.  Idempotent.  Raises
-    NotReady (no idmapped mounts here)."""
+    that the cache keeps them while the instance exists.  disk: (size in
+    bytes, allocation) of the disk its changes land on, or None for the
+    node's own.  Idempotent.  Raises NotReady (no idmapped mounts here, no
+    room for the disk)."""
     paths.ensure_dir(base or paths.INSTANCES, 0o711)
     d = instance_dir(domain, base)
     root = d / "root"
     if os.path.ismount(root):
         return root
     d.mkdir(mode=0o700, exist_ok=True)
+    if disk:
+        disks.create(domain, disk[0], d, uid_base, disk[1], disks_base(base), runner)
     os.chown(d, uid_base, uid_base)
     os.chmod(d, 0o700)
     for sub in ("upper", "work", "root"):
@@ -110,13 +120,15 @@ def unmount(domain, base=None, runner=LOCAL):
 
 
 def remove(domain, base=None, runner=LOCAL):
-    """Unmount and delete the instance's root; True if anything was there."""
+    """Unmount and delete the instance's root and its disk; True if anything was there."""
     d = instance_dir(domain, base)
-    if not d.exists():
-        return False
-    unmount(domain, base, runner)
-    shutil.rmtree(d)
-    return True
+    found = d.exists()
+    if found:
+        unmount(domain, base, runner)
+    found |= disks.remove(domain, d, disks_base(base), runner)
+    if d.exists():
+        shutil.rmtree(d)
+    return found
 
 
 def _inside(root, relpath):

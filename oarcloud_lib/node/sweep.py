@@ -9,6 +9,7 @@ from oarcloud_lib import names, paths
 from oarcloud_lib.names import INTEGRATION_BRIDGE
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError
+from oarcloud_lib.node import disk as disks
 from oarcloud_lib.node.driver import LxcDriver
 from oarcloud_lib.node.lifecycle import destroy_local
 from oarcloud_lib.tools import ovs
@@ -48,7 +49,8 @@ def sweep(running_jobs, driver=None, runner=LOCAL):
     running = set(running_jobs)
 
     def present():
-        return driver.names("oc") + [p.name for p in paths.INSTANCES.glob("oc*")]
+        return driver.names("oc") + [p.name for p in paths.INSTANCES.glob("oc*")] \
+            + disks.domains()
     try:
         found = present()
     except OarcloudError as e:

@@ -333,7 +333,8 @@ def admit(conn, user, owner, nodes, *types):
     spec = jobspec.parse_types(types)
     if spec is None:
         return "not a cloud job"
-    lifecycle.admit(conn, owner, spec, max(1, int(nodes)), config.load().default_image)
+    conf = config.load()
+    lifecycle.admit(conn, owner, spec, max(1, int(nodes)), conf.default_image, conf=conf)
     return "admitted"
 
 

@@ -120,10 +120,11 @@ def render_admission_rule(command=None):
 
 
 def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL,
-                 notify_allow=None):
+                 notify_allow=None, disk_allocation=None):
     """Bring PostgreSQL, the OAR server and the catalog to the wanted state;
     notify_allow (CIDRs), when given, is where notifications may go despite the
-    URL policy (the lab's own webhook and mail servers on loopback).
+    URL policy (the lab's own webhook and mail servers on loopback);
+    disk_allocation, when given, how nodes allocate instance disks.
 
     Returns the list of changed steps.  Raises NotReady, CommandFailed.
     """
@@ -139,6 +140,8 @@ def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL
     conf.server_address, conf.nodes_cidr = address, nodes_cidr
     if notify_allow is not None:
         conf.notify_allow_cidrs = list(notify_allow)
+    if disk_allocation is not None:
+        conf.disk_allocation = disk_allocation
     # Keep passwords an admin already put in oar.conf.
     conf.oar_db_password = conf.oar_db_password or existing.get("DB_BASE_PASSWD", "")
     conf.oar_db_ro_password = conf.oar_db_ro_password or existing.get("DB_BASE_PASSWD_RO", "")

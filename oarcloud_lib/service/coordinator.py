@@ -86,12 +86,12 @@ def prologue(job_id, nodefile):
                             " oarcloud creates nothing for it", job_id, original)
                 return 0
             lifecycle.admit(conn, owner, spec, len(node_cores), conf.default_image,
-                            job_id=job_id)
+                            job_id=job_id, conf=conf)
             nets = instances.resolve_networks(conn, owner, spec.networks,
                                               conf.default_network_cidr,
                                               networks.reserved_ranges(conf))
             planned = instances.plan(job_id, owner, spec, node_cores, conf.default_image,
-                                     conf.memory_per_core)
+                                     conf.memory_per_core, conf)
             wanted = lifecycle.save_names(spec, len(planned))
             rows = instances.allocate(conn, planned, nets, spec.ip)
             saves.request_on_exit(conn, rows, wanted)

@@ -42,15 +42,18 @@ def save_names(spec, count):
     return [instances.instance_name(spec.save, count, i) for i in range(count)]
 
 
-def admit(conn, owner, spec, nodes, default_image=None, walltime=None, job_id=None):
+def admit(conn, owner, spec, nodes, default_image=None, walltime=None, job_id=None, conf=None):
     """Check a launch of spec on `nodes` nodes by owner before anything is
     created: the image is one owner may use, the networks are owner's, a fixed
     address is free, the instance and image names are free, the owner's quotas
-    leave room for it, the walltime is well formed.  Called before oarsub and again by the job's prologue (job_id:
-    that job's own rows do not count).  Returns the walltime as OAR wants it.
-    Raises Refused (OverQuota among them), NotFound, Conflict."""
+    leave room for it, the disk size is within bounds (the site's, with conf),
+    the walltime is well formed.  Called before oarsub, by OAR's admission
+    rule and again by the job's prologue (job_id: that job's own rows do not
+    count).  Returns the walltime as OAR wants it.  Raises Refused
+    (OverQuota among them), NotFound, Conflict."""
     if not 1 <= nodes <= 1000:
         raise Refused(detail="--nodes must be between 1 and 1000")
+    disk = instances.disk_size(spec, conf)
     image = spec.image or default_image
     if image:
         images.usable(conn, image, owner)
@@ -69,17 +72,17 @@ def admit(conn, owner, spec, nodes, default_image=None, walltime=None, job_id=No
                                  "first)" % ", ".join(taken))
     for name in save_names(spec, count):
         images.check_new_name(conn, name)
-    quotas.require(conn, owner, needs(conn, owner, spec, count))
+    quotas.require(conn, owner, needs(conn, owner, spec, count, disk))
     return jobs.check_walltime(walltime) if walltime is not None else None
 
 
-def needs(conn, owner, spec, count):
+def needs(conn, owner, spec, count, disk):
     """What a launch takes at least of owner's quotas, known before OAR picks
     the nodes: an instance without --cores has one core at least (the prologue
     counts exactly, in the transaction that allocates the instances), the
-    default network when it does not exist yet."""
+    default network when it does not exist yet; disk: each instance's."""
     more = {"instances": count, "cores": count * (spec.cores or 1),
-            "memory": count * (spec.memory or instances.DEFAULT_MEMORY)}
+            "memory": count * (spec.memory or instances.DEFAULT_MEMORY), "disk": count * disk}
     if networks.DEFAULT_NAME in (spec.networks or [networks.DEFAULT_NAME]) and \
             not networks.exists(conn, owner, networks.DEFAULT_NAME):
         more["networks"] = 1

@@ -35,16 +35,22 @@ def in_instance(node, domain, *argv):
 
 
 def node_leftovers(prefix="oc"):
-    """Domains, veths, OVS ports and instance roots of oarcloud left on the nodes."""
+    """Domains, veths, OVS ports, instance roots and disks (their files, mounts
+    and loop devices) of oarcloud left on the nodes."""
     left = {}
     for n in NODES:
         doms = node_exec(n, "virsh", "-c", "lxc:///system", "list", "--all", "--name").stdout.split()
         ports = node_exec(n, "ovs-vsctl", "list-ports", "br-int").stdout.split()
         roots = node_exec(n, "ls", "/var/lib/oarcloud/instances").stdout.split()
+        disks = [d for d in node_exec(n, "ls", "/var/lib/oarcloud/disks").stdout.split()
+                 if not d.endswith(".kept")]  # kept ones wait for the saver
+        loops = [l for l in node_exec(n, "losetup", "-a").stdout.splitlines()
+                 if "/var/lib/oarcloud/disks/" + prefix in l and ".kept" not in l]
         links = [x["ifname"] for x in json.loads(node_exec(n, "ip", "-j", "link").stdout)]
         mounts = [l for l in node_exec(n, "cat", "/proc/mounts").stdout.splitlines()
                   if "/var/lib/oarcloud/instances/" in l]
-        items = [x for x in doms + ports + roots + links if x.startswith(prefix)] + mounts
+        items = [x for x in doms + ports + roots + links + disks if x.startswith(prefix)] \
+            + mounts + loops
         if not [p for p in ports if p.startswith("oc")]:
             items += [p for p in ports if p.startswith("vx-")]  # tunnels go with the last instance
         if items:

@@ -295,7 +295,7 @@ def test_a_fork_bomb_stops_at_its_instances_limit(make_user):
 
 def test_an_instances_disk_io_is_throttled_and_it_cannot_lift_the_throttle(make_user):
     """The instance's blkio cgroup carries the site's throttles times its cores
-    on the disk of the instances' roots; root in the instance does direct I/O,
+    on its own disk's (loop) device; root in the instance does direct I/O,
     which is counted there, and cannot raise its own limits."""
     conf = config.load()
     user = make_user()
@@ -303,7 +303,8 @@ def test_an_instances_disk_io_is_throttled_and_it_cannot_lift_the_throttle(make_
     node, dom = row["node"], "oc%d-0" % row["job_id"]
     majmin = node_exec(node, "/opt/oarcloud/venv/bin/python", "-I", "-c", (
         "import os; from oarcloud_lib import paths; from oarcloud_lib.node import limits; "
-        "r = os.stat(limits.io_device(paths.INSTANCES)).st_rdev; "
+        "r = os.stat(limits.io_device(paths.INSTANCES / %r)).st_rdev; " % dom +
+        "assert os.major(r) == 7, 'not a loop device'; "
         "print('%d:%d' % (os.major(r), os.minor(r)))"), check=True).stdout.strip()
     d = Path("/sys/fs/cgroup/blkio") / limits._groups(instance_init(node, dom),
                                                       "/proc")["blkio"].strip("/")

@@ -46,3 +46,26 @@ def test_memory_is_bounded_by_the_cores_an_instance_holds():
         instances.plan(1, "alice", spec, {"n1": 2}, "tiny", memory_per_core=4 << 30)
     spec = jobspec.parse_types(["cloud", "cloud.count=1", "cloud.cores=2", "cloud.memory=8G"])
     assert instances.plan(1, "alice", spec, {"n1": 2}, "tiny", 4 << 30)[0]["memory"] == 8 << 30
+
+
+def test_disk_is_the_launch_s_or_the_site_s_default_within_bounds():
+    from oarcloud_lib.config import SiteConfig
+    conf = SiteConfig(disk_default=2 << 30, disk_max=8 << 30)
+    rows = instances.plan(1, "alice", jobspec.CloudSpec(), {"n1": 2}, "tiny", conf=conf)
+    assert rows[0]["disk"] == 2 << 30
+    spec = jobspec.parse_types(["cloud", "cloud.disk=512M"])
+    assert spec.disk == 512 << 20 and "cloud.disk=512M" in spec.to_types()
+    assert instances.plan(1, "alice", spec, {"n1": 2}, "tiny", conf=conf)[0]["disk"] == 512 << 20
+    assert instances.needs(instances.plan(1, "a", jobspec.parse_types(
+        ["cloud", "cloud.count=2", "cloud.disk=1G"]), {"n1": 2}, "tiny"))["disk"] == 2 << 30
+    with pytest.raises(Refused, match="above the site's 8 GiB per instance"):
+        instances.disk_size(jobspec.parse_types(["cloud", "cloud.disk=9G"]), conf)
+    with pytest.raises(Refused, match="below the 32 MiB"):
+        instances.disk_size(jobspec.parse_types(["cloud", "cloud.disk=16M"]), conf)
+    # Without the site's configuration (a user's own check): the built-in bounds.
+    assert instances.disk_size(jobspec.CloudSpec()) == instances.DEFAULT_DISK
+    with pytest.raises(Refused, match="above"):
+        instances.disk_size(jobspec.parse_types(["cloud", "cloud.disk=17T"]))
+    for bad in ("0", "-1G", "1.5G", "1P", "G", "99999999G"):
+        with pytest.raises(Refused):
+            jobspec.parse_types(["cloud", "cloud.disk=%s" % bad])

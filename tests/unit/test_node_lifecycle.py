@@ -36,13 +36,15 @@ def node(tmp_path, monkeypatch):
     of limits are recorded instead."""
     monkeypatch.setattr(paths, "INSTANCES", tmp_path / "instances")
     monkeypatch.setattr(paths, "KEPT", tmp_path / "kept")
+    monkeypatch.setattr(paths, "DISKS", tmp_path / "disks")
     synced, pids = [], []
     monkeypatch.setattr(netnode, "sync_quietly", lambda conn, runner: synced.append(1) or True)
     monkeypatch.setattr(netnode, "clear", lambda runner: synced.append("clear"))
     monkeypatch.setattr(limits, "limit_pids", lambda pid, maximum: pids.append((pid, maximum)))
     monkeypatch.setattr(limits, "release", lambda domain: 0)
 
-    def prepare(domain, lowers, layers, uid_base, base=None, runner=None, userns=None):
+    def prepare(domain, lowers, layers, uid_base, base=None, runner=None, userns=None,
+                disk=None):
         root = rootfs.instance_dir(domain) / "root"
         (root / "etc").mkdir(parents=True)
         (rootfs.instance_dir(domain) / "upper").mkdir()
@@ -68,7 +70,7 @@ def create(driver, job_id, idx, nics=1, conn=None):
     r, n = row(job_id, idx, nics)
     return lifecycle.create_one(job_id, r, n, conn or Catalog(), driver, "alice", "ssh-ed25519 K",
                                 "127.0.0.1 localhost\n", ([], []), Userns(), SiteConfig(),
-                                "/dev/vda", driver.node)
+                                driver.node)
 
 
 def leftovers(driver, prefix="oc"):
