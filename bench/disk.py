@@ -4,8 +4,10 @@
 same filesystem (the one holding /var/lib/oarcloud, the backend):
 
 - making and removing a disk (sparse and reserved) beside a plain directory;
-- sequential and random direct I/O in a disk beside the backend's own
-  directory (no throttle: bench/io.py measures the site's I/O limits);
+- sequential and random direct I/O in a disk, and in a volume (its file
+  where the volume store is, mounted as a node mounts one), beside the
+  backend's own directory (no throttle: bench/io.py measures the site's I/O
+  limits);
 - whether this kernel offers the other way, project quotas: XFS's need
   CONFIG_XFS_QUOTA, ext4's CONFIG_QFMT_V2 (read from /proc/config.gz).
 
@@ -28,7 +30,8 @@ from pathlib import Path
 
 from benchlib import run  # and the tree on sys.path
 from oarcloud_lib import paths
-from oarcloud_lib.node import disk
+from oarcloud_lib.node import disk, volumes
+from oarcloud_lib.tools import ext4
 
 MiB = 1 << 20
 BLOCK = 4096
@@ -142,19 +145,29 @@ def main():
             mnt = base / "instances" / "ocio-0"
             mnt.mkdir()
             disk.create(mnt.name, (args.mib + 64) * MiB, mnt, 0, "reserved", base / "disks")
+            # A volume: the same filesystem in a file, mounted as nodes mount
+            # one (node.volumes: barriers on), its file where the store is.
+            store = Path(tempfile.mkdtemp(prefix="oarcloud-bench-vol-",
+                                          dir=paths.VOLUME_STORE.parent))
+            ext4.make(store / "1.ext4", (args.mib + 64) * MiB)
+            disk.attach(store / "1.ext4", base / "volume", options=volumes.VOLUME_OPTIONS)
             cases = out["io"] = {"backend": io_case(base / "backend", args.mib, args.ops),
-                                 "disk": io_case(mnt, args.mib, args.ops)}
+                                 "disk": io_case(mnt, args.mib, args.ops),
+                                 "volume": io_case(base / "volume", args.mib, args.ops)}
             disk.remove(mnt.name, mnt, base / "disks")
+            disk.detach(base / "volume")
+            shutil.rmtree(store)
             print("%-9s %12s %12s %12s %12s" % ("CASE", "SEQ W MB/s", "SEQ R MB/s",
                                                 "RAND W IOPS", "RAND R IOPS"))
             for name, c in cases.items():
                 print("%-9s %12.0f %12.0f %12.0f %12.0f" % (
                     name, c["seq_write_MBps"], c["seq_read_MBps"], c["rand_write_iops"],
                     c["rand_read_iops"]))
-            ratios = out["ratios"] = {k: cases["disk"][k] / cases["backend"][k]
-                                      for k in cases["disk"]}
-            print("disk / backend: %s (goal >= 0.9 each)"
-                  % ", ".join("%s %.2fx" % (k, v) for k, v in ratios.items()))
+            ratios = out["ratios"] = {c: {k: cases[c][k] / cases["backend"][k] for k in cases[c]}
+                                      for c in ("disk", "volume")}
+            for c in ratios:
+                print("%s / backend: %s (goal >= 0.9 each)"
+                      % (c, ", ".join("%s %.2fx" % kv for kv in ratios[c].items())))
             print("a disk's make + remove beside a plain directory: %.1f ms more (sparse), "
                   "%.1f ms more (reserved)" % ((statistics.median(costs["sparse"]) - plain) * 1e3,
                                                (statistics.median(costs["reserved"]) - plain)

@@ -3,7 +3,7 @@ import sys
 
 from plumbum import cli
 
-from oarcloud_cli.common import (VERSION, Command, Group, is_root, machine, print_fields,
+from oarcloud_cli.common import (VERSION, Command, Group, is_root, iso, machine, print_fields,
                                  print_json, print_quota, print_table)
 from oarcloud_cli.monitoring import (AlarmCreate, AlarmList, AlarmShow, NotifyList, NotifyLog,
                                      read_url, show_metrics)
@@ -210,6 +210,7 @@ class QuotaSet(Command):
     memory = _limit_switch("memory", "SIZE")
     disk = _limit_switch("disk", "SIZE")
     images_bytes = _limit_switch("images-bytes", "SIZE")
+    volumes_bytes = _limit_switch("volumes-bytes", "SIZE")
     networks = _limit_switch("networks", "N")
     published_ports = _limit_switch("published-ports", "N")
     vpn_clients = _limit_switch("vpn-clients", "N")
@@ -461,7 +462,7 @@ class ImageAdminSaves(Command):
         with db.connect() as conn:
             rows = saves.select(conn)
         for r in rows:
-            r.update(created=str(r["created"]), updated=str(r["updated"]),
+            r.update(created=iso(r["created"]), updated=iso(r["updated"]),
                      updated_h=str(r["updated"])[:19])
         if self.json:
             print_json([machine(r) for r in rows])

@@ -93,8 +93,42 @@ def print_table(rows, columns):
     cells = [[h for _, h in columns]] + [["" if r.get(k) is None else printable(r.get(k))
                                           for k, _ in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    if sys.stdout.isatty():  # a terminal: fit its width; a pipe gets every character
+        import shutil
+        widths = fit(widths, shutil.get_terminal_size().columns,
+                     [len(h) for _, h in columns])
     for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(clip(c, w).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def fit(widths, total, least=None, gap=2):
+    """Column widths that fit total characters (gap between columns): the
+    widest columns give way first, none below its header's width or 8."""
+    widths = list(widths)
+    least = [max(8, n) for n in (least or [0] * len(widths))]
+    while sum(widths) + gap * (len(widths) - 1) > total:
+        i = max(range(len(widths)), key=lambda j: widths[j] - least[j])
+        if widths[i] <= least[i]:
+            break  # as narrow as they go: the terminal wraps the rest
+        widths[i] -= 1
+    return widths
+
+
+def clip(text, width):
+    """text in width characters, its end marked when it is cut."""
+    return text if len(text) <= width else text[:max(0, width - 1)] + "\u2026"
+
+
+def iso(when):
+    """A catalog timestamp as ISO 8601, to the second (None stays None)."""
+    return when.isoformat(timespec="seconds") if hasattr(when, "isoformat") else when
+
+
+def size_h(size):
+    """A size for people: 4G, 1.5G, 512M (None for none)."""
+    if not size:
+        return None
+    return "%gG" % round(size / (1 << 30), 1) if size >= 1 << 30 else "%dM" % (size >> 20)
 
 
 def machine(row):

@@ -11,7 +11,7 @@ import time
 
 from plumbum import cli
 
-from oarcloud_cli.common import Command, machine, print_fields, print_json, print_table
+from oarcloud_cli.common import Command, iso, machine, print_fields, print_json, print_table
 
 SPARK_WIDTH = 60
 
@@ -210,7 +210,7 @@ class NotifyList(Command, AlarmBase):
     def run_command(self):
         from oarcloud_lib.server import notify
         with self.connect() as conn:
-            rows = [{"id": r["id"], "url": notify.redact(r["url"]), "created": str(r["created"]),
+            rows = [{"id": r["id"], "url": notify.redact(r["url"]), "created": iso(r["created"]),
                      "created_h": str(r["created"])[:16]}
                     for r in notify.targets(conn, self.owner())]
         if self.json:
@@ -230,7 +230,7 @@ class NotifyLog(Command, AlarmBase):
         with self.connect() as conn:
             rows = notify.history(conn, self.owner(), self.limit)
         for r in rows:
-            r.update(created=str(r["created"]), sent=str(r["sent"]) if r["sent"] else None,
+            r.update(created=iso(r["created"]), sent=iso(r["sent"]) if r["sent"] else None,
                      created_h=str(r["created"])[:19])
         if self.json:
             print_json([machine(r) for r in rows])

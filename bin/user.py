@@ -5,8 +5,8 @@ import sys
 from plumbum import cli
 
 from oarcloud_cli.common import (VERSION, Command, Group, broker_argv, broker_json, exec_broker,
-                                 is_root, machine, print_fields, print_json, print_quota,
-                                 print_table)
+                                 is_root, iso, machine, print_fields, print_json, print_quota,
+                                 print_table, size_h)
 
 
 class User(Group):
@@ -49,16 +49,9 @@ def _public(row):
         out["user_data"] = row.get("user_data_state") or "pending"
         out["user_data_exit"] = row.get("user_data_exit")
     out["memory_h"] = "%dM" % (row["memory"] >> 20)
-    out["disk_h"] = _size_h(row.get("disk"))
-    out["created"] = str(row["created"])
+    out["disk_h"] = size_h(row.get("disk"))
+    out["created"] = iso(row.get("created"))
     return out
-
-
-def _size_h(size):
-    """A disk size for people: 4G, 512M (None for none)."""
-    if not size:
-        return None
-    return "%gG" % round(size / (1 << 30), 1) if size >= 1 << 30 else "%dM" % (size >> 20)
 
 
 @User.subcommand("launch")
@@ -74,6 +67,9 @@ class Launch(Command):
     cores = cli.SwitchAttr(["--cores"], int, help="cores per instance (the job then reserves "
                                                         "only those cores of its nodes)")
     memory = cli.SwitchAttr(["--memory"], str, help="memory per instance, e.g. 512M, 2G")
+    volume = cli.SwitchAttr(["--volume"], str, list=True, argname="NAME:/PATH[:ro]",
+                            help="mount a volume (repeatable; OWNER/NAME:/PATH:ro for one "
+                                 "shared with you)")
     disk = cli.SwitchAttr(["--disk"], str, help="disk per instance, what its root may hold "
                                                 "(a filesystem of that size), e.g. 512M, 20G "
                                                 "(default: the site's)")
@@ -130,6 +126,7 @@ class Launch(Command):
             if value is not None:
                 types.append("cloud.%s=%s" % (key, value))
         types += ["cloud.network=%s" % n for n in self.network]
+        types += ["cloud.volume=%s" % v for v in self.volume]
         spec = jobspec.parse_types(types)
         jobs.check_walltime(self.walltime)
         if self.user_data:
@@ -169,6 +166,7 @@ User.subcommand("metrics", "oarcloud_cli.user_monitoring.Metrics")
 User.subcommand("alarm", "oarcloud_cli.user_monitoring.AlarmCmd")
 User.subcommand("notify", "oarcloud_cli.user_monitoring.NotifyCmd")
 User.subcommand("key", "oarcloud_cli.user_keys.KeyCmd")
+User.subcommand("volume", "oarcloud_cli.user_volumes.VolumeCmd")
 
 
 @User.subcommand("quota")
@@ -232,9 +230,11 @@ class Show(Command):
         if self.json:
             print_json(machine(out))
         else:
+            for k in ("walltime", "walltime_left"):  # seconds in JSON, H:MM:SS here
+                out[k + "_h"] = _hms(out[k]) if out[k] is not None else None
             print_fields(out, ("name", "state", "error", "node", "ip", "image", "cores",
-                               "memory_h", "disk_h", "job_id", "job_state", "walltime",
-                               "walltime_left", "user_data", "user_data_exit", "created"))
+                               "memory_h", "disk_h", "job_id", "job_state", "walltime_h",
+                               "walltime_left_h", "user_data", "user_data_exit", "created"))
 
 
 def _hms(seconds):

@@ -9,8 +9,8 @@ import subprocess
 
 from plumbum import cli
 
-from oarcloud_cli.common import (Command, Group, broker_argv, exec_broker, machine, print_fields,
-                                 print_json, print_table)
+from oarcloud_cli.common import (Command, Group, broker_argv, exec_broker, iso, machine,
+                                 print_fields, print_json, print_table)
 
 IMAGE_COLUMNS = [("name", "NAME"), ("owner_h", "OWNER"), ("visibility", "VISIBILITY"),
                  ("size_h", "SIZE"), ("unpacked_h", "UNPACKED"), ("parent_h", "PARENT"),
@@ -28,7 +28,7 @@ def _mb(n):
 def _public(row):
     out = {k: row[k] for k in ("name", "owner", "visibility", "format", "size", "sha256",
                                "parent", "depth", "unpacked", "description")}
-    out["created"] = str(row["created"])
+    out["created"] = iso(row["created"])
     out.update(owner_h=row["owner"] or "(site)", size_h=_mb(row["size"]),
                unpacked_h=_mb(row["unpacked"]) if row["unpacked"] else "-",
                created_h=str(row["created"])[:16],
@@ -221,8 +221,8 @@ class ImageSaves(Command):
             rows = saves.select(conn)
             names = {r["domain"]: r["name"] for r in jobs.mine(conn, include_deleted=True)}
         for r in rows:
-            r.update(instance=names.get(r["domain"], r["domain"]), created=str(r["created"]),
-                     updated=str(r["updated"]), updated_h=str(r["updated"])[:19])
+            r.update(instance=names.get(r["domain"], r["domain"]), created=iso(r["created"]),
+                     updated=iso(r["updated"]), updated_h=str(r["updated"])[:19])
         if self.json:
             print_json([machine(r) for r in rows])
         else:

@@ -7,7 +7,7 @@ import sys
 
 from plumbum import cli
 
-from oarcloud_cli.common import Command, Group, broker_json, print_json, print_table
+from oarcloud_cli.common import Command, Group, broker_json, iso, print_json, print_table
 
 
 class KeyCmd(Group):
@@ -52,7 +52,7 @@ class KeyList(Command):
         with jobs.connect_as_user() as conn:
             rows = accounts.keys(conn, jobs.current_user())
         for r in rows:
-            r["created"] = r["created"].isoformat() if r["created"] else None
+            r["created"] = iso(r["created"])
             r["kind"] = "account" if r["account_key"] else "added"
         if self.json:
             print_json(rows)

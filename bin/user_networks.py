@@ -6,8 +6,8 @@ has the nodes hosting the network follow at once.
 """
 from plumbum import cli
 
-from oarcloud_cli.common import (Command, Group, exec_broker, machine, print_fields, print_json,
-                                 print_table)
+from oarcloud_cli.common import (Command, Group, exec_broker, iso, machine, print_fields,
+                                 print_json, print_table)
 
 NET_COLUMNS = [("name", "NAME"), ("cidr", "CIDR"), ("gateway", "GATEWAY"), ("vni", "VNI"),
                ("in_use", "ADDRESSES"), ("created_h", "CREATED")]
@@ -19,7 +19,7 @@ MEMBER_COLUMNS = [("name", "NAME"), ("kind", "KIND"), ("ip", "ADDRESS"), ("mac",
 
 def _public(row):
     out = {k: row[k] for k in ("name", "cidr", "gateway", "vni")}
-    out["created"] = str(row["created"])
+    out["created"] = iso(row["created"])
     out["created_h"] = out["created"][:16]
     if "in_use" in row:
         out["in_use"] = row["in_use"]

@@ -10,6 +10,16 @@ STATE = Path("/var/lib/oarcloud")
 # The server's image store: nodes read it (NFS on a real site, the shared
 # filesystem in the lab) and copy what they use into their own cache.
 IMAGE_STORE = Path("/srv/oarcloud/images")
+# Volumes (server.volumestore): each an ext4 filesystem in a file, on the
+# same shared filesystem as the image store.
+VOLUME_STORE = Path("/srv/oarcloud/volumes")
+def volume_image(volume_id):
+    """A volume's file in the store, as the server and every node see it."""
+    return VOLUME_STORE / ("%d.ext4" % int(volume_id))
+
+
+# Where a node mounts a volume for the moment it takes to put it in an instance.
+VOLUME_MOUNTS = Path("/var/lib/oarcloud/volmounts")
 CACHE = STATE / "cache"
 INSTANCES = STATE / "instances"
 # Each instance's disk: a file holding its filesystem (oarcloud_lib.node.disk).

@@ -14,7 +14,7 @@ from psycopg import sql
 
 from oarcloud_lib import daemons
 from oarcloud_lib.catalog import db
-from oarcloud_lib.server import imagestore
+from oarcloud_lib.server import imagestore, volumestore
 from oarcloud_lib.tools import oar
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import CommandFailed, Conflict, NotFound, Refused
@@ -302,6 +302,10 @@ def delete(name, conn=None, runner=LOCAL):
                                                  (name,))]
             vpns = conn.execute("SELECT v.network, v.node FROM net_vpns v JOIN networks n"
                                 " ON n.id = v.network WHERE n.owner = %s", (name,)).fetchall()
+            vols = [r[0] for r in conn.execute("SELECT id FROM volumes WHERE owner = %s",
+                                               (name,))]
+            # Its jobs ended: what their teardown did not release goes now.
+            conn.execute("DELETE FROM volume_attachments WHERE volume = ANY(%s)", (vols,))
             conn.execute("DELETE FROM accounts WHERE name = %s", (name,))
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
             if row["unix_created"] and _unix_user(name) is not None:
@@ -312,6 +316,8 @@ def delete(name, conn=None, runner=LOCAL):
                                    detail="Unix account not removed (%s); nothing changed" % e) \
                         from None
         _end_vpns(name, vpns)
+        for volume_id in vols:
+            volumestore.delete(volume_id)
         for sha in theirs:  # the store files no image names any more
             if conn.execute("SELECT 1 FROM images WHERE sha256 = %s", (sha,)).fetchone() is None:
                 imagestore.remove(sha)

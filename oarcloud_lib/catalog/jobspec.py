@@ -29,8 +29,12 @@ KEYS = {
     "ip": r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}",
     "save": IMAGE_RE,
     "userdata": r"[1-9][0-9]{0,9}",
+    # NAME or OWNER/NAME (one shared with the submitter), :/PATH, then :ro or not
+    # ('/' escaped: Perl's qr/.../ takes the pattern as it is)
+    "volume": r"(?:[a-z_][a-z0-9_-]{0,31}\/)?[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?"
+              r":\/[A-Za-z0-9._\/-]{1,255}(?::ro)?",
 }
-REPEATABLE = {"network"}
+REPEATABLE = {"network", "volume"}
 DESCRIPTIONS = {
     "image": "image name from the catalog (default: the site's default image)",
     "name": "instance name (lowercase letters, digits, '-'; default oc<JOBID>)",
@@ -42,6 +46,7 @@ DESCRIPTIONS = {
     "ip": "fixed IPv4 address in the first network (one instance only)",
     "save": "image name to save the instance to when the job ends",
     "userdata": "first-boot user data stored by `oarcloud launch --user-data FILE` (its id)",
+    "volume": "volume to mount, NAME:/PATH or NAME:/PATH:ro (repeatable; docs/storage.md)",
 }
 NAME_PATTERN = re.compile(NAME_RE + r"\Z")
 MAX_COUNT = 999
@@ -59,6 +64,7 @@ class CloudSpec:
     memory: int | None = None  # bytes
     disk: int | None = None  # bytes
     networks: list = field(default_factory=list)
+    volumes: list = field(default_factory=list)  # NAME:/PATH[:ro] each
     save: str | None = None
     ip: str | None = None
     userdata: int | None = None  # a user_data row's id
@@ -78,6 +84,7 @@ class CloudSpec:
                 unit = next(u for u in "TGMK" if value % _SIZE_UNITS[u] == 0)
                 types.append("cloud.%s=%d%s" % (key, value // _SIZE_UNITS[unit], unit))
         types += ["cloud.network=%s" % n for n in self.networks]
+        types += ["cloud.volume=%s" % v for v in self.volumes]
         return types
 
 
@@ -128,6 +135,8 @@ def parse_types(types):
         seen.add(key)
         if key == "network":
             spec.networks.append(value)
+        elif key == "volume":
+            spec.volumes.append(value)
         elif key in ("count", "cores", "userdata"):
             setattr(spec, key, int(value))
         elif key in ("memory", "disk"):

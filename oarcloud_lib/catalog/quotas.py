@@ -29,6 +29,8 @@ RESOURCES = {
              " WHERE owner = %s AND state NOT IN ('deleted', 'failed')", True),
     "images-bytes": ("bytes of images in the store",
                      "SELECT coalesce(sum(size), 0) FROM images WHERE owner = %s", True),
+    "volumes-bytes": ("sizes of volumes", "SELECT coalesce(sum(size), 0) FROM volumes"
+                      " WHERE owner = %s", True),
     "networks": ("private networks", "SELECT count(*) FROM networks WHERE owner = %s", False),
     "published-ports": ("published ports", "SELECT count(*) FROM exposures e"
                         " JOIN nics n ON n.id = e.nic JOIN networks w ON w.id = n.network"

@@ -18,6 +18,8 @@
                                                                   as a tar stream on stdout)
     python -m oarcloud_lib.node.agent export-kept|drop-kept DOMAIN [flatten]
                                   (changes kept at the job's end for --save-on-exit)
+    python -m oarcloud_lib.node.agent volume-attach|volume-detach DOMAIN VOLUME_ID
+                                  (a volume in a running instance, as the catalog says)
 
 Where each verb's work lives: the coordinator in service.coordinator, create
 and destroy in node.lifecycle, power and saves in node.power, the sweep in
@@ -41,6 +43,7 @@ from oarcloud_lib.tools.oarssh import this_node
 LOG = logging.getLogger("oarcloud.nodeagent")
 JOB = re.compile(r"^[0-9]{1,9}\Z")
 INTERVAL = re.compile(r"^[1-9][0-9]{0,4}\Z")
+VOLUME = re.compile(r"^[1-9][0-9]{0,9}\Z")
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,13 @@ def _save(name):
     return run
 
 
+def _volume(verb):
+    def run(domain, volume_id):
+        from oarcloud_lib.node import volumes
+        return getattr(volumes, verb)(domain, int(volume_id))
+    return run
+
+
 def _drop_kept(domain):
     from oarcloud_lib.node import power
     power.drop_kept(domain)
@@ -135,6 +145,8 @@ VERBS = {
     "save": Verb(_save("save"), (DOMAIN_RE,), optional=("flatten",)),
     "export-kept": Verb(_save("export_kept"), (DOMAIN_RE,), optional=("flatten",)),
     "drop-kept": Verb(_drop_kept, (DOMAIN_RE,)),
+    "volume-attach": Verb(_volume("attach"), (DOMAIN_RE, VOLUME)),
+    "volume-detach": Verb(_volume("detach"), (DOMAIN_RE, VOLUME)),
 }
 
 

@@ -21,19 +21,14 @@ disks hold every instance's full size anyway, and for the lab).  The mounts
 are autoclear loop mounts: unmounting, by us or by the namespace's end, frees
 the loop device.
 """
-import errno
 import os
-import shutil
 from pathlib import Path
 
 from oarcloud_lib import paths
 from oarcloud_lib.catalog.instances import MIN_DISK as MIN_SIZE
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import NotReady, Refused
-
-ALLOCATIONS = ("reserved", "sparse")
-# What a node keeps free of its own disk when it reserves an instance's.
-NODE_FLOOR = 1 << 30
+from oarcloud_lib.tools import ext4
 KEPT_SUFFIX = ".kept"
 # nosuid, nodev: nothing of the instance's is ever a device or a set-uid file
 # for the node (the instance sees its root through its overlay, whose own
@@ -66,46 +61,13 @@ def _source(mountpoint):
     return None
 
 
-def _make_image(image, size, allocation, uid, runner):
-    """A new file holding an ext4 filesystem of size bytes whose root is uid's."""
-    if allocation == "reserved":
-        free = shutil.disk_usage(image.parent).free
-        if free < size + NODE_FLOOR:
-            raise NotReady(detail="no room for a %d MiB disk on this node (%d MiB free, %d MiB "
-                                  "kept for the node)" % (size >> 20, free >> 20,
-                                                          NODE_FLOOR >> 20))
-    fd = os.open(image, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        if allocation == "reserved":
-            try:
-                os.posix_fallocate(fd, 0, size)
-            except OSError as e:
-                if e.errno in (errno.ENOSPC, errno.EFBIG):  # another disk took it meanwhile
-                    raise NotReady(detail="no room for a %d MiB disk on this node: %s"
-                                   % (size >> 20, e.strerror)) from None
-                raise
-        else:
-            os.ftruncate(fd, size)
-    except BaseException:
-        os.close(fd)
-        image.unlink()
-        raise
-    os.close(fd)
-    try:
-        # nodiscard: a reserved disk keeps its blocks; no root reserve (-m 0).
-        runner.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,"
-                    "lazy_journal_init=1,nodiscard,root_owner=%d:%d" % (uid, uid), str(image)])
-    except BaseException:
-        image.unlink()
-        raise
-
-
-def attach(image, mountpoint, runner=LOCAL):
-    """Mount the disk image at mountpoint (idempotent)."""
+def attach(image, mountpoint, runner=LOCAL, options=MOUNT_OPTIONS):
+    """Mount the disk image (an ext4 filesystem in a file) at mountpoint
+    through a loop device with direct I/O (idempotent)."""
     if mounted(mountpoint):
         return
     Path(mountpoint).mkdir(mode=0o700, exist_ok=True)
-    runner.run(["mount", "-t", "ext4", "-o", MOUNT_OPTIONS, str(image), str(mountpoint)])
+    runner.run(["mount", "-t", "ext4", "-o", options, str(image), str(mountpoint)])
     device = _source(mountpoint)
     if device and device.startswith("/dev/loop"):
         # Best effort: a backing filesystem without O_DIRECT keeps buffered I/O.
@@ -116,9 +78,6 @@ def create(domain, size, mountpoint, uid, allocation="reserved", base=None, runn
     """The instance's disk of size bytes, its root owned by uid, mounted at
     mountpoint; idempotent (an existing disk is mounted as it is).  Raises
     Refused (a bad size or allocation), NotReady (no room on the node)."""
-    if allocation not in ALLOCATIONS:
-        raise Refused(detail="disk_allocation must be one of %s, not %r"
-                      % (", ".join(ALLOCATIONS), allocation))
     if size < MIN_SIZE:
         raise Refused(detail="a disk of %d bytes is below the %d MiB minimum"
                       % (size, MIN_SIZE >> 20))
@@ -127,7 +86,7 @@ def create(domain, size, mountpoint, uid, allocation="reserved", base=None, runn
     paths.ensure_dir(base or paths.DISKS, 0o700, 0, 0)
     image = image_of(domain, base=base)
     if not image.exists():
-        _make_image(image, size, allocation, uid, runner)
+        ext4.make(image, size, allocation, uid, runner)
     attach(image, mountpoint, runner)
     lost = Path(mountpoint, "lost+found")
     if lost.is_dir():

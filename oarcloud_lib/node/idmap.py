@@ -103,9 +103,11 @@ class Userns:
         self._stop()
 
 
-def bind(source, target, userns, readonly=True):
-    """Bind source on target (an empty directory) through userns's mapping,
-    nosuid and nodev (read-only by default).  Raises NotReady."""
+def clone(source, userns, readonly=True):
+    """A detached copy of the mount at source seen through userns's mapping,
+    nosuid and nodev (read-only by default), as a file descriptor the caller
+    closes: move_mount() puts it anywhere, also in another mount namespace.
+    Raises NotReady."""
     fd = _check(_libc.syscall(SYS_OPEN_TREE, AT_FDCWD, os.fsencode(source),
                               OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC), "open_tree %s" % source)
     try:
@@ -114,8 +116,24 @@ def bind(source, target, userns, readonly=True):
         _check(_libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH, ctypes.byref(attr),
                              ctypes.c_size_t(ctypes.sizeof(attr))),
                "idmapped mount of %s (Linux 5.19+ with a filesystem that supports it)" % source)
-        _check(_libc.syscall(SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, os.fsencode(target),
-                             MOVE_MOUNT_F_EMPTY_PATH), "move_mount to %s" % target)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def move(fd, target):
+    """Attach the detached mount fd (clone) on target, in this process's mount namespace."""
+    _check(_libc.syscall(SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, os.fsencode(target),
+                         MOVE_MOUNT_F_EMPTY_PATH), "move_mount to %s" % target)
+
+
+def bind(source, target, userns, readonly=True):
+    """Bind source on target (an empty directory) through userns's mapping,
+    nosuid and nodev (read-only by default).  Raises NotReady."""
+    fd = clone(source, userns, readonly)
+    try:
+        move(fd, target)
     finally:
         os.close(fd)
 

@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,29 +86,34 @@ def _entry(sha256, cache=None):
         return None
 
 
-def _unpack(source, dest, sha256, label, progress_every=0.25):
+def unpack(source, dest, sha256, label, progress_every=0.25):
     """Hash source while `zstd -d | tar -x` unpacks it into dest.  Raises NotReady
     when the checksum differs (dest is then incomplete: the caller drops it)."""
     total = source.stat().st_size
     h = hashlib.sha256()
     done, next_report = 0, progress_every
-    tar = subprocess.Popen(UNPACK, cwd=dest, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        with open(source, "rb") as f:
-            for chunk in iter(lambda: f.read(CHUNK), b""):
-                h.update(chunk)
-                tar.stdin.write(chunk)
-                done += len(chunk)
-                if total > PROGRESS_FROM and done / total >= next_report and done < total:
-                    LOG.info("image %s: %d%% of %d MB fetched", label, 100 * done // total,
-                             total >> 20)
-                    next_report += progress_every
-        tar.stdin.close()
-    except BrokenPipeError:
-        pass
-    err = tar.stderr.read().decode(errors="replace")
-    if tar.wait() != 0:
-        raise CommandFailed(code=tar.returncode, argv=" ".join(UNPACK), stderr=err.strip())
+    # tar's complaints go to a file: a pipe it fills (one line a file that does
+    # not fit) would stop it, and us writing to it.
+    with tempfile.TemporaryFile() as errors:
+        tar = subprocess.Popen(UNPACK, cwd=dest, stdin=subprocess.PIPE, stderr=errors)
+        try:
+            with open(source, "rb") as f:
+                for chunk in iter(lambda: f.read(CHUNK), b""):
+                    h.update(chunk)
+                    tar.stdin.write(chunk)
+                    done += len(chunk)
+                    if total > PROGRESS_FROM and done / total >= next_report and done < total:
+                        LOG.info("image %s: %d%% of %d MB fetched", label, 100 * done // total,
+                                 total >> 20)
+                        next_report += progress_every
+            tar.stdin.close()
+        except BrokenPipeError:
+            pass
+        code = tar.wait()
+        errors.seek(0)
+        err = errors.read(1 << 16).decode(errors="replace")
+    if code != 0:
+        raise CommandFailed(code=code, argv=" ".join(UNPACK), stderr=err.strip()[:2000])
     if h.hexdigest() != sha256:
         raise NotReady(detail="image %s: the store's file %s is corrupt (checksum differs)"
                        % (label, source.name))
@@ -126,7 +132,7 @@ def _fetch(sha256, label, cache, store):
     tmp.mkdir(mode=0o700)
     (tmp / "rootfs").mkdir(mode=0o700)
     try:
-        _unpack(source, tmp / "rootfs", sha256, label)
+        unpack(source, tmp / "rootfs", sha256, label)
         shift_ownership(tmp / "rootfs")
         files, size, digest = fingerprint(tmp / "rootfs")
         (tmp / "entry.json").write_text(json.dumps({

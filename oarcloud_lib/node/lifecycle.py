@@ -18,9 +18,11 @@ from oarcloud_lib import config, names, paths
 from oarcloud_lib.names import INTEGRATION_BRIDGE
 from oarcloud_lib.catalog import accounts, db, images, instances, joblog, networks
 from oarcloud_lib.catalog import userdata as user_data
+from oarcloud_lib.catalog import volumes as volume_rows
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError
 from oarcloud_lib.node import disk as disks, idmap, imagecache, limits, netnode, rootfs, userdata
+from oarcloud_lib.node import volumes
 from oarcloud_lib.node.driver import DomainSpec, LxcDriver
 from oarcloud_lib.server import saves
 from oarcloud_lib.tools import netdev, ovs
@@ -126,6 +128,7 @@ def create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, userns
         raise OarcloudError("instance %s did not start (state %s)" % (row["name"], guest.state()))
     tune_nics(guest.init_pid(), len(spec.nics), runner)
     limits.limit_pids(guest.init_pid(), conf.instance_pids_max)
+    volumes.attach_all(conn, row["domain"], guest.init_pid(), runner=runner)
     return row, guest, "root %.3fs, domain start %.3fs, nics %.3fs" % (
         t_start - t_root, t_started - t_start, time.monotonic() - t_started)
 
@@ -191,6 +194,8 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
         if libvirt_error is None:
             driver.remove(domain, at_once=save is None)
             limits.release(domain)
+            if conn is not None:  # its volumes went with its mount namespace
+                volume_rows.release_domains(conn, [domain])
         for port in ports:
             if names.domain_of_port(port) == domain:
                 ovs.delete_port(INTEGRATION_BRIDGE, port, runner)

@@ -11,7 +11,7 @@ from oarcloud_lib.catalog import db, instances
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, OarcloudError, Refused
 from oarcloud_lib.names import DOMAIN_RE
-from oarcloud_lib.node import access, disk as disks, imagecache, layer, limits, rootfs
+from oarcloud_lib.node import access, disk as disks, imagecache, layer, limits, rootfs, volumes
 from oarcloud_lib.node.lifecycle import tune_nics, wait_for_sshd
 from oarcloud_lib.tools.oarssh import this_node
 
@@ -33,6 +33,8 @@ def power(domain, verb, grace=10.0, driver=None, runner=LOCAL, pids_max=None):
             guest.start()
             tune_nics(guest.init_pid(), guest.nic_count(), runner)
             limits.limit_pids(guest.init_pid(), pids_max or config.load().instance_pids_max)
+            # Its volumes went with its last mount namespace.
+            volumes.attach(domain, guest=guest, runner=runner)
             wait_for_sshd([guest])
     elif verb == "stop":
         if state == "running":

@@ -32,6 +32,13 @@ and of private networks (the nodes that host a network follow each change):
     broker net-vpn NAME CLIENT [DAYS]   (the client's OpenVPN file on stdout)
     broker net-vpn-revoke NAME CLIENT
 
+and of volumes (server.volumestore; the node mounts one in a running instance):
+
+    broker volume-create NAME SIZE [IMAGE]    broker volume-delete NAME
+    broker volume-resize NAME SIZE
+    broker volume-snapshot NAME NEW   broker volume-share NAME USER [off]
+    broker volume-attach NAME INSTANCE PATH [ro]    broker volume-detach NAME INSTANCE
+
 and of the user's first-boot user data (a script or #cloud-config on stdin; its id out,
 for the launch's cloud.userdata=ID):
 
@@ -318,6 +325,24 @@ def notify_test(conn, user):
     return "\n".join(lines), 0 if ok else 1
 
 
+# -- volumes (service.volumes: the catalog's rules, the store, the instance's node) -------
+
+def _volume(name):
+    def run(conn, user, *args):
+        from oarcloud_lib.service import volumes
+        is_admin(conn, user)  # an account, or Refused
+        if name == "attach" and args[3:] not in ((), ("ro",)):
+            raise Refused(detail="volume attach: NAME INSTANCE PATH [ro]")
+        if name == "share" and args[2:] not in ((), ("off",)):
+            raise Refused(detail="volume share: NAME USER [off]")
+        if name == "attach":
+            args = args[:3] + (args[3:] == ("ro",),)
+        if name == "share":
+            args = args[:2] + (args[2:] != ("off",),)
+        return json.dumps(getattr(volumes, name)(conn, user, *args), default=str)
+    return run
+
+
 # -- one instance: on its node, through the node agent -------------------------------------
 
 def admit(conn, user, owner, nodes, *types):
@@ -379,6 +404,10 @@ VERBS = {
     "net-vpn": (net_vpn, 2, 3), "net-vpn-revoke": (net_vpn_revoke, 2, 2),
     "key-add": (key_add, 0, 0), "key-del": (key_del, 1, 1),
     "user-data-put": (user_data_put, 0, 0),
+    "volume-create": (_volume("create"), 2, 3), "volume-delete": (_volume("delete"), 1, 1),
+    "volume-resize": (_volume("resize"), 2, 2), "volume-snapshot": (_volume("snapshot"), 2, 2),
+    "volume-share": (_volume("share"), 2, 3), "volume-attach": (_volume("attach"), 3, 4),
+    "volume-detach": (_volume("detach"), 2, 2),
     "alarm-create": (alarm_create, 0, 0), "alarm-delete": (alarm_delete, 1, 1),
     "notify-add": (notify_add, 0, 0), "notify-del": (notify_del, 0, 0),
     "notify-test": (notify_test, 0, 0),

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from oarcloud_lib import config, names
-from oarcloud_lib.catalog import db, instances, joblog, jobspec, networks
+from oarcloud_lib.catalog import db, instances, joblog, jobspec, networks, volumes
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, Refused
 # The coordinator runs on the job's first node and creates its instances there
@@ -94,6 +94,8 @@ def prologue(job_id, nodefile):
                                      conf.memory_per_core, conf)
             wanted = lifecycle.save_names(spec, len(planned))
             rows = instances.allocate(conn, planned, nets, spec.ip)
+            if spec.volumes:
+                volumes.hold_for_launch(conn, owner, spec.volumes, rows)
             saves.request_on_exit(conn, rows, wanted)
         except OarcloudError as e:
             LOG.error("job %s refused: %s", job_id, e)

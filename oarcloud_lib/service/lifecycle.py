@@ -19,7 +19,7 @@ import logging
 import re
 
 from oarcloud_lib import daemons
-from oarcloud_lib.catalog import images, instances, jobspec, networks, quotas
+from oarcloud_lib.catalog import images, instances, jobspec, networks, quotas, volumes
 from oarcloud_lib.catalog import userdata as user_data
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, Refused
@@ -72,6 +72,8 @@ def admit(conn, owner, spec, nodes, default_image=None, walltime=None, job_id=No
                                  "first)" % ", ".join(taken))
     for name in save_names(spec, count):
         images.check_new_name(conn, name)
+    if spec.volumes:
+        volumes.check_launch(conn, owner, spec.volumes, count, job_id)
     quotas.require(conn, owner, needs(conn, owner, spec, count, disk))
     return jobs.check_walltime(walltime) if walltime is not None else None
 
@@ -272,6 +274,9 @@ def end_jobs(conn, ended):
     released = set()
     for job_id, state, reason in ended:
         released |= set(instances.mark_job(conn, job_id, state, reason))
+        # Their volumes too (their nodes release them at teardown; this is for
+        # a teardown that never ran: a dead agent, an unreachable node).
+        volumes.release_domains(conn, [r["domain"] for r in instances.for_job(conn, job_id)])
     errors = fanout.sync_nodes(networks.hosting_nodes(conn, sorted(released))) \
         if released else {}
     return sorted(released), errors

@@ -17,6 +17,7 @@ from conftest import admin, node_exec, run
 from test_instances import launch, node_leftovers, oarcloud
 
 from oarcloud_lib.node import disk
+from oarcloud_lib.tools import ext4
 
 MiB = 1 << 20
 
@@ -36,7 +37,7 @@ def base():
                 run(["umount", "-l", str(m)])
 
 
-@pytest.mark.parametrize("allocation", disk.ALLOCATIONS)
+@pytest.mark.parametrize("allocation", ext4.ALLOCATIONS)
 def test_a_disk_is_a_filesystem_of_its_size_that_leaves_nothing_when_removed(base, allocation):
     """df shows the disk's own size; a write past it gets ENOSPC; a reserved
     disk holds its blocks on the node's disk, a sparse one only what is
@@ -93,7 +94,8 @@ def test_kept_changes_keep_their_disk_and_twenty_cycles_leave_nothing(base):
 
 
 def test_a_reserved_disk_the_node_has_no_room_for_is_refused_and_leaves_nothing(base):
-    with pytest.raises(Exception, match="no room for a .* MiB disk on this node"):
+    with pytest.raises(Exception, match=r"no room for a .* MiB disk on this node "
+                                        r"\(.* MiB free, 1024 MiB kept\)"):
         disk.create("oc3-0", shutil.disk_usage(base).free, base / "m", 0, "reserved",
                     base / "disks")
     assert list((base / "disks").iterdir()) == []

@@ -85,6 +85,17 @@ def _agent_pids(verb, job_id):
                       and str(job_id).encode() in args)
 
 
+def kill_prologue(job):
+    """SIGKILL the job's prologue agents, then wait for OAR to end the job and
+    the healer to bring the nodes back."""
+    pids = _agent_pids("prologue", job)
+    assert pids, "the prologue ended before it could be killed"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    assert wait_job(str(job))["state"] == "Error"
+    wait_alive()
+
+
 def test_prologue_killed_half_way(lab, make_user):
     user = make_user()
     job = submitted(user, "--nodes", "1", "--count", "12", "--name", "killed")
@@ -96,12 +107,7 @@ def test_prologue_killed_half_way(lab, make_user):
                    if r["state"] in ("creating", "running")]:
             assert time.monotonic() < deadline, "the prologue never started creating"
             time.sleep(0.02)
-    pids = _agent_pids("prologue", job)
-    assert pids, "the prologue ended before it could be killed"
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
-    assert wait_job(str(job))["state"] == "Error"
-    wait_alive()
+    kill_prologue(job)
     assert node_leftovers() == {} and no_cloud_jobs_left() == []
     rows = json.loads(oarcloud(user, "list", "--json", check=True).stdout)
     assert len(rows) == 12 and {r["state"] for r in rows} == {"failed"}, rows

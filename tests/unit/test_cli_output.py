@@ -108,3 +108,13 @@ def test_every_command_has_help_with_its_arguments_named(top, capsys):
         assert "args..." not in out, (path, out)
         seen += 1
     assert seen > 20
+
+
+def test_tables_fit_the_terminal_the_widest_column_giving_way_first():
+    from oarcloud_cli.common import clip, fit
+    assert fit([10, 40, 6], 80) == [10, 40, 6]
+    got = fit([10, 40, 6], 40, [4, 2, 5])
+    assert sum(got) + 4 <= 40 and got[0] == 10 and got[2] == 6 and got[1] == 20
+    # never below 8 (or the header): the terminal wraps what is left
+    assert fit([30, 30], 10, [4, 12]) == [8, 12]
+    assert clip("abcdefghij", 5) == "abcd\u2026" and clip("abc", 5) == "abc"

@@ -5,6 +5,7 @@ The real driver's behaviour is proven on the lab (tests/integration)."""
 import pytest
 
 from oarcloud_lib import paths
+from oarcloud_lib.node import volumes
 from oarcloud_lib.config import SiteConfig
 from oarcloud_lib.errors import CommandFailed, NotFound
 from oarcloud_lib.names import port_name
@@ -19,10 +20,15 @@ class Catalog:
     def __init__(self):
         self.states = {}
 
+    rowcount = 0
+
     def execute(self, sql, args=()):
         if sql.startswith("UPDATE instances SET state"):
             self.states[args[2]] = args[0]
         return self
+
+    def fetchall(self):  # no volumes, no saves
+        return []
 
 
 class Userns:
@@ -42,6 +48,7 @@ def node(tmp_path, monkeypatch):
     monkeypatch.setattr(netnode, "clear", lambda runner: synced.append("clear"))
     monkeypatch.setattr(limits, "limit_pids", lambda pid, maximum: pids.append((pid, maximum)))
     monkeypatch.setattr(limits, "release", lambda domain: 0)
+    monkeypatch.setattr(volumes, "attach", lambda domain, **kw: 0)  # the lab's tests
 
     def prepare(domain, lowers, layers, uid_base, base=None, runner=None, userns=None,
                 disk=None):
