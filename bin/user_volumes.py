@@ -84,17 +84,19 @@ class VolumeShow(Command):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self, name):
-        from oarcloud_lib.errors import NotFound
+        from oarcloud_lib.catalog import volumes
+        from oarcloud_lib.service import jobs
+        from oarcloud_lib.service import volumes as service
         owner, _, short = name.rpartition("/")
-        rows = [r for r in _listing() if r["name"] == short and r["owner"] in
-                ((owner,) if owner else (r["owner"],)) and (owner or r["access"] == "owner")]
-        if not rows:
-            raise NotFound(what="volume", name=name)
+        with jobs.connect_as_user() as conn:
+            user = jobs.current_user()
+            vol = volumes.describe(conn, volumes.get(conn, user, short, owner or None), user)
+        row = _shown(service.public(vol, user))
         if self.json:
-            print_json(machine(rows[0]))
+            print_json(machine(row))
         else:
-            print_fields(rows[0], ("name", "owner", "size_h", "access", "origin", "attached_to",
-                                   "shared_with", "created"))
+            print_fields(row, ("name", "owner", "size_h", "access", "origin", "attached_to",
+                               "shared_with", "created"))
 
 
 @VolumeCmd.subcommand("delete")

@@ -99,12 +99,17 @@ def listing(conn, user):
     rows = _rows(conn.execute(_select("owner = %s OR id IN (SELECT volume FROM volume_shares"
                                       " WHERE account = %s) ORDER BY owner <> %s, owner, name"),
                               (user, user, user)))
-    for r in rows:
-        r["attachments"] = attachments(conn, r["id"])
-        r["shared_with"] = [a for (a,) in conn.execute(
-            "SELECT account FROM volume_shares WHERE volume = %s ORDER BY account",
-            (r["id"],)).fetchall()] if r["owner"] == user else []
-    return rows
+    return [describe(conn, r, user) for r in rows]
+
+
+def describe(conn, vol, user):
+    """vol with its attachments (those user may see) and, for its owner, with
+    whom it is shared."""
+    vol["attachments"] = attachments(conn, vol["id"])
+    vol["shared_with"] = [a for (a,) in conn.execute(
+        "SELECT account FROM volume_shares WHERE volume = %s ORDER BY account",
+        (vol["id"],)).fetchall()] if vol["owner"] == user else []
+    return vol
 
 
 def attachments(conn, volume_id):
@@ -169,10 +174,11 @@ def attach(conn, vol, user, domain, path, readonly):
     if vol["owner"] != user and not readonly:
         raise Refused(detail="%s/%s is shared with you read-only: add :ro"
                       % (vol["owner"], vol["name"]))
-    if any(a["domain"] == domain for a in attachments(conn, vol["id"])):
+    held = attachments(conn, vol["id"])
+    if any(a["domain"] == domain for a in held):
         raise Conflict(what="volume", detail="%s is already attached to that instance"
                        % vol["name"])
-    why = _busy(conn, vol, readonly)
+    why = _busy(held, vol, readonly)
     if why:
         raise Conflict(what="volume", detail=why)
     taken = conn.execute("SELECT count(*), bool_or(path = %s) FROM volume_attachments WHERE"
@@ -211,11 +217,9 @@ def release_domains(conn, domains):
                         (list(domains),)).rowcount
 
 
-def _busy(conn, vol, readonly, job_id=None):
-    """Why vol cannot be attached (readonly or not) now, or None (job_id: the
-    attachments of that job's instances do not count)."""
-    held = [a for a in attachments(conn, vol["id"])
-            if job_id is None or not a["domain"].startswith("oc%d-" % job_id)]
+def _busy(held, vol, readonly):
+    """Why vol, with its attachments held, cannot be attached (readonly or
+    not) now, or None."""
     writer = [a for a in held if not a["readonly"]]
     if writer:
         return "%s is attached read-write to %s: a volume is read-write in one instance at a " \
@@ -244,7 +248,9 @@ def check_launch(conn, owner, specs, count, job_id=None):
         if not readonly and count > 1:
             raise Refused(detail="volume %s is read-write: it goes to one instance (--count 1, "
                                  "or :ro for all of them)" % name)
-        why = _busy(conn, vol, readonly, job_id)
+        # The job's own instances (a prologue run again) do not count.
+        why = _busy([a for a in attachments(conn, vol["id"]) if job_id is None
+                     or not a["domain"].startswith("oc%d-" % job_id)], vol, readonly)
         if why:
             raise Conflict(what="volume", detail=why)
     return parsed
