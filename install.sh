@@ -37,8 +37,13 @@ if [ ! -x "$VENV/bin/python" ]; then
     /usr/bin/python3 -m venv --system-site-packages "$VENV"
 fi
 echo "install.sh: installing oarcloud into $VENV"
-"$VENV/bin/pip" install -q --disable-pip-version-check .
+# Built with Debian's setuptools and wheel (pyproject.toml): nothing from PyPI
+# to build; from PyPI only what Debian lacks (apprise).
+"$VENV/bin/pip" install -q --disable-pip-version-check --no-build-isolation .
 for c in oarcloud oarcloud-admin; do
     ln -sfn "$VENV/bin/$c" "/usr/local/bin/$c"
 done
+# Man pages and bash/zsh completion, generated from the commands themselves.
+"$VENV/bin/python" -m oarcloud_cli.docgen --man /usr/local/share/man/man1 \
+    --bash /usr/local/share/bash-completion/completions --zsh /usr/local/share/zsh/site-functions
 echo "install.sh: done ($(/usr/local/bin/oarcloud-admin --version 2>/dev/null || echo '?'))"

@@ -8,6 +8,7 @@ setup(
     name="oarcloud",
     version="0.1.0",
     description="Self-service LXC instances as OAR cloud jobs",
+    license="GPL-2.0-or-later",
     python_requires=">=3.11",
     packages=find_packages(include=["oarcloud_lib", "oarcloud_lib.*"]) + ["oarcloud_cli"],
     # The CLI entry code lives in bin/ (design card); it is installed as the
@@ -24,7 +25,8 @@ setup(
     ],
     install_requires=[
         "libvirt-python",
-        "plumbum>=1.7",
+        # Debian's python3-plumbum (1.8) serves; its metadata says 0.0.0, so no version here.
+        "plumbum",
         "jinja2>=3",
         "psycopg>=3.1",
         "apprise",

@@ -3,8 +3,9 @@ import sys
 
 from plumbum import cli
 
-from oarcloud_cli.common import (VERSION, Command, Group, is_root, iso, machine, print_fields,
-                                 print_json, print_quota, print_table)
+from oarcloud_cli.common import (VERSION, Changes, Command, Group, deletes, is_root, iso,
+                                 machine, print_fields, print_json, print_quota, print_table,
+                                 run_quietly_piped, said, setup_steps)
 from oarcloud_cli.monitoring import (AlarmCreate, AlarmList, AlarmShow, NotifyList, NotifyLog,
                                      read_url, show_metrics)
 
@@ -33,7 +34,7 @@ class Setup(Group):
 
 
 @Setup.subcommand("server")
-class SetupServer(Command):
+class SetupServer(Changes, Command):
     """PostgreSQL, the OAR server (hooks, admission rule, cloud property) and the catalog.
 
     A second run changes nothing and says so.
@@ -46,11 +47,12 @@ class SetupServer(Command):
 
     def run_command(self):
         from oarcloud_lib.server import serversetup
-        serversetup.setup_server(self.address, self.nodes_cidr)
+        setup_steps(self.json, "setup server", lambda progress: serversetup.setup_server(
+            self.address, self.nodes_cidr, progress=progress))
 
 
 @Setup.subcommand("node")
-class SetupNode(Command):
+class SetupNode(Changes, Command):
     """oar-node sshd, Open vSwitch (br-int, underlay bridge), libvirtd (LXC), the hooks,
     and this node's resources in OAR with cloud=YES.  Run on the node, as root.
     """
@@ -63,7 +65,8 @@ class SetupNode(Command):
 
     def run_command(self):
         from oarcloud_lib.node import nodesetup
-        nodesetup.setup_node(self.name, self.cores, self.underlay_if)
+        setup_steps(self.json, "setup node", lambda progress: nodesetup.setup_node(
+            self.name, self.cores, self.underlay_if, progress=progress))
 
 
 # -- lab -------------------------------------------------------------------
@@ -74,7 +77,7 @@ class LabCmd(Group):
 
 
 @LabCmd.subcommand("up")
-class LabUp(Command):
+class LabUp(Changes, Command):
     """Set up the server here and N emulated nodes (namespaces), each running the real
     node setup; builds the `tiny` image.  A second run changes nothing."""
 
@@ -84,16 +87,17 @@ class LabUp(Command):
 
     def run_command(self):
         from oarcloud_lib import lab
-        lab.Lab().up(self.nodes, self.cores, with_debian=self.with_debian)
+        setup_steps(self.json, "lab up", lambda progress: lab.Lab().up(
+            self.nodes, self.cores, with_debian=self.with_debian, progress=progress))
 
 
 @LabCmd.subcommand("down")
-class LabDown(Command):
+class LabDown(Changes, Command):
     """Stop everything the lab started and put the machine back as it was."""
 
     def run_command(self):
         from oarcloud_lib import lab
-        lab.Lab().down()
+        setup_steps(self.json, "lab down", lambda progress: lab.Lab().down(progress=progress))
 
 
 @LabCmd.subcommand("status")
@@ -140,7 +144,7 @@ class UserCmd(Group):
 
 
 @UserCmd.subcommand("add")
-class UserAdd(Command):
+class UserAdd(Changes, Command):
     """Create (or adopt) the Unix account NAME and register it; idempotent."""
 
     key = cli.SwitchAttr(["--key"], cli.ExistingFile,
@@ -150,9 +154,9 @@ class UserAdd(Command):
     def run_command(self, name):
         from oarcloud_lib.catalog import accounts
         acc, changed = accounts.add(name, key_file=self.key, admin=self.admin)
-        print("user %s %s (role %s, key %s)" % (acc["name"], "added" if changed else
-                                                "already exists, nothing changed",
-                                                acc["role"], acc["key_fingerprint"]))
+        said(self.json, dict(acc, changed=bool(changed)), "user %s %s (role %s, key %s)" % (
+            acc["name"], "added" if changed else "already exists, nothing changed",
+            acc["role"], acc["key_fingerprint"]))
 
 
 @UserCmd.subcommand("list")
@@ -171,15 +175,15 @@ class UserList(Command):
                                ("key_fingerprint", "KEY"), ("created", "CREATED")])
 
 
-@UserCmd.subcommand("del")
-class UserDel(Command):
+@deletes(UserCmd)
+class UserDel(Changes, Command):
     """Delete an account: its OAR jobs, its catalog entries, and the Unix account
     if oarcloud created it."""
 
     def run_command(self, name):
         from oarcloud_lib.catalog import accounts
         accounts.delete(name)
-        print("user %s deleted" % name)
+        said(self.json, {"name": name, "deleted": True}, "user %s deleted" % name)
 
 
 # -- quotas -----------------------------------------------------------------------
@@ -392,7 +396,7 @@ class NodeDrain(Command):
 
 
 @NodeCmd.subcommand("undrain")
-class NodeUndrain(Command):
+class NodeUndrain(Changes, Command):
     """Put HOST back in service (idempotent)."""
 
     def run_command(self, host):
@@ -400,7 +404,8 @@ class NodeUndrain(Command):
         from oarcloud_lib.server import nodeops
         with db.connect() as conn:
             was = nodeops.undrain(conn, host)
-        print("node %s %s" % (host, "back in service" if was else "was not drained"))
+        said(self.json, {"node": host, "drained": False, "changed": bool(was)}, "node %s %s" % (
+            host, "back in service" if was else "was not drained"))
 
 
 @Admin.subcommand("image")
@@ -426,7 +431,7 @@ class ImageAdminList(Command):
 
 
 @ImageAdmin.subcommand("build")
-class ImageAdminBuild(Command):
+class ImageAdminBuild(Changes, Command):
     """Build a public Debian image with debootstrap (minbase, sshd under tini).
     Idempotent: an image already built and in the store is left as it is."""
 
@@ -437,13 +442,15 @@ class ImageAdminBuild(Command):
 
     def run_command(self):
         from oarcloud_lib.catalog import db, images
-        print("building %s with debootstrap %s (a few minutes)..." % (self.name, self.debootstrap))
+        print("building %s with debootstrap %s (a few minutes)..." % (self.name, self.debootstrap),
+              file=sys.stderr, flush=True)
         with db.connect() as conn:
             built = images.ensure_site_image(
                 conn, self.name, lambda root: images.build_debootstrap_rootfs(
                     root, self.debootstrap, self.mirror), "Debian %s (debootstrap)"
                 % self.debootstrap)
-        print("image %s %s" % (self.name, "built" if built else "already there, nothing changed"))
+        said(self.json, {"name": self.name, "suite": self.debootstrap, "changed": bool(built)},
+             "image %s %s" % (self.name, "built" if built else "already there, nothing changed"))
 
 
 @ImageAdmin.subcommand("saves")
@@ -494,7 +501,7 @@ class MonitorRun(Command):
 
 
 @MonitorCmd.subcommand("start")
-class MonitorStart(Command):
+class MonitorStart(Changes, Command):
     """Start the server's services (the monitor) under systemd, or under
     oarcloud's supervisor where no systemd runs; idempotent, restarts them
     after an upgrade."""
@@ -502,17 +509,20 @@ class MonitorStart(Command):
     def run_command(self):
         from oarcloud_lib.server import monitor, services
         started = services.ensure_running()
-        print("monitor %s (pid %d)" % ("started" if started else "already running",
+        said(self.json, {"running": True, "pid": monitor.running_pid(), "changed": bool(started)},
+             "monitor %s (pid %d)" % ("started" if started else "already running",
                                       monitor.running_pid()))
 
 
 @MonitorCmd.subcommand("stop")
-class MonitorStop(Command):
+class MonitorStop(Changes, Command):
     """Stop the server's services (the monitor) and their supervisor (idempotent)."""
 
     def run_command(self):
         from oarcloud_lib.server import services
-        print("monitor stopped" if services.stop() else "monitor was not running")
+        stopped = services.stop()
+        said(self.json, {"running": False, "changed": bool(stopped)},
+             "monitor stopped" if stopped else "monitor was not running")
 
 
 @MonitorCmd.subcommand("status")
@@ -624,7 +634,7 @@ class AlarmAdmin(Group):
 
 
 @AlarmAdmin.subcommand("create")
-class AlarmAdminCreate(Admins, AlarmCreate):
+class AlarmAdminCreate(Changes, Admins, AlarmCreate):
     """Create an alarm on a node, e.g. oarcloud-admin alarm create mem1 --node node-1
     --metric memory --op gt --threshold 3e9 --period 10s --periods 3"""
 
@@ -638,7 +648,9 @@ class AlarmAdminCreate(Admins, AlarmCreate):
         with db.connect() as conn:
             row = alarms.create_from_spec(conn, None, self.spec(name, self.node),
                                           config.load().monitor_interval, subjects)
-        print("alarm %s created: %s" % (row["name"], alarms.describe(row)))
+        said(self.json, {"name": row["name"], "condition": alarms.describe(row),
+                         "state": row["state"], "periods": row["periods"]},
+             "alarm %s created: %s" % (row["name"], alarms.describe(row)))
 
 
 AlarmAdmin.subcommand("list", type("List", (Admins, AlarmList), {"__doc__": AlarmList.__doc__}))
@@ -646,14 +658,14 @@ AlarmAdmin.subcommand("show", type("Show", (Admins, AlarmShow), {"__doc__": Alar
 
 
 @AlarmAdmin.subcommand("delete")
-class AlarmAdminDelete(Command):
+class AlarmAdminDelete(Changes, Command):
     """Delete an admin alarm."""
 
     def run_command(self, name):
         from oarcloud_lib.catalog import alarms, db
         with db.connect() as conn:
             alarms.delete(conn, None, name)
-        print("alarm %s deleted" % name)
+        said(self.json, {"name": name, "deleted": True}, "alarm %s deleted" % name)
 
 
 @Admin.subcommand("notify")
@@ -663,7 +675,7 @@ class NotifyAdmin(Group):
 
 
 @NotifyAdmin.subcommand("add")
-class NotifyAdminAdd(Command):
+class NotifyAdminAdd(Changes, Command):
     """Add a target (- reads the URL from stdin)."""
 
     def run_command(self, url):
@@ -671,12 +683,13 @@ class NotifyAdminAdd(Command):
         from oarcloud_lib.server import notify
         with db.connect() as conn:
             row, added = notify.add_target(conn, None, read_url(url))
-        print("target %d: %s (%s)" % (row["id"], notify.redact(row["url"]),
+        said(self.json, {"id": row["id"], "url": notify.redact(row["url"]), "added": added},
+             "target %d: %s (%s)" % (row["id"], notify.redact(row["url"]),
                                      "added" if added else "already there"))
 
 
-@NotifyAdmin.subcommand("del")
-class NotifyAdminDel(Command):
+@deletes(NotifyAdmin)
+class NotifyAdminDel(Changes, Command):
     """Remove a target by id or URL."""
 
     def run_command(self, ref):
@@ -684,11 +697,11 @@ class NotifyAdminDel(Command):
         from oarcloud_lib.server import notify
         with db.connect() as conn:
             notify.delete_target(conn, None, read_url(ref))
-        print("target removed")
+        said(self.json, {"deleted": True}, "target removed")
 
 
 @NotifyAdmin.subcommand("test")
-class NotifyAdminTest(Command):
+class NotifyAdminTest(Changes, Command):
     """Send a test message to every admin target and say how each went."""
 
     def run_command(self):
@@ -696,7 +709,7 @@ class NotifyAdminTest(Command):
         from oarcloud_lib.server import notify
         with db.connect() as conn:
             lines, ok = notify.test(conn, None)
-        print("\n".join(lines))
+        said(self.json, {"ok": ok, "report": lines}, "\n".join(lines))
         return 0 if ok else 1
 
 
@@ -705,7 +718,7 @@ NotifyAdmin.subcommand("log", type("Log", (Admins, NotifyLog), {"__doc__": Notif
 
 
 def main():
-    Admin.run()
+    run_quietly_piped(Admin)
 
 
 if __name__ == "__main__":

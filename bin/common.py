@@ -158,17 +158,31 @@ def print_quota(rows, as_json):
                  ("source", "SET BY"), ("counts", "COUNTS")])
 
 
-def broker_argv(verb, *args):
-    """The instance and image broker, as root through sudo: it checks who asks."""
+def broker_argv(verb, *args, as_json=False):
+    """The instance and image broker, as root through sudo: it checks who asks
+    (as_json: it answers with what it created or changed, in JSON)."""
     from oarcloud_lib import paths
-    return ["sudo", "-n", str(paths.HOOKS_INSTALL_DIR / "broker"), verb, *args]
+    return ["sudo", "-n", str(paths.HOOKS_INSTALL_DIR / "broker"), *(["--json"] if as_json
+                                                                      else []), verb, *args]
 
 
-def run_broker(verb, *args, data=""):
+def run_broker(verb, *args, data="", as_json=False):
     """Run a broker verb with data on its stdin (secrets stay off command lines);
-    its output passes through.  Returns its exit code."""
+    its output passes through (as_json: its answer, in the format asked, -f).
+    Returns its exit code."""
     import subprocess
+    if as_json:
+        res = subprocess.run(broker_argv(verb, *args, as_json=True), input=data, text=True,
+                             stdout=subprocess.PIPE)
+        print_answer(res.stdout)
+        return res.returncode
     return subprocess.run(broker_argv(verb, *args), input=data, text=True).returncode
+
+
+def print_answer(text):
+    """A broker's JSON answer, printed in the format asked (-f)."""
+    if text.strip():
+        print_json(json.loads(text))
 
 
 def broker_json(verb, *args, data=""):
@@ -180,7 +194,11 @@ def broker_json(verb, *args, data=""):
     return res.returncode, (json.loads(res.stdout) if res.returncode == 0 else None)
 
 
-def exec_broker(verb, *args):
+def exec_broker(verb, *args, as_json=False):
+    """Become the broker running verb (as_json: run it, print its answer in
+    the format asked, and exit with its code)."""
+    if as_json:
+        sys.exit(run_broker(verb, *args, as_json=True))
     argv = broker_argv(verb, *args)
     os.execvp(argv[0], argv)
 
@@ -229,6 +247,7 @@ class Command(OneLineErrors, cli.Application):
 
     verbose = cli.Flag(["-v", "--verbose"], help="log what is being done")
     output_format = cli.SwitchAttr(["-f", "--format"], cli.Set(*FORMATS), argname="FORMAT",
+                                   overridable=True,
                                    help="output of a command that has --json: table (the "
                                         "default), json, yaml, csv or value")
     output_columns = cli.SwitchAttr(["-c", "--column"], str, list=True, argname="COLUMN",
@@ -291,6 +310,54 @@ class Command(OneLineErrors, cli.Application):
 
     def run_command(self, *args):
         raise NotImplementedError
+
+
+class Changes:
+    """A command that changes something: --json prints what it created or
+    changed, as one JSON object."""
+
+    json = cli.Flag(["--json"], help="machine-readable output: what it created or changed")
+
+
+def said(as_json, data, line):
+    """What a changing command prints: data as JSON, or line for people."""
+    if as_json:
+        print_json(machine(data))
+    else:
+        print(line)
+
+
+def setup_steps(as_json, title, work):
+    """Run work(progress), an idempotent setup: its steps on stdout, or with
+    as_json on stderr, and then every step and what changed as JSON."""
+    from oarcloud_lib.progress import Progress
+    if not as_json:
+        return work(None)  # its own progress, on stdout
+    progress = Progress(title, out=sys.stderr)
+    work(progress)
+    print_json({"changed": progress.changes, "steps": progress.steps})
+
+
+def deletes(group):
+    """Register a class as group's `delete` (the one verb for deletion), and
+    as `del`, its old name, kept as an alias."""
+    def register(cls):
+        group.subcommand("delete")(cls)
+        group.subcommand("del", type(cls.__name__ + "Alias", (cls,), {
+            "__doc__": "The old name of `delete` (the same command).", "__module__":
+            cls.__module__}))
+        return cls
+    return register
+
+
+def run_quietly_piped(app):
+    """app.run(), and a reader that stops early (`oarcloud list | head`) ends
+    it quietly, with the shell's code for a broken pipe."""
+    try:
+        app.run()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
 
 
 def is_root():

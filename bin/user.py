@@ -1,12 +1,14 @@
 """oarcloud: the user's command (instances, images, networks...) — runs as the user."""
+import json
 import os
+import stat
 import sys
 
 from plumbum import cli
 
-from oarcloud_cli.common import (VERSION, Command, Group, broker_argv, broker_json, exec_broker,
-                                 is_root, iso, machine, print_fields, print_json, print_quota,
-                                 print_table, size_h)
+from oarcloud_cli.common import (VERSION, Changes, Command, Group, broker_argv,
+                                 broker_json, exec_broker, is_root, iso, machine, print_fields,
+                                 print_json, print_quota, print_table, run_quietly_piped, size_h)
 
 
 class User(Group):
@@ -97,6 +99,10 @@ class Launch(Command):
                                     "root: a script (#!...) or a #cloud-config (write_files, "
                                     "packages, users, runcmd); `show` and `logs` tell how it "
                                     "went")
+    files = cli.SwitchAttr(["--file"], str, list=True, argname="SRC:DEST",
+                           help="copy this file of yours to DEST (absolute) in every instance, "
+                                "before it starts (repeatable; its mode kept; 1 MiB each, "
+                                "4 MiB in all)")
     wait = cli.Flag(["--wait"], help="wait until every instance runs, then show them "
                                       "(progress on stderr)")
     timeout = cli.SwitchAttr(["--timeout"], cli.Range(1, 86400), default=300, requires=["--wait"],
@@ -116,6 +122,32 @@ class Launch(Command):
             raise SystemExit(code)  # the broker said why, in one line
         return out["id"]
 
+    def store_files(self):
+        """The id of the --file bundle, checked here and stored by the broker."""
+        from oarcloud_lib.catalog import launchfiles
+        from oarcloud_lib.errors import Refused
+        files = []
+        for spec in self.files:
+            src, sep, dest = spec.rpartition(":")
+            if not sep or not src:
+                raise Refused(detail="--file takes SRC:DEST, e.g. ./app.conf:/etc/app.conf")
+            launchfiles.check_path(dest)
+            try:
+                with open(src, "rb") as f:
+                    mode = os.fstat(f.fileno()).st_mode
+                    if not stat.S_ISREG(mode):
+                        raise Refused(detail="--file %s: not a regular file" % src)
+                    data = f.read(launchfiles.MAX_FILE + 1)
+            except OSError as e:
+                raise Refused(detail="--file %s: %s" % (src, e.strerror)) from None
+            files.append((dest, stat.S_IMODE(mode) & 0o777, data))
+        text = launchfiles.encode(files)
+        launchfiles.parse(text)  # refused here before anything is stored
+        code, out = broker_json("files-put", data=text)
+        if out is None:
+            raise SystemExit(code)  # the broker said why, in one line
+        return out["id"]
+
     def run_command(self):
         from oarcloud_lib.catalog import jobspec
         from oarcloud_lib.service import jobs, lifecycle
@@ -131,6 +163,8 @@ class Launch(Command):
         jobs.check_walltime(self.walltime)
         if self.user_data:
             spec.userdata = self.store_user_data()
+        if self.files:
+            spec.files = self.store_files()
         with jobs.connect_as_user() as conn:
             job_id = lifecycle.launch(conn, jobs.current_user(), spec, self.nodes, self.walltime,
                                       at=self.at, prop=self.prop, queue=self.queue,
@@ -167,6 +201,7 @@ User.subcommand("alarm", "oarcloud_cli.user_monitoring.AlarmCmd")
 User.subcommand("notify", "oarcloud_cli.user_monitoring.NotifyCmd")
 User.subcommand("key", "oarcloud_cli.user_keys.KeyCmd")
 User.subcommand("volume", "oarcloud_cli.user_volumes.VolumeCmd")
+User.subcommand("cp", "oarcloud_cli.user_copy.Copy")
 
 
 @User.subcommand("quota")
@@ -272,7 +307,7 @@ class Extend(Command):
 
 
 @User.subcommand("delete")
-class Delete(Command):
+class Delete(Changes, Command):
     """End the instance's OAR job (with every instance of that job); the epilogue tears down."""
 
     wait = cli.Flag(["--wait"], help="wait until the instances are gone")
@@ -281,7 +316,11 @@ class Delete(Command):
         from oarcloud_lib.service import jobs, lifecycle
         with jobs.connect_as_user() as conn:
             row = lifecycle.delete(conn, jobs.current_user(), name, wait=self.wait)
-        print("deleted %s (job %s)" % (name, row["job_id"]))
+        if self.json:
+            print_json({"name": name, "job_id": row["job_id"], "deleted": True,
+                        "ended": bool(self.wait)})
+        else:
+            print("deleted %s (job %s)" % (name, row["job_id"]))
 
 
 def _checked(name):
@@ -297,8 +336,8 @@ def _broker_argv(verb, name, *args):
     return broker_argv(verb, _checked(name), *args)
 
 
-def _broker(verb, name, *args):
-    exec_broker(verb, _checked(name), *args)
+def _broker(verb, name, *args, as_json=False):
+    exec_broker(verb, _checked(name), *args, as_json=as_json)
 
 
 @User.subcommand("exec")
@@ -374,11 +413,11 @@ class SshConfig(Command):
 
 
 def _power(verb, doc):
-    class Power(Command):
+    class Power(Changes, Command):
         __doc__ = doc
 
         def run_command(self, name):
-            _broker(verb, name)
+            _broker(verb, name, as_json=self.json)
     Power.__name__ = verb.capitalize()
     return User.subcommand(verb)(Power)
 
@@ -390,25 +429,38 @@ _power("reboot", "Stop then start an instance.")
 
 @User.subcommand("logs")
 class Logs(Command):
-    """What the node hooks said about the instance's job."""
+    """What the node hooks said about the instance's job (its first-boot user
+    data's output among it); -f follows it as it comes, until the job ends."""
 
-    json = cli.Flag(["--json"], help="machine-readable output")
+    json = cli.Flag(["--json"], help="machine-readable output (with -f: a JSON object a line)")
+    follow = cli.Flag(["-f", "--follow"], help="print each new event as it comes, until the "
+                                                "job ends (Ctrl-C stops)")
+    # -f is follow here (tail's and kubectl's habit): the format is --format only
+    # (Command's -f is overridable).
 
     def run_command(self, name):
         from oarcloud_lib.catalog import joblog
         from oarcloud_lib.service import jobs, lifecycle
         with jobs.connect_as_user() as conn:
             row = lifecycle.find(conn, name, jobs.current_user())
-            events = joblog.events(conn, row["job_id"])
-        if self.json:
-            print_json(events)
-            return
-        for e in events:
-            print("%s %s %-7s %s" % (e["at"][:19], e["node"], e["level"], e["message"]))
+            if not self.follow:
+                events = [{k: v for k, v in e.items() if k != "id"}
+                          for e in joblog.events(conn, row["job_id"])]
+                if self.json:
+                    print_json(events)
+                else:
+                    for e in events:
+                        print("%s %s %-7s %s" % (e["at"][:19], e["node"], e["level"],
+                                                 e["message"]))
+                return
+            for e in joblog.follow(conn, row["job_id"]):
+                e.pop("id")
+                print(json.dumps(e, sort_keys=True) if self.json else "%s %s %-7s %s" % (
+                    e["at"][:19], e["node"], e["level"], e["message"]), flush=True)
 
 
 def main():
-    User.run()
+    run_quietly_piped(User)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ import subprocess
 
 from plumbum import cli
 
-from oarcloud_cli.common import (Command, Group, broker_argv, exec_broker, iso, machine,
-                                 print_fields, print_json, print_table)
+from oarcloud_cli.common import (Changes, Command, Group, broker_argv, exec_broker, iso, machine,
+                                 print_answer, print_fields, print_json, print_table)
 
 IMAGE_COLUMNS = [("name", "NAME"), ("owner_h", "OWNER"), ("visibility", "VISIBILITY"),
                  ("size_h", "SIZE"), ("unpacked_h", "UNPACKED"), ("parent_h", "PARENT"),
@@ -97,7 +97,7 @@ def _source(path):
 
 
 @ImageCmd.subcommand("import")
-class ImageImport(Command):
+class ImageImport(Changes, Command):
     """Import a root filesystem as your (private) image: a tarball (.tar, .tar.gz,
     .tar.zst) or a directory (its files become root's in the image).  Refused: paths
     that leave the root, device nodes other than the usual /dev ones."""
@@ -120,8 +120,9 @@ class ImageImport(Command):
         else:
             decompress, _ = _source(path)
             feeder, source, total = None, open(path, "rb"), os.path.getsize(path)
-        broker = subprocess.Popen(broker_argv("image-import", self.name, self.description),
-                                  stdin=subprocess.PIPE)
+        broker = subprocess.Popen(broker_argv("image-import", self.name, self.description,
+                                              as_json=self.json), stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE if self.json else None, text=False)
         dec = None
         sink = broker.stdin
         if decompress:
@@ -144,14 +145,17 @@ class ImageImport(Command):
                 sink.close()
             except BrokenPipeError:
                 pass
+        answer = broker.stdout.read().decode() if self.json else ""
         for proc in (feeder, dec):
             if proc is not None and proc.wait() != 0 and broker.wait() == 0:
                 raise CommandFailed(code=proc.returncode, argv=proc.args[0], stderr=path)
+        if broker.wait() == 0:
+            print_answer(answer)
         return broker.wait()
 
 
 @ImageCmd.subcommand("build")
-class ImageBuild(Command):
+class ImageBuild(Changes, Command):
     """Build a public Debian image with debootstrap (admins)."""
 
     debootstrap = cli.SwitchAttr(["--debootstrap"], str, mandatory=True,
@@ -159,42 +163,43 @@ class ImageBuild(Command):
     name = cli.SwitchAttr(["--name"], str, mandatory=True, help="the new image's name")
 
     def run_command(self):
-        exec_broker("image-build", self.debootstrap, self.name)
+        exec_broker("image-build", self.debootstrap, self.name, as_json=self.json)
 
 
 @ImageCmd.subcommand("save")
-class ImageSave(Command):
+class ImageSave(Changes, Command):
     """Save a running instance as a new private image: only its changes, as a layer
     over its image (the instance is frozen meanwhile), or the whole root with --flatten."""
 
     flatten = cli.Flag(["--flatten"], help="a whole image, not a layer over the parent")
 
     def run_command(self, instance, newname):
-        exec_broker("image-save", instance, newname, *(["flatten"] if self.flatten else []))
+        exec_broker("image-save", instance, newname, *(["flatten"] if self.flatten else []),
+                    as_json=self.json)
 
 
 @ImageCmd.subcommand("share")
-class ImageShare(Command):
+class ImageShare(Changes, Command):
     """Let another user launch (and save from) your image."""
 
     def run_command(self, name, user):
-        exec_broker("image-share", name, user)
+        exec_broker("image-share", name, user, as_json=self.json)
 
 
 @ImageCmd.subcommand("publish")
-class ImagePublish(Command):
+class ImagePublish(Changes, Command):
     """Make your image public (on sites whose policy lets owners publish; admins always)."""
 
     def run_command(self, name):
-        exec_broker("image-publish", name)
+        exec_broker("image-publish", name, as_json=self.json)
 
 
 @ImageCmd.subcommand("delete")
-class ImageDelete(Command):
+class ImageDelete(Changes, Command):
     """Delete your image (refused while an instance, a layer or a save uses it)."""
 
     def run_command(self, name):
-        exec_broker("image-delete", name)
+        exec_broker("image-delete", name, as_json=self.json)
 
 
 @ImageCmd.subcommand("saves")
@@ -204,7 +209,7 @@ class ImageSaves(Command):
     changes on their node: --retry ID stores them again (--name NEW for
     another image name), --discard ID drops them."""
 
-    json = cli.Flag(["--json"], help="machine-readable output")
+    json = cli.Flag(["--json"], help="machine-readable output (the list, --retry, --discard)")
     retry = cli.SwitchAttr(["--retry"], str, excludes=["--discard"], help="retry this failed save")
     name = cli.SwitchAttr(["--name"], str, requires=["--retry"],
                           help="the image name for --retry (default: the one it asked)")
@@ -212,9 +217,10 @@ class ImageSaves(Command):
 
     def run_command(self):
         if self.retry:
-            exec_broker("image-save-retry", self.retry, *([self.name] if self.name else []))
+            exec_broker("image-save-retry", self.retry, *([self.name] if self.name else []),
+                        as_json=self.json)
         if self.discard:
-            exec_broker("image-save-discard", self.discard)
+            exec_broker("image-save-discard", self.discard, as_json=self.json)
         from oarcloud_lib.server import saves
         from oarcloud_lib.service import jobs
         with jobs.connect_as_user() as conn:

@@ -7,7 +7,7 @@ import sys
 
 from plumbum import cli
 
-from oarcloud_cli.common import Command, Group, broker_json, iso, print_json, print_table
+from oarcloud_cli.common import Command, Group, broker_json, deletes, iso, print_json, print_table
 
 
 class KeyCmd(Group):
@@ -61,7 +61,7 @@ class KeyList(Command):
                                ("comment", "COMMENT"), ("created", "ADDED")])
 
 
-@KeyCmd.subcommand("del")
+@deletes(KeyCmd)
 class KeyDel(Command):
     """Delete a key you added, by its fingerprint or its comment."""
 

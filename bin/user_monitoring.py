@@ -5,7 +5,7 @@ import json
 
 from plumbum import cli
 
-from oarcloud_cli.common import Command, Group, run_broker
+from oarcloud_cli.common import Changes, Command, Group, deletes, run_broker
 from oarcloud_cli.monitoring import (AlarmCreate, AlarmList, AlarmShow, NotifyList, NotifyLog,
                                      read_url, show_metrics)
 
@@ -52,14 +52,15 @@ class AlarmCmd(Group):
 
 
 @AlarmCmd.subcommand("create")
-class Create(Mine, AlarmCreate):
+class Create(Changes, Mine, AlarmCreate):
     """Create an alarm on one of your instances, e.g.
     oarcloud alarm create hot --instance web --metric cpu --op gt --threshold 80 --period 10s --periods 3"""
 
     instance = cli.SwitchAttr(["--instance"], str, mandatory=True, help="your instance's name")
 
     def run_command(self, name):
-        return run_broker("alarm-create", data=json.dumps(self.spec(name, self.instance)))
+        return run_broker("alarm-create", data=json.dumps(self.spec(name, self.instance)),
+                          as_json=self.json)
 
 
 AlarmCmd.subcommand("list", type("List", (Mine, AlarmList), {"__doc__": AlarmList.__doc__}))
@@ -67,11 +68,11 @@ AlarmCmd.subcommand("show", type("Show", (Mine, AlarmShow), {"__doc__": AlarmSho
 
 
 @AlarmCmd.subcommand("delete")
-class Delete(Command):
+class Delete(Changes, Command):
     """Delete an alarm."""
 
     def run_command(self, name):
-        return run_broker("alarm-delete", name)
+        return run_broker("alarm-delete", name, as_json=self.json)
 
 
 class NotifyCmd(Group):
@@ -83,28 +84,28 @@ class NotifyCmd(Group):
 
 
 @NotifyCmd.subcommand("add")
-class NotifyAdd(Command):
+class NotifyAdd(Changes, Command):
     """Add a target (give - to read the URL from stdin, out of sight of ps)."""
 
     def run_command(self, url):
-        return run_broker("notify-add", data=read_url(url))
+        return run_broker("notify-add", data=read_url(url), as_json=self.json)
 
 
 NotifyCmd.subcommand("list", type("List", (Mine, NotifyList), {"__doc__": NotifyList.__doc__}))
 NotifyCmd.subcommand("log", type("Log", (Mine, NotifyLog), {"__doc__": NotifyLog.__doc__}))
 
 
-@NotifyCmd.subcommand("del")
-class NotifyDel(Command):
+@deletes(NotifyCmd)
+class NotifyDel(Changes, Command):
     """Remove a target, by its id (see `notify list`) or its URL."""
 
     def run_command(self, ref):
-        return run_broker("notify-del", data=read_url(ref))
+        return run_broker("notify-del", data=read_url(ref), as_json=self.json)
 
 
 @NotifyCmd.subcommand("test")
-class NotifyTest(Command):
+class NotifyTest(Changes, Command):
     """Send a test message to every target and say how each delivery went."""
 
     def run_command(self):
-        return run_broker("notify-test")
+        return run_broker("notify-test", as_json=self.json)

@@ -6,8 +6,8 @@ has the nodes hosting the network follow at once.
 """
 from plumbum import cli
 
-from oarcloud_cli.common import (Command, Group, exec_broker, iso, machine, print_fields,
-                                 print_json, print_table)
+from oarcloud_cli.common import (Changes, Command, Group, deletes, exec_broker, iso, machine,
+                                 print_fields, print_json, print_table)
 
 NET_COLUMNS = [("name", "NAME"), ("cidr", "CIDR"), ("gateway", "GATEWAY"), ("vni", "VNI"),
                ("in_use", "ADDRESSES"), ("created_h", "CREATED")]
@@ -45,7 +45,7 @@ class NetCmd(Group):
 
 
 @NetCmd.subcommand("create")
-class NetCreate(Command):
+class NetCreate(Changes, Command):
     """Create a network: an IPv4 range of your own (/16 to /29), which other users'
     networks may reuse without ever seeing yours."""
 
@@ -53,7 +53,8 @@ class NetCreate(Command):
     gateway = cli.SwitchAttr(["--gateway"], str, help="gateway address (default: the first one)")
 
     def run_command(self, name):
-        exec_broker("net-create", name, self.cidr, *([self.gateway] if self.gateway else []))
+        exec_broker("net-create", name, self.cidr, *([self.gateway] if self.gateway else []),
+                    as_json=self.json)
 
 
 @NetCmd.subcommand("list")
@@ -104,11 +105,11 @@ class NetShow(Command):
 
 
 @NetCmd.subcommand("delete")
-class NetDelete(Command):
+class NetDelete(Changes, Command):
     """Delete a network with its rules and VPN (refused while an instance uses it)."""
 
     def run_command(self, name):
-        exec_broker("net-delete", name)
+        exec_broker("net-delete", name, as_json=self.json)
 
 
 class RuleCmd(Group):
@@ -119,7 +120,7 @@ NetCmd.subcommand("rule", RuleCmd)
 
 
 @RuleCmd.subcommand("add")
-class RuleAdd(Command):
+class RuleAdd(Changes, Command):
     """Allow traffic of the network's instances; applied live to running instances."""
 
     direction = cli.SwitchAttr(["--direction"], cli.Set("ingress", "egress"), mandatory=True,
@@ -132,7 +133,7 @@ class RuleAdd(Command):
 
     def run_command(self, name):
         exec_broker("net-rule-add", name, self.direction, self.proto, self.port or "-",
-                    self.remote or "-")
+                    self.remote or "-", as_json=self.json)
 
 
 @RuleCmd.subcommand("list")
@@ -153,16 +154,16 @@ class RuleList(Command):
             print_table([_rule(r) for r in rules], RULE_COLUMNS)
 
 
-@RuleCmd.subcommand("del")
-class RuleDel(Command):
+@deletes(RuleCmd)
+class RuleDel(Changes, Command):
     """Delete rule ID (see `rule list`); applied live."""
 
     def run_command(self, name, rule_id):
-        exec_broker("net-rule-del", name, rule_id)
+        exec_broker("net-rule-del", name, rule_id, as_json=self.json)
 
 
 @NetCmd.subcommand("expose")
-class NetExpose(Command):
+class NetExpose(Changes, Command):
     """Publish an instance's port on its node's address (a port from 30000-32767),
     for clients elsewhere in the cluster; an ingress rule must let them in."""
 
@@ -171,17 +172,17 @@ class NetExpose(Command):
 
     def run_command(self, instance, port):
         exec_broker("net-expose", instance, port, self.proto,
-                    *([self.network] if self.network else []))
+                    *([self.network] if self.network else []), as_json=self.json)
 
 
 @NetCmd.subcommand("unexpose")
-class NetUnexpose(Command):
+class NetUnexpose(Changes, Command):
     """Stop publishing an instance's port."""
 
     proto = cli.SwitchAttr(["--proto"], cli.Set("tcp", "udp"), default="tcp", help="protocol")
 
     def run_command(self, instance, port):
-        exec_broker("net-unexpose", instance, port, self.proto)
+        exec_broker("net-unexpose", instance, port, self.proto, as_json=self.json)
 
 
 @NetCmd.subcommand("vpn")
@@ -200,11 +201,11 @@ class NetVpn(Command):
                        help="the network's VPN clients, revoked ones included")
     revoke = cli.SwitchAttr(["--revoke"], str, excludes=["--days"],
                             help="revoke this client")
-    json = cli.Flag(["--json"], help="machine-readable output (with --list)")
+    json = cli.Flag(["--json"], help="machine-readable output (--list, --revoke)")
 
     def run_command(self, name):
         if self.revoke:
-            exec_broker("net-vpn-revoke", name, self.revoke)
+            exec_broker("net-vpn-revoke", name, self.revoke, as_json=self.json)
         if not self.listing:
             exec_broker("net-vpn", name, self.client, *([self.days] if self.days else []))
         from oarcloud_lib.catalog import networks

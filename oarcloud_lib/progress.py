@@ -12,6 +12,7 @@ class Progress:
         self.out = out or sys.stdout
         self.quiet = quiet
         self.changes = []
+        self.steps = []  # [{what, changed, detail}], for a caller's --json
 
     def say(self, text):
         if not self.quiet:
@@ -21,6 +22,7 @@ class Progress:
         """Report one step; changed is True when the step modified something."""
         if changed:
             self.changes.append(what)
+        self.steps.append({"what": what, "changed": bool(changed), "detail": detail or None})
         self.say("  %-8s %s%s" % ("changed" if changed else "ok", what,
                                   (" (%s)" % detail) if detail else ""))
         return changed

@@ -116,7 +116,7 @@ def add_key(conn, owner, text, runner=LOCAL):
                          (owner,)).fetchone()[0]
         if n >= MAX_KEYS:
             raise Refused(detail="you have %d keys, the most an account may add: delete one "
-                                 "first (oarcloud key del)" % n)
+                                 "first (oarcloud key delete)" % n)
         conn.execute("INSERT INTO account_keys (owner, key, fingerprint, comment)"
                      " VALUES (%s, %s, %s, %s)", (owner, line, fp, comment))
     return {"fingerprint": fp, "comment": comment}, True

@@ -86,7 +86,8 @@ def build_debootstrap_rootfs(root, suite="bookworm", mirror=None, runner=LOCAL):
     """
     mirror = mirror or apt_mirror()
     runner.run(["debootstrap", "--variant=minbase",
-                "--include=openssh-server,iproute2,iputils-ping,procps,sudo,ca-certificates,tini",
+                "--include=openssh-server,iproute2,iputils-ping,procps,sudo,ca-certificates,tini,"
+                "rsync",
                 suite, str(root), mirror], timeout=1800)
     # sshd needs its host keys generated inside the instance at first boot;
     # images ship without them.
@@ -309,7 +310,7 @@ def ensure_site_image(conn, name, build, description, store=None):
         # Never adopt a user's image as the site's (anyone would launch it by default).
         raise Conflict(what="image %s" % name,
                        detail="it belongs to user %s, not to the site: an admin deletes it "
-                              "(oarcloud-admin user del, or the user's image delete), or the "
+                              "(oarcloud-admin user delete, or the user's image delete), or the "
                               "site picks another name" % row["owner"])
     if row and imagestore.path_of(row["sha256"], store).exists():
         return False

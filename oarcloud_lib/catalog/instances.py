@@ -20,7 +20,7 @@ MIN_DISK = 32 << 20  # ext4's journal and a few files
 MAX_DISK = 16 << 40
 COLUMNS = ("domain", "job_id", "idx", "name", "owner", "node", "image", "cores", "memory",
            "disk", "ip", "mac", "state", "error", "created", "updated", "user_data",
-           "user_data_state", "user_data_exit")
+           "user_data_state", "user_data_exit", "files")
 
 
 
@@ -76,7 +76,7 @@ def plan(job_id, owner, spec, node_cores, default_image, memory_per_core=None, c
         rows.append({"domain": domain_name(job_id, idx), "job_id": job_id, "idx": idx,
                      "name": name, "owner": owner, "node": node,
                      "image": spec.image or default_image, "cores": cores, "memory": memory,
-                     "disk": disk, "user_data": spec.userdata})
+                     "disk": disk, "user_data": spec.userdata, "files": spec.files})
     return rows
 
 
@@ -114,10 +114,11 @@ def allocate(conn, rows, nets, fixed_ip=None):
         quotas.require(conn, rows[0]["owner"], needs(rows))
         for row in rows:
             conn.execute("INSERT INTO instances (domain, job_id, idx, name, owner, node, image,"
-                         " cores, memory, disk, ip, mac, user_data) VALUES (%(domain)s,"
+                         " cores, memory, disk, ip, mac, user_data, files) VALUES (%(domain)s,"
                          " %(job_id)s, %(idx)s, %(name)s, %(owner)s, %(node)s, %(image)s,"
-                         " %(cores)s, %(memory)s, %(disk)s, %(ip)s, %(mac)s, %(user_data)s)",
-                         dict(row, user_data=row.get("user_data")))
+                         " %(cores)s, %(memory)s, %(disk)s, %(ip)s, %(mac)s, %(user_data)s,"
+                         " %(files)s)",
+                         dict(row, user_data=row.get("user_data"), files=row.get("files")))
     return for_job(conn, job_id)
 
 

@@ -7,6 +7,7 @@ Writing an event never fails the work that logs it.
 """
 import contextlib
 import logging
+import select
 import socket
 
 LEVELS = ("INFO", "WARNING", "ERROR", "CRITICAL")
@@ -41,9 +42,34 @@ def recording(conn, job_id, logger="oarcloud"):
         log.removeHandler(handler)
 
 
-def events(conn, job_id):
-    """[{at, node, level, message}] of a job, oldest first."""
-    cur = conn.execute("SELECT at, node, level, message FROM job_events WHERE job_id = %s"
-                       " ORDER BY id", (job_id,))
-    return [{"at": str(at), "node": node, "level": level, "message": msg}
-            for at, node, level, msg in cur.fetchall()]
+def events(conn, job_id, after=0):
+    """[{id, at, node, level, message}] of a job (those after event id
+    `after`), oldest first."""
+    cur = conn.execute("SELECT id, at, node, level, message FROM job_events WHERE job_id = %s"
+                       " AND id > %s ORDER BY id", (job_id, after))
+    return [{"id": i, "at": str(at), "node": node, "level": level, "message": msg}
+            for i, at, node, level, msg in cur.fetchall()]
+
+
+def ended(conn, job_id):
+    """Whether every instance of the job is gone (deleted or failed)."""
+    return bool(conn.execute("SELECT bool_and(state IN ('deleted', 'failed')) FROM instances"
+                             " WHERE job_id = %s", (job_id,)).fetchone()[0])
+
+
+def follow(conn, job_id, recheck=5.0):
+    """The job's events as they come, oldest first: those there already, then
+    each new one when its INSERT wakes us (migration 0017's NOTIFY), until
+    the job has ended and its last events are read.  Waits at most recheck
+    seconds between looks at the job's state."""
+    conn.execute("LISTEN oarcloud_job_events")
+    last = 0
+    while True:
+        over = ended(conn, job_id)  # before reading: nothing said before the end is lost
+        for event in events(conn, job_id, last):
+            last = event["id"]
+            yield event
+        if over:
+            return
+        select.select([conn.fileno()], [], [], recheck)
+        conn.execute("SELECT 1")  # takes in what woke us

@@ -29,6 +29,7 @@ KEYS = {
     "ip": r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}",
     "save": IMAGE_RE,
     "userdata": r"[1-9][0-9]{0,9}",
+    "files": r"[1-9][0-9]{0,9}",
     # NAME or OWNER/NAME (one shared with the submitter), :/PATH, then :ro or not
     # ('/' escaped: Perl's qr/.../ takes the pattern as it is)
     "volume": r"(?:[a-z_][a-z0-9_-]{0,31}\/)?[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?"
@@ -46,6 +47,8 @@ DESCRIPTIONS = {
     "ip": "fixed IPv4 address in the first network (one instance only)",
     "save": "image name to save the instance to when the job ends",
     "userdata": "first-boot user data stored by `oarcloud launch --user-data FILE` (its id)",
+    "files": "files stored by `oarcloud launch --file SRC:DEST`, copied in before the start "
+             "(their bundle's id)",
     "volume": "volume to mount, NAME:/PATH or NAME:/PATH:ro (repeatable; docs/storage.md)",
 }
 NAME_PATTERN = re.compile(NAME_RE + r"\Z")
@@ -68,11 +71,12 @@ class CloudSpec:
     save: str | None = None
     ip: str | None = None
     userdata: int | None = None  # a user_data row's id
+    files: int | None = None  # a launch_files row's id
 
     def to_types(self):
         """The `-t` values that express this spec (inverse of parse_types)."""
         types = ["cloud"]
-        for key in ("image", "name", "count", "cores", "save", "ip", "userdata"):
+        for key in ("image", "name", "count", "cores", "save", "ip", "userdata", "files"):
             value = getattr(self, key)
             if value is not None:
                 types.append("cloud.%s=%s" % (key, value))
@@ -137,7 +141,7 @@ def parse_types(types):
             spec.networks.append(value)
         elif key == "volume":
             spec.volumes.append(value)
-        elif key in ("count", "cores", "userdata"):
+        elif key in ("count", "cores", "userdata", "files"):
             setattr(spec, key, int(value))
         elif key in ("memory", "disk"):
             setattr(spec, key, parse_size(value))

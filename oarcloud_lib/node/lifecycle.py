@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from oarcloud_lib import config, names, paths
 from oarcloud_lib.names import INTEGRATION_BRIDGE
 from oarcloud_lib.catalog import accounts, db, images, instances, joblog, networks
+from oarcloud_lib.catalog import launchfiles
 from oarcloud_lib.catalog import userdata as user_data
 from oarcloud_lib.catalog import volumes as volume_rows
 from oarcloud_lib.commands import LOCAL
@@ -110,6 +111,10 @@ def create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, userns
         rootfs.write_file(root, "/root/.ssh/authorized_keys", key + "\n", mode=0o600,
                           dir_mode=0o700)
     rootfs.add_account(root, owner, key)
+    if row.get("files"):
+        # The launch's files, before the start; the owner's, checked again.
+        for path, mode, data in launchfiles.get(conn, owner, row["files"]):
+            rootfs.write_file(root, path, data, mode=mode)
     if row.get("user_data") and not row.get("user_data_state"):
         # Run once the instance runs (userdata.start); the owner's, checked again.
         rootfs.write_file(root, userdata.SCRIPT, user_data.get(conn, owner, row["user_data"])
@@ -128,7 +133,7 @@ def create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, userns
         raise OarcloudError("instance %s did not start (state %s)" % (row["name"], guest.state()))
     tune_nics(guest.init_pid(), len(spec.nics), runner)
     limits.limit_pids(guest.init_pid(), conf.instance_pids_max)
-    volumes.attach_all(conn, row["domain"], guest.init_pid(), runner=runner)
+    volumes.attach_all(conn, row["domain"], guest.init_pid())
     return row, guest, "root %.3fs, domain start %.3fs, nics %.3fs" % (
         t_start - t_root, t_started - t_start, time.monotonic() - t_started)
 

@@ -34,7 +34,7 @@ def power(domain, verb, grace=10.0, driver=None, runner=LOCAL, pids_max=None):
             tune_nics(guest.init_pid(), guest.nic_count(), runner)
             limits.limit_pids(guest.init_pid(), pids_max or config.load().instance_pids_max)
             # Its volumes went with its last mount namespace.
-            volumes.attach(domain, guest=guest, runner=runner)
+            volumes.attach(domain, guest=guest)
             wait_for_sshd([guest])
     elif verb == "stop":
         if state == "running":

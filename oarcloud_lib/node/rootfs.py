@@ -166,14 +166,15 @@ def read_file(root, relpath):
 
 
 def write_file(root, relpath, content, mode=0o644, uid=0, dir_mode=0o755):
-    """Write a file inside an instance root, as instance uid (in its tenant's range)."""
+    """Write a file inside an instance root, as instance uid (in its tenant's
+    range): content is text, or bytes."""
     _makedirs(root, os.path.dirname(relpath.lstrip("/")), uid, dir_mode)
     base = base_of(root)
     target = _inside(root, relpath)
     if target.is_symlink():
         target.unlink()
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    with os.fdopen(fd, "w") as f:
+    with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
         f.write(content)
     os.lchown(target, uid + base, uid + base)
     os.chmod(target, mode)

@@ -44,6 +44,11 @@ for the launch's cloud.userdata=ID):
 
     broker user-data-put
 
+and of the files a launch copies in before its instances start (a JSON bundle on
+stdin; its id out, for the launch's cloud.files=ID):
+
+    broker files-put
+
 and of the user's SSH keys (every new instance gets them all):
 
     broker key-add   (one public key on stdin; JSON out)    broker key-del FINGERPRINT|COMMENT
@@ -54,6 +59,9 @@ on stdin: they may hold secrets, which the command line shows to everyone):
     broker alarm-create  (a JSON spec on stdin)      broker alarm-delete NAME
     broker notify-add    (the URL on stdin)          broker notify-del  (id or URL on stdin)
     broker notify-test   (a test message to every target; waits for the outcome)
+
+`broker --json VERB ...` answers a verb that changes something with what it
+created or changed, as one JSON object, instead of a line for people.
 
 OAR's admission rule asks it, as OAR's own user, whether a cloud job may be
 submitted (the checks the prologue makes again, answered before the job exists):
@@ -114,8 +122,9 @@ def image_import(conn, user, name, description=""):
     sha, size, unpacked = imagestore.ingest(sys.stdin.buffer)
     images.register(conn, name, sha, size, owner=user, unpacked=unpacked,
                     description=description)
-    return "image %s imported (%d MB packed, %d MB unpacked, sha256 %s)" % (
-        name, size >> 20, unpacked >> 20, sha[:12])
+    return Done("image %s imported (%d MB packed, %d MB unpacked, sha256 %s)" % (
+        name, size >> 20, unpacked >> 20, sha[:12]),
+        name=name, sha256=sha, size=size, unpacked=unpacked)
 
 
 def image_save(conn, user, instance, name, *flatten):
@@ -125,41 +134,48 @@ def image_save(conn, user, instance, name, *flatten):
     row = lifecycle.reachable(conn, user, instance)
     meter = progress.Meter("save %s" % instance)
     image = saves.save_live(conn, user, row, name, flatten=bool(flatten), progress=meter)
-    return "%s saved as image %s (%d MB, %s)" % (
+    return Done("%s saved as image %s (%d MB, %s)" % (
         instance, image["name"], image["size"] >> 20,
-        "a layer over %s" % image["parent"] if image["depth"] else "flattened")
+        "a layer over %s" % image["parent"] if image["depth"] else "flattened"),
+        instance=instance, image=image["name"], size=image["size"],
+        parent=image["parent"] if image["depth"] else None)
 
 
 def image_save_retry(conn, user, save_id, name=None):
     row = saves.retry(conn, user, save_id, name)
+    data = {"save": row["id"], "state": row["state"], "image": row["image"],
+            "error": row["error"]}
     if row["state"] == "done":
-        return "save %d: the kept changes of %s are now image %s" % (row["id"], row["domain"],
-                                                                    row["image"])
+        return Done("save %d: the kept changes of %s are now image %s" % (
+            row["id"], row["domain"], row["image"]), **data)
     if row["state"] == "failed":
-        return "save %d failed again: %s" % (row["id"], row["error"]), 1
-    return "save %d is still %s: see oarcloud image saves" % (row["id"], row["state"]), 1
+        return Done("save %d failed again: %s" % (row["id"], row["error"]), code=1, **data)
+    return Done("save %d is still %s: see oarcloud image saves" % (row["id"], row["state"]),
+                code=1, **data)
 
 
 def image_save_discard(conn, user, save_id):
     row = saves.discard(conn, user, save_id)
-    return "save %d: the kept changes of %s were dropped from %s" % (row["id"], row["domain"],
-                                                                    row["node"])
+    return Done("save %d: the kept changes of %s were dropped from %s" % (
+        row["id"], row["domain"], row["node"]), save=row["id"], discarded=True)
 
 
 def image_share(conn, user, name, other):
     added = images.share(conn, name, user, other, is_admin(conn, user))
-    return "image %s %s with %s" % (name, "shared" if added else "already shared", other)
+    return Done("image %s %s with %s" % (name, "shared" if added else "already shared", other),
+                name=name, shared_with=other, changed=bool(added))
 
 
 def image_publish(conn, user, name):
     changed = images.publish(conn, name, user, is_admin(conn, user),
                              config.load().image_publish_policy)
-    return "image %s %s" % (name, "is now public" if changed else "was already public")
+    return Done("image %s %s" % (name, "is now public" if changed else "was already public"),
+                name=name, public=True, changed=bool(changed))
 
 
 def image_delete(conn, user, name):
     images.delete(conn, name, user, is_admin(conn, user))
-    return "image %s deleted" % name
+    return Done("image %s deleted" % name, name=name, deleted=True)
 
 
 def image_build(conn, user, suite, name):
@@ -172,13 +188,14 @@ def image_build(conn, user, suite, name):
           file=sys.stderr, flush=True)
     images.ensure_site_image(conn, name, lambda root: images.build_debootstrap_rootfs(
         root, suite), "Debian %s (debootstrap)" % suite)
-    return "image %s built (public)" % name
+    return Done("image %s built (public)" % name, name=name, suite=suite, public=True)
 
 
 # -- private networks -------------------------------------------------------------------
 
 def _apply(conn, network_ids, extra_nodes=()):
-    """Have the nodes hosting these networks follow the catalog; what to print."""
+    """Have the nodes hosting these networks follow the catalog; what to print.
+    Raises OarcloudError (saved, not applied everywhere)."""
     nodes = sorted(set(networks.hosting_nodes(conn, network_ids)) | set(extra_nodes))
     started = time.monotonic()
     errors = fanout.sync_nodes(nodes)
@@ -192,8 +209,10 @@ def _apply(conn, network_ids, extra_nodes=()):
 def net_create(conn, user, name, cidr, gateway=None):
     row = networks.create(conn, user, name, cidr, gateway,
                           reserved=networks.reserved_ranges(config.load()))
-    return "network %s created: %s, gateway %s (VXLAN %d)" % (
-        row["name"], row["cidr"], row["gateway"], row["vni"])
+    return Done("network %s created: %s, gateway %s (VXLAN %d)" % (
+        row["name"], row["cidr"], row["gateway"], row["vni"]),
+        **{k: str(row[k]) if k in ("cidr", "gateway") else row[k]
+           for k in ("name", "cidr", "gateway", "vni")})
 
 
 def net_delete(conn, user, name):
@@ -203,21 +222,24 @@ def net_delete(conn, user, name):
     vpnca.forget(net["id"])
     if vpn_node:
         _apply(conn, [], [vpn_node])
-    return "network %s deleted" % name
+    return Done("network %s deleted" % name, name=name, deleted=True)
 
 
 def net_rule_add(conn, user, name, direction, proto, port, remote):
     port, remote = (None if a == "-" else a for a in (port, remote))
     row, rule_id, added = networks.add_rule(conn, user, name, direction, proto, port, remote)
+    data = {"network": row["name"], "rule": rule_id, "added": bool(added)}
     if not added:
-        return "rule %d already in network %s" % (rule_id, row["name"])
-    return "rule %d added to network %s: %s" % (rule_id, row["name"], _apply(conn, [row["id"]]))
+        return Done("rule %d already in network %s" % (rule_id, row["name"]), **data)
+    return Done("rule %d added to network %s: %s" % (rule_id, row["name"],
+                                                     _apply(conn, [row["id"]])), **data)
 
 
 def net_rule_del(conn, user, name, rule_id):
     row = networks.delete_rule(conn, user, name, rule_id)
-    return "rule %s deleted from network %s: %s" % (rule_id, row["name"],
-                                                    _apply(conn, [row["id"]]))
+    return Done("rule %s deleted from network %s: %s" % (
+        rule_id, row["name"], _apply(conn, [row["id"]])), network=row["name"],
+        rule=int(rule_id), deleted=True)
 
 
 def net_expose(conn, user, instance, port, proto, network=None):
@@ -226,22 +248,26 @@ def net_expose(conn, user, instance, port, proto, network=None):
     if added:
         _apply(conn, [], [inst["node"]])
     net = networks.get(conn, user, exp["network"])
+    address = socket.gethostbyname(exp["node"])
     out = "%s %s/%s (%s) published at %s:%d" % (
-        instance, exp["port"], exp["proto"], exp["ip"], socket.gethostbyname(exp["node"]),
-        exp["node_port"])
-    if not networks.allows_ingress(networks.rules(conn, [net["id"]])[net["id"]],
-                                   exp["proto"], exp["port"]):
+        instance, exp["port"], exp["proto"], exp["ip"], address, exp["node_port"])
+    allowed = networks.allows_ingress(networks.rules(conn, [net["id"]])[net["id"]],
+                                      exp["proto"], exp["port"])
+    if not allowed:
         out += ("\nnote: no ingress rule lets it in yet: oarcloud net rule add %s"
                 " --direction ingress --proto %s --port %d" % (net["name"], exp["proto"],
                                                                exp["port"]))
-    return out
+    return Done(out, instance=instance, port=exp["port"], proto=exp["proto"],
+                ip=str(exp["ip"]), network=net["name"], node=exp["node"], address=address,
+                node_port=exp["node_port"], added=bool(added), ingress_allowed=bool(allowed))
 
 
 def net_unexpose(conn, user, instance, port, proto):
     inst = lifecycle.reachable(conn, user, instance)
     networks.unexpose(conn, inst, port, proto)
     _apply(conn, [], [inst["node"]])
-    return "%s port %s/%s no longer published" % (instance, port, proto)
+    return Done("%s port %s/%s no longer published" % (instance, port, proto),
+                instance=instance, port=int(port), proto=proto, published=False)
 
 
 def net_vpn(conn, user, name, client, days=None):
@@ -251,7 +277,8 @@ def net_vpn(conn, user, name, client, days=None):
 
 def net_vpn_revoke(conn, user, name, client):
     from oarcloud_lib.server import vpnca
-    return vpnca.revoke(conn, user, name, client, _apply)
+    return Done(vpnca.revoke(conn, user, name, client, _apply), network=name, client=client,
+                revoked=True)
 
 
 # -- first-boot user data (on stdin) ----------------------------------------------------
@@ -264,6 +291,13 @@ def user_data_put(conn, user):
 
 
 # -- the caller's SSH keys (a key on stdin) --------------------------------------------
+
+def files_put(conn, user):
+    from oarcloud_lib.catalog import launchfiles
+    is_admin(conn, user)  # an account, or Refused
+    bundle = sys.stdin.read(2 * launchfiles.MAX_TOTAL + (1 << 16))
+    return json.dumps({"id": launchfiles.store(conn, user, bundle)})
+
 
 def key_add(conn, user):
     is_admin(conn, user)  # an account, or Refused
@@ -296,33 +330,36 @@ def alarm_create(conn, user):
     interval = config.load().monitor_interval
     names = {r["name"] for r in instances.live(conn, owner=user)}
     row = alarms.create_from_spec(conn, user, spec, interval, names)
-    return ("alarm %s created: %s (%s until %d period(s) have values)"
-            % (row["name"], alarms.describe(row), row["state"], row["periods"]))
+    return Done("alarm %s created: %s (%s until %d period(s) have values)"
+                % (row["name"], alarms.describe(row), row["state"], row["periods"]),
+                name=row["name"], condition=alarms.describe(row), state=row["state"],
+                periods=row["periods"])
 
 
 def alarm_delete(conn, user, name):
     from oarcloud_lib.catalog import alarms
     alarms.delete(conn, user, name)
-    return "alarm %s deleted" % name
+    return Done("alarm %s deleted" % name, name=name, deleted=True)
 
 
 def notify_add(conn, user):
     from oarcloud_lib.server import notify
     row, added = notify.add_target(conn, user, _stdin())
-    return "target %d: %s (%s)" % (row["id"], notify.redact(row["url"]),
-                                  "added" if added else "already there")
+    return Done("target %d: %s (%s)" % (row["id"], notify.redact(row["url"]),
+                                       "added" if added else "already there"),
+                id=row["id"], url=notify.redact(row["url"]), added=bool(added))
 
 
 def notify_del(conn, user):
     from oarcloud_lib.server import notify
     notify.delete_target(conn, user, _stdin())
-    return "target removed"
+    return Done("target removed", deleted=True)
 
 
 def notify_test(conn, user):
     from oarcloud_lib.server import notify
     lines, ok = notify.test(conn, user, detail=False)  # no port scanner: no reasons for users
-    return "\n".join(lines), 0 if ok else 1
+    return Done("\n".join(lines), code=0 if ok else 1, ok=ok, report=lines)
 
 
 # -- volumes (service.volumes: the catalog's rules, the store, the instance's node) -------
@@ -384,7 +421,7 @@ def _power(verb):
             LOG.info("%s %s (%s) on %s, asked by %s", verb, name, domain, node, user)
             state = LOCAL.out(oarssh.agent_argv(node, verb, domain), timeout=120).strip()
             instances.set_state(conn, domain, "running" if state == "running" else "stopped")
-        return "%s: %s" % (name, state)
+        return Done("%s: %s" % (name, state), instance=name, state=state)
     return run
 
 
@@ -403,7 +440,7 @@ VERBS = {
     "net-expose": (net_expose, 3, 4), "net-unexpose": (net_unexpose, 3, 3),
     "net-vpn": (net_vpn, 2, 3), "net-vpn-revoke": (net_vpn_revoke, 2, 2),
     "key-add": (key_add, 0, 0), "key-del": (key_del, 1, 1),
-    "user-data-put": (user_data_put, 0, 0),
+    "user-data-put": (user_data_put, 0, 0), "files-put": (files_put, 0, 0),
     "volume-create": (_volume("create"), 2, 3), "volume-delete": (_volume("delete"), 1, 1),
     "volume-resize": (_volume("resize"), 2, 2), "volume-snapshot": (_volume("snapshot"), 2, 2),
     "volume-share": (_volume("share"), 2, 3), "volume-attach": (_volume("attach"), 3, 4),
@@ -419,12 +456,25 @@ VERBS = {
 }
 
 
+class Done:
+    """A verb's answer: a line for people, what it created or changed for
+    --json (data), and its exit code."""
+
+    def __init__(self, line, code=0, **data):
+        self.line, self.code, self.data = line, code, data
+
+    def said(self, as_json):
+        return json.dumps(self.data, sort_keys=True, default=str) if as_json else self.line
+
+
 def main(argv):
     commands.root_entry(paths.ROOT_PATH)
     # Warnings on the terminal; the job's events (INFO) go to the catalog.
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setLevel(logging.WARNING)
     logging.basicConfig(level=logging.INFO, handlers=[stderr], format="%(message)s")
+    as_json = argv[:1] == ["--json"]
+    argv = argv[1:] if as_json else argv
     verb = argv[0] if argv else ""
     if verb not in VERBS or not VERBS[verb][1] <= len(argv) - 1 <= VERBS[verb][2]:
         print(__doc__, file=sys.stderr)
@@ -434,6 +484,8 @@ def main(argv):
         user = caller()
         with db.connect() as conn:
             out = run(conn, user, *argv[1:])
+        if isinstance(out, Done):
+            out = out.said(as_json), out.code
         out, code = out if isinstance(out, tuple) else (out, 0)
         print(out)
         return code

@@ -27,7 +27,9 @@ events of jobs ended KEEP_JOB_EVENTS ago, alarm transitions after
 KEEP_ALARM_HISTORY; PRUNE_BATCH rows per table per run at most, so a run
 stays short (a full batch runs again at the next cycle).  Every VPN_EVERY
 seconds it renews the VPN endpoints' server certificates near their end
-(server/vpnca.py) and has their nodes restart them.
+(server/vpnca.py) and has their nodes restart them, and every
+VOLUMES_EVERY seconds it deletes the volume store's files that no volume
+names (server/volumestore.py: sweep).
 """
 import collections
 import concurrent.futures
@@ -69,6 +71,7 @@ ADMIN_THREADS = 2
 POLICY_EVERY = 60.0
 PRUNE_EVERY = 300.0
 VPN_EVERY = 3600.0
+VOLUMES_EVERY = 600.0  # the volume store's sweep (orphan files only: rare)
 PRUNE_BATCH = 10000
 KEEP_NOTIFICATIONS = 14 * 86400
 KEEP_JOB_EVENTS = 30 * 86400
@@ -224,7 +227,7 @@ class Monitor:
         self.notified_at = {}   # alarm id -> time of its last notification
         self.last_rollup = 0.0
         self.last_prune = 0.0
-        self.last_vpn = 0.0
+        self.last_vpn = self.last_volumes = 0.0
         self.http = None
         self.log = open(LOGFILE, "ab") if LOGFILE.parent.is_dir() else subprocess.DEVNULL
 
@@ -400,7 +403,7 @@ class Monitor:
     def tick(self, conn):
         now = time.time()
         for step in (self.watch_nodes, self.lifecycle, self.evaluate, self.prune_old,
-                     self.renew_vpns):
+                     self.renew_vpns, self.sweep_volumes):
             try:
                 step(conn, now)
             except psycopg.OperationalError:
@@ -489,6 +492,18 @@ class Monitor:
             errors = fanout.sync_nodes(nodes)
             LOG.info("VPN server certificates renewed on %s%s", ", ".join(nodes),
                      " (not applied on %s yet)" % ", ".join(sorted(errors)) if errors else "")
+
+    def sweep_volumes(self, conn, now):
+        """Every VOLUMES_EVERY seconds (and at start): the volume store's files
+        that no volume names, deleted."""
+        if now - self.last_volumes < VOLUMES_EVERY:
+            return
+        self.last_volumes = now
+        from oarcloud_lib.server import volumestore
+        removed = volumestore.sweep(conn)
+        if removed:
+            LOG.info("volume store: %d file(s) no volume names deleted: %s", len(removed),
+                     ", ".join(removed))
 
     def authorized(self, header):
         """Whether an Authorization header carries the site's monitor token (every

@@ -16,11 +16,16 @@ The interface a backend gives (a Ceph RBD backend would map an image with
     copy(source_id, volume_id)     a snapshot: a new volume with the same data
     delete(volume_id)
     path(volume_id)                what a node mounts (a file; an RBD backend: a device)
+
+and sweep(conn), the monitor's: the store's files that no volume names.
 """
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
+
+import psycopg
 
 from oarcloud_lib import paths
 from oarcloud_lib.commands import LOCAL
@@ -84,6 +89,42 @@ def fill(volume_id, sha256, label, runner=LOCAL):
 
 def delete(volume_id):
     path(volume_id).unlink(missing_ok=True)
+
+
+STORE_FILE = re.compile(r"([0-9]{1,18})\.(ext4|tmp)\Z")
+
+
+def sweep(conn):
+    """Delete the store's files that no volume names (a broker killed while it
+    made a volume, or a snapshot's copy, leaves its file without a row: the
+    row rolled back), and the mounts its fill left; return their names.
+    Under the table lock that making a volume holds until it commits
+    (catalog.volumes.create), so that a volume being made is never taken for
+    one; when one is being made now, nothing (the next sweep)."""
+    from oarcloud_lib.node import disk
+    if not paths.VOLUME_STORE.is_dir():
+        return []
+    removed = []
+    with conn.transaction():
+        try:
+            conn.execute("LOCK TABLE volumes IN SHARE ROW EXCLUSIVE MODE NOWAIT")
+        except psycopg.errors.LockNotAvailable:
+            return []
+        for mnt in sorted(paths.VOLUME_MOUNTS.glob("fill-*")) \
+                if paths.VOLUME_MOUNTS.is_dir() else []:
+            disk.detach(mnt)
+            try:
+                mnt.rmdir()
+            except OSError:
+                pass
+            removed.append(mnt.name)
+        known = {i for (i,) in conn.execute("SELECT id FROM volumes").fetchall()}
+        for f in sorted(paths.VOLUME_STORE.iterdir()):
+            m = STORE_FILE.match(f.name)
+            if m and (m[2] == "tmp" or int(m[1]) not in known):
+                f.unlink(missing_ok=True)
+                removed.append(f.name)
+    return removed
 
 
 def used(volume_id):

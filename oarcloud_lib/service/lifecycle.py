@@ -20,6 +20,7 @@ import re
 
 from oarcloud_lib import daemons
 from oarcloud_lib.catalog import images, instances, jobspec, networks, quotas, volumes
+from oarcloud_lib.catalog import launchfiles
 from oarcloud_lib.catalog import userdata as user_data
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, Refused
@@ -60,6 +61,8 @@ def admit(conn, owner, spec, nodes, default_image=None, walltime=None, job_id=No
     nets = networks.named(conn, owner, spec.networks)
     if spec.userdata:
         user_data.get(conn, owner, spec.userdata)
+    if spec.files:
+        launchfiles.get(conn, owner, spec.files)
     if spec.ip:
         networks.check_fixed_ip(conn, spec, nets, nodes)
     count = spec.count or nodes

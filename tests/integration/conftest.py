@@ -88,4 +88,4 @@ def make_user(lab):
         return name
     yield make
     for name in made:
-        admin("user", "del", name)
+        admin("user", "delete", name)

@@ -64,11 +64,11 @@ def test_user_add_list_del(make_user):
     key = "%s/.ssh/id_oarcloud" % pw.pw_dir
     fp = run(["ssh-keygen", "-l", "-f", key + ".pub"], check=True).stdout.split()[1]
     assert fp == entry["key_fingerprint"]
-    admin("user", "del", name, check=True)
+    admin("user", "delete", name, check=True)
     with pytest.raises(KeyError):
         pwd.getpwnam(name)
     assert name not in admin("user", "list", check=True).stdout
-    res = admin("user", "del", name)
+    res = admin("user", "del", name)  # the old name, an alias
     assert res.returncode != 0 and "not found" in res.stderr
 
 

@@ -85,13 +85,18 @@ def _agent_pids(verb, job_id):
                       and str(job_id).encode() in args)
 
 
-def kill_prologue(job):
-    """SIGKILL the job's prologue agents, then wait for OAR to end the job and
-    the healer to bring the nodes back."""
+def kill_prologue_agents(job):
+    """SIGKILL the job's prologue agents (they must be running)."""
     pids = _agent_pids("prologue", job)
     assert pids, "the prologue ended before it could be killed"
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
+
+
+def kill_prologue(job):
+    """SIGKILL the job's prologue agents, then wait for OAR to end the job and
+    the healer to bring the nodes back."""
+    kill_prologue_agents(job)
     assert wait_job(str(job))["state"] == "Error"
     wait_alive()
 

@@ -61,7 +61,7 @@ def _give(user, name, text):
     return path
 
 
-def test_plain_ssh_and_scp_work_through_ssh_config(make_user):
+def test_plain_ssh_scp_and_rsync_work_through_ssh_config(make_user):
     user = make_user()
     launch(user, "--image", "bookworm", "--name", "deb", "--cores", "1")
     home = os.path.expanduser("~%s" % user)
@@ -81,12 +81,85 @@ def test_plain_ssh_and_scp_work_through_ssh_config(make_user):
     scp = as_user(user, ["scp", "-F", conf, "oarcloud-deb:/etc/hostname",
                          os.path.join(home, "hostname")])
     assert scp.returncode == 0, scp.stderr
+    rsync = as_user(user, ["rsync", "-a", "-e", "ssh -F %s" % conf, local,
+                           "oarcloud-deb:/tmp/rsynced.txt"])
+    assert rsync.returncode == 0, rsync.stderr
+    back = as_user(user, ["ssh", "-F", conf, "oarcloud-deb", "md5sum < /tmp/rsynced.txt"])
+    assert back.stdout.split()[0] == here.stdout.split()[0]
     # Another user's instance is not reachable with that config.
     other = make_user()
     res = as_user(other, ["ssh", "-F", _give(other, "stolen.conf", res.stdout), "-o",
                           "BatchMode=yes", "oarcloud-deb", "true"])
     assert res.returncode != 0
     assert oarcloud(other, "ssh-config", "deb").returncode != 0
+
+
+def test_cp_copies_files_and_directories_without_sshd_and_refuses_what_escapes(make_user):
+    """oarcloud cp through exec, on the tiny image (no sshd): a file each way,
+    a directory each way (-r), the bad cases; and an instance that sends a
+    hostile archive (its own tar replaced) writes nothing outside the
+    destination."""
+    import hashlib
+    import io
+    import tarfile
+    user = make_user()
+    launch(user, "--name", "cpi", "--cores", "1")
+    home = os.path.expanduser("~%s" % user)
+
+    def mine(*argv):
+        return as_user(user, list(argv))
+    payload = os.urandom(3 << 20)
+    local = _give(user, "payload.bin", "")
+    Path(local).write_bytes(payload)
+    res = oarcloud(user, "cp", local, "cpi:/tmp/", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["bytes"] == len(payload)
+    inside = oarcloud(user, "exec", "cpi", "--", "md5sum", "/tmp/payload.bin")
+    assert inside.stdout.split()[0] == hashlib.md5(payload).hexdigest(), inside.stderr
+    back = os.path.join(home, "back.bin")
+    assert oarcloud(user, "cp", "cpi:/tmp/payload.bin", back).returncode == 0
+    assert Path(back).read_bytes() == payload and os.stat(back).st_uid == os.stat(home).st_uid
+    # a directory each way
+    mine("sh", "-c", "mkdir -p %s/tree/sub && echo a > %s/tree/a && echo b > %s/tree/sub/b"
+         % (home, home, home)).check_returncode()
+    assert oarcloud(user, "cp", "-r", home + "/tree", "cpi:/srv/t").returncode == 0
+    res = oarcloud(user, "exec", "cpi", "--", "cat", "/srv/t/tree/a", "/srv/t/tree/sub/b")
+    assert res.stdout.split() == ["a", "b"], res.stderr
+    assert oarcloud(user, "cp", "-r", "cpi:/srv/t/tree", home + "/out").returncode == 0
+    assert Path(home, "out/tree/sub/b").read_text() == "b\n"
+    # the bad cases: one line, nothing left behind
+    for args, code, words in [(["cpi:/nope", home + "/nope"], 1, "No such file"),
+                              ([home + "/tree", "cpi:/tmp"], 2, "add -r"),
+                              (["cpi:/srv/t", home + "/x"], 1, "add -r"),
+                              ([local, home + "/y"], 2, "one side"),
+                              ([local, "cpi:tmp"], 2, "absolute"),
+                              ([local, "someone-else:/tmp"], 125, "not found")]:
+        res = oarcloud(user, "cp", *args)
+        assert res.returncode == code and words in res.stderr, (args, res.returncode, res.stderr)
+    assert not [f for f in os.listdir(home) if f.startswith((".oarcloud-cp-", "nope", "x"))]
+    # A hostile instance: its tar sends members that leave the destination, a
+    # link out of it, and a file through that link.
+    evil = Path(home, "made.tar")
+    with tarfile.open(evil, "w") as t:
+        for name, kind, target in (("d/up", tarfile.SYMTYPE, home), ("d/up/escaped", None, ""),
+                                   ("../escaped2", None, ""), ("/tmp/escaped3", None, "")):
+            info = tarfile.TarInfo(name)
+            if kind:
+                info.type, info.linkname = kind, target
+                t.addfile(info)
+            else:
+                info.size = 4
+                t.addfile(info, io.BytesIO(b"evil"))
+    assert oarcloud(user, "cp", str(evil), "cpi:/tmp/made.tar").returncode == 0
+    # (busybox's sh runs its own tar whatever PATH says: the instance replaces sh)
+    assert oarcloud(user, "exec", "cpi", "--", "/bin/busybox", "sh", "-c",
+                    "rm /bin/sh && printf '#!/bin/busybox sh\\nexec /bin/busybox cat "
+                    "/tmp/made.tar\\n' > /bin/sh && chmod +x /bin/sh").returncode == 0
+    res = oarcloud(user, "cp", "-r", "cpi:/tmp/anything", home + "/dest")
+    assert res.returncode != 0 and "tar could not write" in res.stderr, res.stderr
+    assert not Path(home, "escaped").exists() and not Path(home, "escaped2").exists()
+    assert not Path("/tmp/escaped3").exists() and not Path(home, "dest/d/up/escaped").exists()
+    oarcloud(user, "delete", "cpi", "--wait", check=True)
 
 
 def _listed(user):
@@ -215,9 +288,9 @@ def test_keys_added_after_a_launch_are_in_the_next_instance(make_user):
                           "true"])
     assert res.returncode != 0
     # deleted: in no later instance; the account's own key cannot be deleted
-    res = oarcloud(alice, "key", "del", "laptop", "--json")
+    res = oarcloud(alice, "key", "delete", "laptop", "--json")
     assert res.returncode == 0 and json.loads(res.stdout)["deleted"], res.stderr
-    res = oarcloud(alice, "key", "del", before[0]["fingerprint"])
+    res = oarcloud(alice, "key", "delete", before[0]["fingerprint"])
     assert res.returncode != 0 and "your account's own key" in res.stderr
     launch(alice, "--name", "third", "--cores", "1")
     keys = oarcloud(alice, "exec", "third", "--", "cat", "/root/.ssh/authorized_keys").stdout
@@ -278,16 +351,17 @@ def test_every_listing_takes_f_and_c_and_errors_have_their_exit_codes(make_user)
                 ["alarm", "list"], ["notify", "list"], ["quota"], ["key", "list"],
                 ["logs", "fmt"]]
     for args in listings:
-        res = oarcloud(user, *args, "-f", "json")
+        # (logs' -f is --follow, tail's habit: its format is --format)
+        res = oarcloud(user, *args, "--format", "json")
         assert res.returncode == 0, (args, res.stderr)
         as_json = json.loads(res.stdout)
-        res = oarcloud(user, *args, "-f", "yaml")
+        res = oarcloud(user, *args, "--format", "yaml")
         assert res.returncode == 0, (args, res.stderr)
         as_yaml = yaml.safe_load(res.stdout)
         if args[0] == "show":  # walltime_left moves on between the two calls
             as_json.pop("walltime_left"), as_yaml.pop("walltime_left")
         assert as_yaml == as_json, (args, res.stdout[:300])
-        assert oarcloud(user, *args, "-f", "csv").returncode == 0, args
+        assert oarcloud(user, *args, "--format", "csv").returncode == 0, args
     res = oarcloud(user, "list", "-f", "value", "-c", "name", "-c", "state")
     assert res.stdout.split() == ["fmt", "running"], res.stdout
     res = oarcloud(user, "list", "-f", "csv", "-c", "name", "-c", "ip")
@@ -299,8 +373,11 @@ def test_every_listing_takes_f_and_c_and_errors_have_their_exit_codes(make_user)
         "running"
     res = oarcloud(user, "list", "-c", "nope")
     assert res.returncode != 0 and "no column nope here" in res.stderr
-    res = oarcloud(user, "delete", "fmt", "-f", "json")
+    res = oarcloud(user, "ssh-config", "fmt", "-f", "json")
     assert res.returncode == 2 and "-f and -c are for commands" in res.stderr
+    out = yaml.safe_load(oarcloud(user, "stop", "fmt", "-f", "yaml", check=True).stdout)
+    assert out == {"instance": "fmt", "state": "stopped"}
+    oarcloud(user, "start", "fmt", check=True)
     # exit codes
     for args, code, words in [(["show", "nope"], 3, "instance not found: nope"),
                               (["launch", "--memory", "0"], 2, "memory"),
@@ -316,6 +393,83 @@ def test_every_listing_takes_f_and_c_and_errors_have_their_exit_codes(make_user)
     assert oarcloud(user, "delete", "fmt", "--wait").returncode == 0
 
 
+def test_every_changing_command_answers_json_with_what_it_changed(make_user):
+    """--json on the commands that change something (through the broker as the
+    user): one JSON object each, saying what was created or changed."""
+    user = make_user()
+
+    def j(*args):
+        res = oarcloud(user, *args, "--json")
+        assert res.returncode == 0, (args, res.stderr)
+        return json.loads(res.stdout)
+    assert j("net", "create", "jnet", "--cidr", "10.77.0.0/24") == {
+        "name": "jnet", "cidr": "10.77.0.0/24", "gateway": "10.77.0.1",
+        "vni": j("net", "show", "jnet")["vni"]}
+    rule = j("net", "rule", "add", "jnet", "--direction", "ingress", "--proto", "tcp",
+             "--port", "80")
+    assert rule["network"] == "jnet" and rule["added"] is True
+    assert j("net", "rule", "delete", "jnet", str(rule["rule"]))["deleted"] is True
+    (row,) = launch(user, "--name", "js", "--cores", "1", "--network", "jnet")
+    assert j("stop", "js") == {"instance": "js", "state": "stopped"}
+    assert j("start", "js") == {"instance": "js", "state": "running"}
+    exposed = j("net", "expose", "js", "8080")
+    assert (exposed["instance"], exposed["port"], exposed["ip"], exposed["added"]) == \
+        ("js", 8080, row["ip"], True) and exposed["ingress_allowed"] is False
+    assert j("net", "unexpose", "js", "8080")["published"] is False
+    out = j("delete", "js", "--wait")
+    assert out["name"] == "js" and out["deleted"] is True and out["job_id"] == row["job_id"]
+    assert j("net", "delete", "jnet") == {"name": "jnet", "deleted": True}
+
+
+def test_man_pages_and_completion_are_installed_and_complete_real_names(make_user):
+    """install.sh's man pages and completion (oarcloud_cli.docgen), as the user:
+    `man oarcloud` shows every command, and bash and zsh complete the user's
+    own instance and network names, asked of the real oarcloud."""
+    user = make_user()
+    launch(user, "--name", "cmpl", "--cores", "1")
+    oarcloud(user, "net", "create", "cnet", "--cidr", "10.78.0.0/24", check=True)
+    page = as_user(user, ["man", "-P", "cat", "oarcloud"], check=True).stdout
+    assert "oarcloud volume attach NAME INSTANCE PATH" in page and "EXIT STATUS" in page
+    assert "oarcloud-admin node drain HOST" in \
+        run(["man", "-P", "cat", "oarcloud-admin"], check=True).stdout
+    calls = ("COMP_WORDS=(oarcloud show cm); COMP_CWORD=2; _oarcloud_complete; "
+             "echo ${COMPREPLY[*]}; COMP_WORDS=(oarcloud launch --network c); COMP_CWORD=3; "
+             "_oarcloud_complete; echo ${COMPREPLY[*]}")
+    for shell, script in (("bash", "/usr/local/share/bash-completion/completions/oarcloud"),
+                          ("zsh", "/usr/local/share/zsh/site-functions/_oarcloud")):
+        res = as_user(user, [shell, "-c", "source %s 2>/dev/null; %s" % (script, calls)])
+        assert res.stdout.split() == ["cmpl", "cnet"], (shell, res.stdout, res.stderr)
+    # bash-completion finds it by itself, by the command's name
+    res = as_user(user, ["bash", "-c", "source /usr/share/bash-completion/bash_completion; "
+                         "__load_completion oarcloud; complete -p oarcloud"])
+    assert "_oarcloud_complete" in res.stdout, res.stdout + res.stderr
+    oarcloud(user, "delete", "cmpl", "--wait", check=True)
+
+
+def test_logs_follow_prints_events_as_they_come_and_ends_with_the_job(make_user):
+    """oarcloud logs -f: what is there, then each new event (woken by the
+    catalog's NOTIFY), and it ends by itself when the job ends."""
+    user = make_user()
+    (row,) = launch(user, "--name", "fol", "--cores", "1")
+    home = os.path.expanduser("~%s" % user)
+    follower = subprocess.Popen(["runuser", "-u", user, "--", "oarcloud", "logs", "-f", "fol",
+                                 "--json"], cwd=home, stdout=subprocess.PIPE, text=True,
+                                env=dict(os.environ, HOME=home, USER=user, LOGNAME=user))
+    try:
+        first = json.loads(follower.stdout.readline())
+        assert first["level"] in ("INFO", "WARNING") and "id" not in first, first
+        oarcloud(user, "delete", "fol", check=True)
+        rest, _ = follower.communicate(timeout=120)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, rest
+    said = [json.loads(line)["message"] for line in rest.splitlines()]
+    assert any(m.startswith("job %s: " % row["job_id"]) and " removed from " in m
+               for m in said), said
+    assert oarcloud(user, "logs", "fol", "--format", "json").returncode == 0
+
+
 def _user_data_states(user, names, timeout=120):
     deadline = time.monotonic() + timeout
     while True:
@@ -324,6 +478,48 @@ def _user_data_states(user, names, timeout=120):
             return shown
         assert time.monotonic() < deadline, shown
         time.sleep(0.5)
+
+
+def test_launch_files_are_in_every_instance_before_it_starts_and_stay_the_owners(make_user):
+    """launch --file SRC:DEST: in both instances of the launch, with its mode,
+    already there when the first-boot user data runs; bad --file refused
+    before anything is made; another user's bundle cannot be named."""
+    import hashlib
+    user, other = make_user(), make_user()
+    conf = _give(user, "app.conf", "port = 8080\n")
+    tool = _give(user, "tool", "")
+    Path(tool).write_bytes(b"#!/bin/sh\necho tool ran\n" + bytes(range(256)))
+    os.chmod(tool, 0o750)
+    boot = _give(user, "boot.sh", "#!/bin/sh\ncp /etc/app/app.conf /root/seen-at-boot\n")
+    rows = launch(user, "--name", "lf", "--count", "2", "--cores", "1", "--user-data", boot,
+                  "--file", conf + ":/etc/app/app.conf", "--file", tool + ":/opt/bin/tool")
+    _user_data_states(user, [r["name"] for r in rows])
+    for r in rows:
+        res = oarcloud(user, "exec", r["name"], "--", "sh", "-c", "cat /root/seen-at-boot; "
+                       "stat -c '%a %u' /opt/bin/tool; md5sum /opt/bin/tool")
+        seen, mode, md5 = res.stdout.splitlines()
+        assert seen == "port = 8080" and mode == "750 0", res.stdout + res.stderr
+        assert md5.split()[0] == hashlib.md5(Path(tool).read_bytes()).hexdigest()
+    before = sorted(_listed(user))
+    for args, says in [(["--file", conf], "SRC:DEST"),
+                       (["--file", conf + ":etc/x"], "bad destination"),
+                       (["--file", conf + ":/proc/x"], "the kernel's"),
+                       (["--file", "/nonexistent:/etc/x"], "No such file"),
+                       (["--file", os.path.expanduser("~%s" % user) + ":/etc/x"],
+                        "Is a directory")]:
+        res = oarcloud(user, "launch", "--name", "lfbad", "--walltime", "0:05", *args)
+        assert res.returncode == 2 and says in res.stderr, (args, res.stderr)
+    assert sorted(_listed(user)) == before
+    # the bundle is the user's: another user naming it in oarsub is refused
+    from oarcloud_lib.catalog import db
+    with db.connect() as c:
+        bundle = c.execute("SELECT files FROM instances WHERE name = 'lf-0' AND owner = %s",
+                           (user,)).fetchone()[0]
+    res = as_user(other, ["oarsub", "-t", "cloud", "-t", "cloud.files=%d" % bundle,
+                          "-l", "nodes=1,walltime=0:05:00", "sleep 60"])
+    assert res.returncode != 0 and "launch files not found" in res.stdout + res.stderr, \
+        res.stdout + res.stderr
+    oarcloud(user, "delete", "lf-0", "--wait", check=True)
 
 
 def test_user_data_runs_once_in_every_instance_and_a_failure_is_reported(make_user):

@@ -80,7 +80,7 @@ def tenants(lab):
         yield dict(alice=alice, bob=bob, image=image, a=a, b=b)
     finally:
         for n in names:
-            admin("user", "del", n)
+            admin("user", "delete", n)
 
 
 def domain(row):
@@ -348,7 +348,7 @@ def test_deleting_a_user_keeps_the_images_others_run(make_user):
     oarcloud(alice, "image", "publish", "pub-" + alice, check=True)
     oarcloud(alice, "image", "share", "shr-" + alice, bob, check=True)
     launch(bob, "--name", "user-of", "--image", "pub-" + alice, "--cores", "1")
-    admin("user", "del", alice, check=True)
+    admin("user", "delete", alice, check=True)
     assert image_row("pub-" + alice)["owner"] is None
     assert image_row("shr-" + alice)["owner"] is None
     assert image_row("own-" + alice) is None

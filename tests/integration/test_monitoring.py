@@ -205,7 +205,7 @@ def test_failed_launch_and_node_down_reach_webhooks(lab, make_user, webhook):
         wait_for(lambda: "Node node-2 is Alive" in webhook.titles("admin"), 60,
                  "the admins told node-2 is back")
     finally:
-        admin("notify", "del", target)
+        admin("notify", "delete", target)
         admin("alarm", "delete", "node1-mem")
 
 
@@ -217,7 +217,7 @@ def user_with_x(lab):
     admin("user", "add", user, check=True)
     launch(user, "--name", "x", "--cores", "1")
     yield user
-    admin("user", "del", user)
+    admin("user", "delete", user)
 
 
 @pytest.mark.parametrize("args,error", [

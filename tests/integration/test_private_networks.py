@@ -155,7 +155,7 @@ def test_rules_apply_live_and_keep_established_connections(two_node_pair):
     assert stream_grows()
     # without the rule that lets the network in, new connections fail at once...
     started = time.monotonic()
-    oarcloud(user, "net", "rule", "del", "default", str(inside["id"]), check=True)
+    oarcloud(user, "net", "rule", "delete", "default", str(inside["id"]), check=True)
     assert http_get(user, "n-0", b_ip, 9090) == ""
     print("rule removed and checked in %.2fs" % (time.monotonic() - started))
     assert stream_grows()  # ...but established ones are stateful
@@ -167,7 +167,7 @@ def test_rules_apply_live_and_keep_established_connections(two_node_pair):
     assert http_get(user, "n-0", b_ip, 9191) == ""
     # egress: removing the allow-all egress rule cuts new connections out
     egress = [r for r in rules if r["direction"] == "egress"][0]
-    oarcloud(user, "net", "rule", "del", "default", str(egress["id"]), check=True)
+    oarcloud(user, "net", "rule", "delete", "default", str(egress["id"]), check=True)
     assert http_get(user, "n-0", b_ip, 9090) == ""
 
 
@@ -258,7 +258,7 @@ def test_networks_attach_fixed_address_delete_and_leave_nothing(make_user):
      "--port goes with tcp or udp"),
     (["rule", "add", "default", "--direction", "ingress", "--proto", "tcp", "--remote",
       "10.0.0.1/8"], "bad remote"),
-    (["rule", "del", "default", "x;1"], "bad rule id"),
+    (["rule", "delete", "default", "x;1"], "bad rule id"),
 ])
 def test_bad_network_input_is_refused_and_nothing_changes(make_user, args, message):
     user = make_user()
@@ -483,7 +483,7 @@ def test_vpn_refuses_keyless_revoked_and_foreign_clients(make_user, vpn_client_n
     _wait_for("the client back after the server's restart", lambda: in_client(
         "ping", "-c", "1", "-W", "1", mine["ip"]).returncode == 0)
     # deleting the account stops its endpoint at once and takes its CA key
-    admin("user", "del", alice, check=True)
+    admin("user", "delete", alice, check=True)
     assert not key.exists()
     assert node_exec(ep["node"], "ls", "/run/oarcloud/vpn").stdout.split() == []
     _wait_for("the client's session ended", lambda: in_client(

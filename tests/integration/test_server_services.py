@@ -41,7 +41,7 @@ def test_a_killed_monitor_is_back_within_10s_and_the_admins_are_told(lab):
         assert daemons.wait_for(lambda: (monitor.status() or {}).get("pid") ==
                                 monitor.running_pid(), timeout=30)
     finally:
-        admin("notify", "del", hook.url("services"))
+        admin("notify", "delete", hook.url("services"))
         hook.stop()
 
 

@@ -220,6 +220,98 @@ def test_a_volume_held_by_a_killed_prologue_is_free_once_its_job_ended(lab, make
     oarcloud(alice, "delete", "writer", "--wait", check=True)
 
 
+def test_a_writer_whose_node_agent_was_killed_frees_its_volume_for_the_next_writer(
+        lab, make_user):
+    """w1's prologue (its node agent) is killed with the volume mounted in w1,
+    before the prologue ends: no teardown of its own.  While it holds, a
+    second writer is refused; once OAR ended the job, the next writer gets it."""
+    import time
+
+    from oarcloud_lib.catalog import db
+    from conftest import wait_job
+    from test_faults import kill_prologue_agents, submitted, wait_alive
+    alice = make_user()
+    vol(alice, "create", "kw", "--size", "32M", check=True)
+    job = submitted(alice, "--name", "w1", "--cores", "1", "--volume", "kw:/k")
+    vid, deadline = volume_id("kw", alice), time.monotonic() + 60
+
+    def state(conn, sql):
+        row = conn.execute(sql, (vid,)).fetchone()
+        return row and row[0]
+    with db.connect() as conn, db.connect() as holder:
+        # The prologue updates w1's row twice: creating, then running once its
+        # volumes are mounted.  Held between the two, the prologue waits there.
+        inst = "SELECT i.state FROM instances i JOIN volume_attachments a ON" \
+               " a.domain = i.domain WHERE a.volume = %s"
+        while state(conn, inst) != "creating":
+            assert time.monotonic() < deadline, "w1's prologue never started creating"
+            time.sleep(0.005)
+        with holder.transaction():
+            locked = state(holder, inst + " FOR UPDATE OF i")
+            assert locked == "creating", "the prologue ended before the test held it"
+            while state(conn, "SELECT state FROM volume_attachments WHERE volume = %s") \
+                    != "attached":
+                assert time.monotonic() < deadline, "w1 never got the volume"
+                time.sleep(0.02)
+            res = oarcloud(alice, "launch", "--name", "w2", "--volume", "kw:/k",
+                           "--walltime", "0:05")
+            assert res.returncode == 4 and "attached read-write to w1" in res.stderr, \
+                res.stderr
+            kill_prologue_agents(job)
+    assert wait_job(str(job))["state"] == "Error"
+    wait_alive()
+    assert json.loads(vol(alice, "show", "kw", "--json").stdout)["attachments"] == []
+    assert volume_mounts("node-1", vid) == [] and volume_mounts("node-2", vid) == []
+    launch(alice, "--name", "w2", "--volume", "kw:/k", "--cores", "1")
+    assert sh(alice, "w2", "touch /k/w").returncode == 0
+    oarcloud(alice, "delete", "w2", "--wait", check=True)
+
+
+def test_what_a_killed_broker_left_in_the_volume_store_is_swept_by_the_monitor(lab, make_user):
+    """A broker killed while it made a volume leaves a file that no row names
+    (its transaction rolled back), a snapshot's half copy, its fill's mount:
+    the monitor deletes them at its next sweep (at its start here), and
+    nothing of a volume.  While a volume is being made, nothing is swept."""
+    import signal
+
+    from oarcloud_lib import daemons, paths
+    from oarcloud_lib.catalog import db
+    from oarcloud_lib.node import disk
+    from oarcloud_lib.server import monitor, volumestore
+    from oarcloud_lib.tools import ext4
+    alice = make_user()
+    vol(alice, "create", "real", "--size", "32M", check=True)
+    real = paths.volume_image(volume_id("real", alice))
+    with db.connect() as conn:
+        top = conn.execute("SELECT max(id) FROM volumes").fetchone()[0]
+    orphan = paths.volume_image(top + 1000)
+    half = paths.VOLUME_STORE / ("%d.tmp" % (top + 1001))
+    fill = paths.VOLUME_MOUNTS / ("fill-%d-killed" % (top + 1000))
+    ext4.make(orphan, 32 * MiB)
+    half.write_bytes(b"half a copy")
+    paths.ensure_dir(paths.VOLUME_MOUNTS, 0o700, 0, 0)
+    fill.mkdir()
+    disk.attach(orphan, fill, options="loop,nosuid,nodev,noatime")
+    try:
+        with db.connect() as holder, holder.transaction(), db.connect() as conn:
+            holder.execute("LOCK TABLE volumes IN SHARE ROW EXCLUSIVE MODE")  # as a create does
+            assert volumestore.sweep(conn) == []
+        assert orphan.exists() and half.exists() and os.path.ismount(fill)
+        old = monitor.running_pid()
+        os.kill(old, signal.SIGKILL)
+        assert daemons.wait_for(lambda: not (orphan.exists() or half.exists() or fill.exists()),
+                                timeout=60, interval=0.1), "the monitor swept nothing"
+        assert monitor.running_pid() not in (None, old)
+        assert real.exists()
+        vol(alice, "delete", "real", check=True)
+    finally:
+        disk.detach(fill)
+        for f in (orphan, half):
+            f.unlink(missing_ok=True)
+        if fill.exists():
+            fill.rmdir()
+
+
 def test_a_volume_from_an_image_holds_its_files_as_the_instance_s_root(make_user):
     alice = make_user()
     out = json.loads(vol(alice, "create", "rootcopy", "--size", "64M", "--from", "tiny",

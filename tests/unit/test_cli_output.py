@@ -118,3 +118,39 @@ def test_tables_fit_the_terminal_the_widest_column_giving_way_first():
     # never below 8 (or the header): the terminal wraps what is left
     assert fit([30, 30], 10, [4, 12]) == [8, 12]
     assert clip("abcdefghij", 5) == "abcd\u2026" and clip("abc", 5) == "abc"
+
+
+# Commands that change nothing, or whose output is a session or a stream.
+NO_JSON = {("console",), ("exec",), ("ssh",), ("ssh-config",), ("lab", "exec"),
+           ("monitor", "run"), ("service", "died")}
+
+
+@pytest.mark.parametrize("top", ["oarcloud_cli.user:User", "oarcloud_cli.admin:Admin"])
+def test_every_command_takes_json_but_sessions(top):
+    import importlib
+    module, name = top.split(":")
+    app = getattr(importlib.import_module(module), name)
+    lacking = []
+    for path, sub in _commands(app):
+        inst = sub("x")
+        if inst._subcommands or path in NO_JSON:
+            continue
+        if not any("json" in s.names for s in inst._switches_by_func.values()):
+            lacking.append(" ".join(path))
+    assert lacking == []
+
+
+def test_delete_is_the_verb_and_del_its_alias(capsys):
+    from oarcloud_cli.user import User
+    for group in (("key",), ("notify",), ("net", "rule")):
+        for verb in ("delete", "del"):
+            _, code = User.run(["x", *group, verb, "--help"], exit=False)
+            assert code == 0
+    assert "The old name of `delete`" in capsys.readouterr().out
+
+
+def test_a_changing_broker_verb_answers_in_json_when_asked():
+    from oarcloud_lib.server.broker import Done
+    done = Done("network n created: 10.0.0.0/24", name="n", cidr="10.0.0.0/24")
+    assert done.said(False) == "network n created: 10.0.0.0/24"
+    assert json.loads(done.said(True)) == {"name": "n", "cidr": "10.0.0.0/24"}
