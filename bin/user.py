@@ -228,11 +228,15 @@ class List(Command):
 
     def run_command(self):
         import datetime
+        import pwd
 
+        from oarcloud_lib.tools import oar
+        # OAR's answer comes while the catalog is read.
+        oar_answer = oar.waiting_jobs_started(pwd.getpwuid(os.getuid()).pw_name)
         from oarcloud_lib.service import jobs, lifecycle
         with jobs.connect_as_user() as conn:
             rows = [_public(r) for r in jobs.mine(conn)]
-            waiting = lifecycle.waiting(conn, jobs.current_user())
+            waiting = lifecycle.waiting(conn, jobs.current_user(), jobs=oar_answer())
         for w in waiting:
             start = datetime.datetime.fromtimestamp(w["start"]).astimezone().isoformat() \
                 if w["start"] else None

@@ -223,12 +223,14 @@ def _decided(status):
     return status if not status.get("pending") else None
 
 
-def waiting(conn, owner, runner=LOCAL):
+def waiting(conn, owner, runner=LOCAL, jobs=None):
     """owner's cloud jobs OAR has not started: [{name, names, state (queued,
     or scheduled for an advance reservation), job_id, image, count, start
-    (epoch: the reservation's, or OAR's estimate; None)}]."""
+    (epoch: the reservation's, or OAR's estimate; None)}].  jobs: OAR's
+    answer already asked (oar.waiting_jobs_started)."""
     out = []
-    for job_id, job in sorted(oar.waiting_jobs(owner, runner).items()):
+    for job_id, job in sorted((oar.waiting_jobs(owner, runner) if jobs is None
+                               else jobs).items()):
         try:
             spec = jobspec.parse_types(job.get("types") or [])
         except Refused:

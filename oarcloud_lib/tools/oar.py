@@ -310,14 +310,38 @@ def current_jobs(runner=LOCAL, user=None, check=True):
     return {j: job for j, job in jobs.items() if job.get("state") not in ENDED}
 
 
+WAITING = ("Waiting", "Hold", "toLaunch", "toAckReservation")
+
+
 def waiting_jobs(user, runner=LOCAL):
     """{job_id (int): full job dict} of user's jobs that have not started yet
     (oarstat -f: with OAR's scheduled start)."""
-    res = runner.run(["oarstat", "-J", "-f", "-u", user], check=False, timeout=60)
-    text = res.out.strip()
+    return _waiting(runner.run(["oarstat", "-J", "-f", "-u", user], check=False,
+                               timeout=60).out)
+
+
+def waiting_jobs_started(user):
+    """waiting_jobs(user), its oarstat started now: a function that returns its
+    answer when called (OAR's tenth of a second overlaps the caller's work)."""
+    import subprocess
+    proc = subprocess.Popen(["oarstat", "-J", "-f", "-u", user], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def answer():
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return {}
+        return _waiting(out)
+    return answer
+
+
+def _waiting(text):
+    text = (text or "").strip()
     jobs = json.loads(text) if text.startswith("{") else {}
-    return {int(j): job for j, job in jobs.items()
-            if job.get("state") in ("Waiting", "Hold", "toLaunch", "toAckReservation")}
+    return {int(j): job for j, job in jobs.items() if job.get("state") in WAITING}
 
 
 def get_job(job_id, runner=LOCAL):
