@@ -445,6 +445,8 @@ class Logs(Command):
     def run_command(self, name):
         from oarcloud_lib.catalog import joblog
         from oarcloud_lib.service import jobs, lifecycle
+        def line(e):
+            return "%s %s %-7s %s" % (e["at"][:19], e["node"], e["level"], e["message"])
         with jobs.connect_as_user() as conn:
             row = lifecycle.find(conn, name, jobs.current_user())
             if not self.follow:
@@ -454,13 +456,11 @@ class Logs(Command):
                     print_json(events)
                 else:
                     for e in events:
-                        print("%s %s %-7s %s" % (e["at"][:19], e["node"], e["level"],
-                                                 e["message"]))
+                        print(line(e))
                 return
             for e in joblog.follow(conn, row["job_id"]):
                 e.pop("id")
-                print(json.dumps(e, sort_keys=True) if self.json else "%s %s %-7s %s" % (
-                    e["at"][:19], e["node"], e["level"], e["message"]), flush=True)
+                print(json.dumps(e, sort_keys=True) if self.json else line(e), flush=True)
 
 
 def main():

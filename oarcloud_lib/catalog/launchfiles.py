@@ -38,10 +38,13 @@ def check_path(path):
     return path
 
 
+def _items(files):
+    return [{"path": p, "mode": m, "data": base64.b64encode(d).decode()} for p, m, d in files]
+
+
 def encode(files):
     """The broker's stdin for [(dest, mode, bytes)]."""
-    return json.dumps({"files": [{"path": p, "mode": m, "data": base64.b64encode(d).decode()}
-                                 for p, m, d in files]})
+    return json.dumps({"files": _items(files)})
 
 
 def parse(text):
@@ -84,10 +87,8 @@ def store(conn, owner, text):
                  " '366 days' AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.files ="
                  " f.id AND i.state NOT IN ('deleted', 'failed'))", (owner,))
     return conn.execute("INSERT INTO launch_files (owner, files, bytes) VALUES (%s, %s, %s)"
-                        " RETURNING id", (owner, json.dumps(
-                            [{"path": p, "mode": m, "data": base64.b64encode(d).decode()}
-                             for p, m, d in files]), sum(len(d) for _, _, d in files))
-                        ).fetchone()[0]
+                        " RETURNING id", (owner, json.dumps(_items(files)),
+                                          sum(len(d) for _, _, d in files))).fetchone()[0]
 
 
 def get(conn, owner, bundle_id):
