@@ -223,6 +223,10 @@ class OneLineErrors:
         if type(e).__name__.startswith("Show"):  # --help, --help-all, --version, --completions
             raise e
         first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(":.")
+        # plumbum names a switch without its dashes: say it as it is typed
+        first = re.sub(r"^Argument of (\w[\w-]*) expected to be",
+                       lambda m: "%s%s expects" % ("-" if len(m[1]) == 1 else "--", m[1]), first)
+        first = first.replace("<class 'int'>", "a whole number")
         print("%s: error: %s (see --help)" % (self.PROGNAME, first), file=sys.stderr)
         raise SystemExit(2)
 

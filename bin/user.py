@@ -103,6 +103,13 @@ class Launch(Command):
                            help="copy this file of yours to DEST (absolute) in every instance, "
                                 "before it starts (repeatable; its mode kept; 1 MiB each, "
                                 "4 MiB in all)")
+    in_alloc = cli.SwitchAttr(["--in"], str, argname="ALLOC",
+                              excludes=["--nodes", "--at", "--property", "--queue", "--project",
+                                        "--besteffort", "--save-on-exit", "--ip"],
+                              help="start them now in this allocation of yours (oarcloud alloc "
+                                   "create), without OAR's scheduler: --count instances of "
+                                   "--cores (default 1) each, within its free cores; they "
+                                   "end with it (--walltime is its own)")
     wait = cli.Flag(["--wait"], help="wait until every instance runs, then show them "
                                       "(progress on stderr)")
     timeout = cli.SwitchAttr(["--timeout"], cli.Range(1, 86400), default=300, requires=["--wait"],
@@ -165,6 +172,13 @@ class Launch(Command):
             spec.userdata = self.store_user_data()
         if self.files:
             spec.files = self.store_files()
+        if self.in_alloc:
+            # The broker places them and has the nodes start them: they run when it answers.
+            code, rows = broker_json("alloc-launch", self.in_alloc, *spec.to_types())
+            if rows is None:
+                return code
+            _print_rows([_public(r) for r in rows], self.json)
+            return 0
         with jobs.connect_as_user() as conn:
             job_id = lifecycle.launch(conn, jobs.current_user(), spec, self.nodes, self.walltime,
                                       at=self.at, prop=self.prop, queue=self.queue,
@@ -202,6 +216,7 @@ User.subcommand("notify", "oarcloud_cli.user_monitoring.NotifyCmd")
 User.subcommand("key", "oarcloud_cli.user_keys.KeyCmd")
 User.subcommand("volume", "oarcloud_cli.user_volumes.VolumeCmd")
 User.subcommand("cp", "oarcloud_cli.user_copy.Copy")
+User.subcommand("alloc", "oarcloud_cli.user_allocs.AllocCmd")
 
 
 @User.subcommand("quota")
@@ -310,15 +325,47 @@ class Extend(Command):
         return 0 if out["status"] == "granted" else 3
 
 
+@User.subcommand("resize")
+class Resize(Changes, Command):
+    """Change an instance's cores or memory live: oarcloud resize NAME
+    [--cores C] [--memory M].  It stays within what its OAR job holds on its
+    node (launch with more cores to grow past them); the owner's quotas count
+    what it adds.  Inside, nproc, free and /proc follow at once.  A memory
+    shrink below what the instance uses is refused (exit 1, `infeasible`)
+    and kills nothing: it keeps its memory."""
+
+    cores = cli.SwitchAttr(["--cores"], str, argname="C", help="its cores from now")
+    memory = cli.SwitchAttr(["--memory"], str, argname="M",
+                            help="its memory from now, e.g. 512M or 2G")
+
+    def run_command(self, name):
+        from oarcloud_lib.errors import Refused
+        from oarcloud_lib.service import resize
+        if self.cores is None and self.memory is None:
+            raise Refused(detail="nothing to change: give --cores, --memory or both")
+        # Checked here first: the broker refuses the same.
+        args = [str(resize.parse_cores(self.cores)) if self.cores else "-",
+                self.memory if self.memory else "-"]
+        if self.memory:
+            resize.parse_memory(self.memory)
+        _broker("resize", name, *args, as_json=self.json)
+
+
 @User.subcommand("delete")
 class Delete(Changes, Command):
-    """End the instance's OAR job (with every instance of that job); the epilogue tears down."""
+    """End the instance's OAR job (with every instance of that job); the epilogue tears down.
+    An instance in an allocation is removed alone: the allocation goes on."""
 
     wait = cli.Flag(["--wait"], help="wait until the instances are gone")
 
     def run_command(self, name):
-        from oarcloud_lib.service import jobs, lifecycle
+        from oarcloud_lib.service import allocations, jobs, lifecycle
         with jobs.connect_as_user() as conn:
+            live = [r for r in jobs.mine(conn) if r["name"] == _checked(name)
+                    and r["state"] not in ("deleted", "failed")]
+            if live and allocations.of_instance(conn, live[0]):
+                # One instance of an allocation: its node removes it, the rest stays.
+                return exec_broker("alloc-remove", name, as_json=self.json)
             row = lifecycle.delete(conn, jobs.current_user(), name, wait=self.wait)
         if self.json:
             print_json({"name": name, "job_id": row["job_id"], "deleted": True,

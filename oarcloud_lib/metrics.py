@@ -231,6 +231,25 @@ def instance_sample(groups, root="/sys/fs/cgroup", leave=()):
     return {"cpu_usec": cpu_usec, "memory": max(usage - inactive, 0), "procs": len(procs)}
 
 
+def quota_cores(cpu_dir, v2):
+    """The cores the CPU quota of a cgroup directory allows (its cpu
+    controller's; cgroup v2 or v1), None when it has none."""
+    cpu_dir = Path(cpu_dir)
+    if v2:
+        quota, period = (cpu_dir / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    quota = int((cpu_dir / "cpu.cfs_quota_us").read_text())
+    return None if quota < 0 else quota / int((cpu_dir / "cpu.cfs_period_us").read_text())
+
+
+def instance_cores(groups, root="/sys/fs/cgroup"):
+    """The cores of an instance (parse_proc_cgroup's dict) by its CPU quota:
+    what a live resize left (None: no quota)."""
+    if "cpu" in groups:
+        return quota_cores(Path(root) / "cpu" / groups["cpu"].lstrip("/"), False)
+    return quota_cores(Path(root) / groups[""].lstrip("/"), True)
+
+
 def node_sample(proc="/proc"):
     """Counters of a node, read under proc: {'cpu': (busy, total), 'memory',
     'load'} (its network counters come with the instances' from /proc/net/dev)."""

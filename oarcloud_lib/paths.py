@@ -20,6 +20,7 @@ def volume_image(volume_id):
 
 # Where a node mounts a volume for the moment it takes to put it in an instance.
 VOLUME_MOUNTS = Path("/var/lib/oarcloud/volmounts")
+LXCFS = Path("/var/lib/lxcfs")  # lxcfs's mount on a node (Debian's own place)
 CACHE = STATE / "cache"
 INSTANCES = STATE / "instances"
 # Each instance's disk: a file holding its filesystem (oarcloud_lib.node.disk).

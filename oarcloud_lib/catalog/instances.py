@@ -7,7 +7,7 @@ import logging
 from collections import Counter
 
 from oarcloud_lib.catalog import networks, quotas
-from oarcloud_lib.errors import Refused
+from oarcloud_lib.errors import NotFound, Refused
 from oarcloud_lib.names import DOMAIN_RE, domain_name, instance_name  # noqa: F401
 
 LOG = logging.getLogger(__name__)
@@ -104,6 +104,15 @@ def allocate(conn, rows, nets, fixed_ip=None):
         existing = for_job(conn, job_id)
         if existing:
             return existing
+        insert(conn, rows, nets, fixed_ip)
+    return for_job(conn, job_id)
+
+
+def insert(conn, rows, nets, fixed_ip=None):
+    """Insert the rows with an address in each network, names and quotas
+    checked under the table's lock (in the caller's transaction, if any);
+    returns them as the catalog has them."""
+    with conn.transaction():
         conn.execute("LOCK TABLE instances IN SHARE ROW EXCLUSIVE MODE")
         taken = conn.execute("SELECT owner, name FROM instances WHERE state NOT IN ('deleted', 'failed')"
                              " AND owner = %s", (rows[0]["owner"],)).fetchall()
@@ -119,7 +128,7 @@ def allocate(conn, rows, nets, fixed_ip=None):
                          " %(cores)s, %(memory)s, %(disk)s, %(ip)s, %(mac)s, %(user_data)s,"
                          " %(files)s)",
                          dict(row, user_data=row.get("user_data"), files=row.get("files")))
-    return for_job(conn, job_id)
+    return [of_domain(conn, r["domain"]) for r in rows]
 
 
 def rows_of(cur):
@@ -153,6 +162,36 @@ def live(conn, owner=None, node=None):
 def set_state(conn, domain, state, error=None):
     conn.execute("UPDATE instances SET state = %s, error = coalesce(%s, error), updated = now()"
                  " WHERE domain = %s", (state, error, domain))
+
+
+def of_domain(conn, domain):
+    """The instance's row (any state).  Raises NotFound."""
+    rows = rows_of(conn.execute("SELECT %s FROM instances WHERE domain = %%s"
+                                % ", ".join(COLUMNS), (domain,)))
+    if not rows:
+        raise NotFound(what="instance", name=domain)
+    return rows[0]
+
+
+def record_job_nodes(conn, job_id, node_cores):
+    """The cores OAR gave the job on each node ({node: cores}); idempotent."""
+    for node, cores in sorted(node_cores.items()):
+        conn.execute("INSERT INTO job_nodes (job_id, node, cores) VALUES (%s, %s, %s)"
+                     " ON CONFLICT (job_id, node) DO UPDATE SET cores = EXCLUDED.cores",
+                     (job_id, node, cores))
+
+
+def job_cores(conn, job_id, node):
+    """The cores the job holds on node, or None when its prologue did not say
+    (a job older than job_nodes)."""
+    row = conn.execute("SELECT cores FROM job_nodes WHERE job_id = %s AND node = %s",
+                       (job_id, node)).fetchone()
+    return row[0] if row else None
+
+
+def set_size(conn, domain, cores, memory):
+    conn.execute("UPDATE instances SET cores = %s, memory = %s, updated = now()"
+                 " WHERE domain = %s", (cores, memory, domain))
 
 
 def owner_of(conn, domain):

@@ -32,6 +32,7 @@ KEYS = {
     "files": r"[1-9][0-9]{0,9}",
     # NAME or OWNER/NAME (one shared with the submitter), :/PATH, then :ro or not
     # ('/' escaped: Perl's qr/.../ takes the pattern as it is)
+    "alloc": NAME_RE,
     "volume": r"(?:[a-z_][a-z0-9_-]{0,31}\/)?[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?"
               r":\/[A-Za-z0-9._\/-]{1,255}(?::ro)?",
 }
@@ -50,7 +51,11 @@ DESCRIPTIONS = {
     "files": "files stored by `oarcloud launch --file SRC:DEST`, copied in before the start "
              "(their bundle's id)",
     "volume": "volume to mount, NAME:/PATH or NAME:/PATH:ro (repeatable; docs/storage.md)",
+    "alloc": "an allocation's name: the job holds its cores for `oarcloud launch --in NAME` "
+             "and has no instance of its own (with cloud.cores: the cores on each node)",
 }
+# What an allocation's job may say besides its name.
+ALLOC_KEYS = {"alloc", "cores"}
 NAME_PATTERN = re.compile(NAME_RE + r"\Z")
 MAX_COUNT = 999
 _SIZE_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -72,11 +77,13 @@ class CloudSpec:
     ip: str | None = None
     userdata: int | None = None  # a user_data row's id
     files: int | None = None  # a launch_files row's id
+    alloc: str | None = None  # an allocation's job: no instance of its own
 
     def to_types(self):
         """The `-t` values that express this spec (inverse of parse_types)."""
         types = ["cloud"]
-        for key in ("image", "name", "count", "cores", "save", "ip", "userdata", "files"):
+        for key in ("image", "name", "count", "cores", "save", "ip", "userdata", "files",
+                    "alloc"):
             value = getattr(self, key)
             if value is not None:
                 types.append("cloud.%s=%s" % (key, value))
@@ -147,6 +154,9 @@ def parse_types(types):
             setattr(spec, key, parse_size(value))
         else:
             setattr(spec, key, value)
+    if spec.alloc and seen - ALLOC_KEYS:
+        raise Refused(detail="an allocation (cloud.alloc) holds no instance of its own: it "
+                             "takes cloud.cores only, not %s" % ", ".join(sorted(seen - ALLOC_KEYS)))
     if spec.name and spec.count and spec.count > 1 \
             and len(spec.name) + len("-%d" % (spec.count - 1)) > MAX_NAME:
         # Its instances are NAME-0 ... NAME-(count-1): each must be a valid name.

@@ -2,8 +2,9 @@
 
     python -m oarcloud_lib.node.agent prologue JOB_ID NODEFILE   (first node: coordinator)
     python -m oarcloud_lib.node.agent epilogue JOB_ID NODEFILE   (first node: coordinator)
-    python -m oarcloud_lib.node.agent create JOB_ID              (every node of the job)
-    python -m oarcloud_lib.node.agent destroy JOB_ID             (every node of the job)
+    python -m oarcloud_lib.node.agent create JOB_ID [DOMAIN...]  (every node of the job; with
+                                  domains: only those, placed in an allocation's job)
+    python -m oarcloud_lib.node.agent destroy JOB_ID [DOMAIN...] (every node of the job)
     python -m oarcloud_lib.node.agent destroy-all                (this node: every instance)
     python -m oarcloud_lib.node.agent net-sync                   (this node: networks as the
                                                                   catalog says, node.netnode)
@@ -20,6 +21,8 @@
                                   (changes kept at the job's end for --save-on-exit)
     python -m oarcloud_lib.node.agent volume-attach|volume-detach DOMAIN VOLUME_ID
                                   (a volume in a running instance, as the catalog says)
+    python -m oarcloud_lib.node.agent resize DOMAIN CORES MEMORY_BYTES
+                                  (its cgroups live, node.resize; JSON of what they read)
 
 Where each verb's work lives: the coordinator in service.coordinator, create
 and destroy in node.lifecycle, power and saves in node.power, the sweep in
@@ -44,6 +47,8 @@ LOG = logging.getLogger("oarcloud.nodeagent")
 JOB = re.compile(r"^[0-9]{1,9}\Z")
 INTERVAL = re.compile(r"^[1-9][0-9]{0,4}\Z")
 VOLUME = re.compile(r"^[1-9][0-9]{0,9}\Z")
+CORES = re.compile(r"^[1-9][0-9]{0,3}\Z")
+BYTES = re.compile(r"^[1-9][0-9]{0,14}\Z")
 
 
 @dataclass(frozen=True)
@@ -62,9 +67,9 @@ def _coordinator(name):
 
 
 def _node_verb(name):
-    def run(job_id):
+    def run(job_id, *domains):
         from oarcloud_lib.node import lifecycle
-        lifecycle.run_verb(name, int(job_id))
+        lifecycle.run_verb(name, int(job_id), only=domains or None)
         return 0
     return run
 
@@ -123,6 +128,11 @@ def _volume(verb):
     return run
 
 
+def _resize(domain, cores, memory):
+    from oarcloud_lib.node import resize
+    return json.dumps(resize.resize(domain, int(cores), int(memory)), sort_keys=True)
+
+
 def _drop_kept(domain):
     from oarcloud_lib.node import power
     power.drop_kept(domain)
@@ -132,8 +142,8 @@ def _drop_kept(domain):
 VERBS = {
     "prologue": Verb(_coordinator("prologue"), (JOB, None)),
     "epilogue": Verb(_coordinator("epilogue"), (JOB, None)),
-    "create": Verb(_node_verb("create"), (JOB,)),
-    "destroy": Verb(_node_verb("destroy"), (JOB,)),
+    "create": Verb(_node_verb("create"), (JOB,), extra=DOMAIN_RE),
+    "destroy": Verb(_node_verb("destroy"), (JOB,), extra=DOMAIN_RE),
     "destroy-all": Verb(_destroy_all),
     "net-sync": Verb(_net_sync),
     "probe": Verb(_probe, (INTERVAL,)),
@@ -147,6 +157,7 @@ VERBS = {
     "drop-kept": Verb(_drop_kept, (DOMAIN_RE,)),
     "volume-attach": Verb(_volume("attach"), (DOMAIN_RE, VOLUME)),
     "volume-detach": Verb(_volume("detach"), (DOMAIN_RE, VOLUME)),
+    "resize": Verb(_resize, (DOMAIN_RE, CORES, BYTES)),
 }
 
 

@@ -53,6 +53,8 @@ class DomainSpec:
     uid_count: int = 65536
     init: str = "/sbin/init"
     io: dict = None      # <blkiotune> device: path and throttles (limits.io_tune)
+    cpuset: str = None   # the node's CPUs it runs on (limits.pick_cpus), e.g. "0-1"
+    views: tuple = ()    # (node file, the instance's path) bound over its own: lxcfs's
 
     def xml(self):
         from oarcloud_lib import templating

@@ -23,7 +23,7 @@ from oarcloud_lib.catalog import volumes as volume_rows
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError
 from oarcloud_lib.node import disk as disks, idmap, imagecache, limits, netnode, rootfs, userdata
-from oarcloud_lib.node import volumes
+from oarcloud_lib.node import resize, volumes
 from oarcloud_lib.node.driver import DomainSpec, LxcDriver
 from oarcloud_lib.server import saves
 from oarcloud_lib.tools import netdev, ovs
@@ -41,12 +41,13 @@ NODE_PARALLEL = min(8, (os.cpu_count() or 1) + 1)
 SSHD_WAIT = 30.0
 
 
-def create_local(job_id, conn, driver=None, runner=LOCAL):
-    """Create this node's instances of the job (already allocated in the catalog)."""
+def create_local(job_id, conn, driver=None, runner=LOCAL, only=None):
+    """Create this node's instances of the job (already allocated in the
+    catalog; only: those domains, launched in an allocation's job)."""
     driver = driver or LxcDriver()
     conf = config.load()
-    every = instances.for_job(conn, job_id)
-    rows = [r for r in every if r["node"] == this_node()]
+    every = [r for r in instances.for_job(conn, job_id) if r["state"] not in ("deleted", "failed")]
+    rows = [r for r in every if r["node"] == this_node() and (only is None or r["domain"] in only)]
     nics = networks.nics_of(conn, [r["domain"] for r in rows])
     # Every instance of the job knows the others by name.
     hosts = "127.0.0.1 localhost\n" + "".join("%s %s\n" % (r["ip"], r["name"]) for r in every)
@@ -57,10 +58,16 @@ def create_local(job_id, conn, driver=None, runner=LOCAL):
     # The owner's instances run in the owner's own uid range on the node.
     uid_base = idmap.tenant_base(account[1]) if account else None
 
+    # The domains here already: their CPU claims stand (node.resize).
+    defined = set(driver.names(names.DOMAIN_PREFIX))
+    views = resize.views(paths.LXCFS)
+
     def one(row):
-        if row["state"] != "running":
-            return create_one(job_id, row, nics[row["domain"]], conn, driver, owner, key,
-                               hosts, stacks[row["image"]], userns, conf, runner)
+        if row["state"] in ("allocated", "creating"):
+            cpus = resize.claim(row["domain"], row["cores"], defined)
+            return create_one(job_id, dict(row, cpus=cpus, views=views), nics[row["domain"]],
+                              conn, driver, owner, key, hosts, stacks[row["image"]], userns,
+                              conf, runner)
     # One user namespace carries the owner's uid mapping for all their instances here.
     with imagecache.using(), (idmap.Userns(uid_base) if rows else contextlib.nullcontext()) \
             as userns:
@@ -123,6 +130,8 @@ def create_one(job_id, row, nics, conn, driver, owner, key, hosts, stack, userns
         name=row["domain"], job_id=job_id, owner=owner, cores=row["cores"],
         memory=row["memory"], rootfs=str(root), uid_base=uid_base,
         uid_count=rootfs.UID_COUNT, io=limits.io_tune(io_device, row["cores"], conf),
+        cpuset=resize.format_cpus(row["cpus"]) if row.get("cpus") else None,
+        views=row.get("views", ()),
         nics=[{"bridge": INTEGRATION_BRIDGE, "mac": n["mac"], "port": n["port"], "ip": n["ip"],
                "prefix": n["prefix"], "gateway": n["gateway"], "mtu": INSTANCE_MTU}
               for n in nics])
@@ -176,9 +185,9 @@ def tune_nics(init_pid, count, runner=LOCAL):
             netdev.tx_offload_off(dev, runner, netns_pid=init_pid, check=True)
 
 
-def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
+def destroy_local(job_id, conn=None, driver=None, runner=LOCAL, only=None):
     """Remove every trace of the job's instances on this node (all of oarcloud's
-    instances when job_id is None); idempotent."""
+    instances when job_id is None; only: those domains); idempotent."""
     driver = driver or LxcDriver()
     prefix = names.job_prefix(job_id)
     # Without libvirt, remove the rest anyway (and say so at the end).
@@ -191,6 +200,8 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
     domains |= {d for d in disks.domains() if d.startswith(prefix)}
     ports = [p for p in ovs.ports(INTEGRATION_BRIDGE, runner) if p.startswith(prefix)]
     domains |= {names.domain_of_port(p) for p in ports}
+    if only is not None:
+        domains &= set(only)
 
     def one(domain):
         # The job is over: no grace, except for an instance whose changes are
@@ -199,6 +210,7 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL):
         if libvirt_error is None:
             driver.remove(domain, at_once=save is None)
             limits.release(domain)
+            resize.forget(domain)
             if conn is not None:  # its volumes went with its mount namespace
                 volume_rows.release_domains(conn, [domain])
         for port in ports:
@@ -248,19 +260,20 @@ def keep_changes(conn, domain, save, runner=LOCAL):
     return True
 
 
-def run_verb(verb, job_id, record=True):
-    """create or destroy the job's instances on this node; a failed create is
-    undone.  record: keep what happens in the job's events (the coordinator
-    records already when it runs a verb on its own node)."""
+def run_verb(verb, job_id, record=True, only=None):
+    """create or destroy the job's instances on this node (only: those
+    domains); a failed create is undone.  record: keep what happens in the
+    job's events (the coordinator records already when it runs a verb on its
+    own node)."""
     with db.connect() as conn, \
             (joblog.recording(conn, job_id) if record else contextlib.nullcontext()):
         if verb == "create":
             try:
-                create_local(job_id, conn)
+                create_local(job_id, conn, only=only)
             except OarcloudError as e:
                 LOG.error("job %s: creation failed on %s: %s", job_id, this_node(), e)
-                destroy_local(job_id)
+                destroy_local(job_id, only=only)
                 raise
         else:
-            destroy_local(job_id, conn)
+            destroy_local(job_id, conn, only=only)
             imagecache.evict(config.load().node_cache_budget)

@@ -271,6 +271,46 @@ def _underlay_flows(peers, runner):
     paths.UNDERLAY_FLOWS_DIGEST.write_text(digest)
 
 
+def pin_tunnel_neighbors(peers, runner=LOCAL):
+    """On a userspace datapath, put the peers' underlay MACs in its tunnel
+    neighbour cache, from the kernel's (which resolves them if need be).
+
+    Left to itself, the datapath learns a peer's MAC only by snooping an ARP
+    reply while it translates one, and an ARP reply that matches a cached
+    datapath flow is never translated: the first packets of a new network's
+    instances to another node were dropped for seconds (a cold lab's first
+    cross-node ping, test_allocations).  Entries age (tnl/neigh/aging, 900 s
+    idle): the node's probe pins them again (PIN_EVERY).  Best effort: a
+    peer that does not answer is only logged."""
+    peers = sorted(set(peers))
+    if not peers or ovs.datapath() != "netdev":
+        return []
+    try:
+        known = ovs.tunnel_neighbors(runner)
+        pinned = []
+        for ip in peers:
+            if ip in known:
+                continue
+            mac = netdev.resolve_neighbor(ip, UNDERLAY_BRIDGE, runner)
+            if mac is None:
+                LOG.warning("tunnel peer %s does not answer ARP on %s", ip, UNDERLAY_BRIDGE)
+                continue
+            ovs.set_tunnel_neighbor(UNDERLAY_BRIDGE, ip, mac, runner)
+            pinned.append(ip)
+        return pinned
+    except OarcloudError as e:
+        LOG.warning("tunnel neighbours not pinned: %s", e)
+        return []
+
+
+def tunnel_peers(runner=LOCAL):
+    """The remote addresses of this node's VXLAN ports."""
+    out = ovs.vsctl(["--format=json", "--columns=name,options", "list", "Interface"], runner)
+    return sorted(r["options"]["remote_ip"] for r in ovs.parse_json_table(out)
+                  if r["name"].startswith("vx-") and isinstance(r["options"], dict)
+                  and "remote_ip" in r["options"])
+
+
 def _gateways(nets, hosted, exposures, ifaces, peers, runner):
     """Tags, gateways and node NAT chains for the hosted networks; returns
     ({vni: tag}, whether a gateway port was made or changed)."""
@@ -302,6 +342,7 @@ def _apply(view, runner):
     peers = _peers(nics, hosted, node)
     tags, changed = _gateways(nets, hosted, exposures, ifaces, peers, runner)
     _underlay_flows(peers.values(), runner)
+    pin_tunnel_neighbors(peers.values(), runner)
     for name, i in ifaces.items():
         vni = i["external_ids"].get("oc-vni")
         if name.startswith("gw-") and vni and int(vni) not in tags:

@@ -29,10 +29,11 @@ DAEMONS = {
     "ovs-vswitchd": ovs.PIDFILES["ovs-vswitchd"],
     "virtlogd": "/run/virtlogd.pid",
     "libvirtd": "/run/libvirtd.pid",
+    "lxcfs": "/run/lxcfs.pid",
 }
 NODE_COMMANDS = ("sshd", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovsdb-tool",
                  "libvirtd", "virtlogd", "ethtool", "ip", "sysctl", "unshare", "oarnodesetting",
-                 "mkfs.ext4", "losetup")
+                 "mkfs.ext4", "losetup", "lxcfs")
 CGROUP_UNIFIED = "/sys/fs/cgroup/unified"
 
 
@@ -114,6 +115,36 @@ def ensure_libvirtd(runner):
     if not ok:
         raise NotReady(detail="libvirtd runs but does not answer on lxc:///system")
     return changed
+
+
+def ensure_lxcfs(runner, mountpoint=paths.LXCFS):
+    """lxcfs: the /proc files (meminfo, cpuinfo, stat, uptime...) an instance
+    sees, computed for the reader from its own cgroups, so that `free`,
+    `nproc`, `top` inside follow its limits, also after a live resize.  Every
+    instance started afterwards gets them (node.lifecycle); lxcfs must
+    outlive them (a dead lxcfs leaves their reads failing until restarted)."""
+    pid = daemons.read_pid(DAEMONS["lxcfs"])
+    if pid and os.path.isfile(os.path.join(mountpoint, "proc/meminfo")):
+        return False
+    if pid:  # ours (its pidfile), serving nothing
+        daemons.stop_pid(pid)
+    try:
+        os.stat(mountpoint)
+    except FileNotFoundError:
+        pass
+    except OSError:  # a dead lxcfs's mount: "not connected"
+        runner.run(["umount", "-l", mountpoint], timeout=30)
+    os.makedirs(mountpoint, mode=0o755, exist_ok=True)
+    # --enable-cfs: its CPUs follow the instance's CPU quota too, not only its
+    # cpuset.  It detaches itself, but keeps its output open a while: spawned.
+    runner.spawn(["lxcfs", "-p", DAEMONS["lxcfs"], "--enable-cfs", "--enable-pidfd", "-l",
+                  mountpoint], log_path=paths.LOG_DIR / "lxcfs.log")
+    if not daemons.wait_for(lambda: daemons.read_pid(DAEMONS["lxcfs"]), timeout=15):
+        raise NotReady(detail="lxcfs did not start (see %s)" % (paths.LOG_DIR / "lxcfs.log"))
+    if not daemons.wait_for(lambda: os.path.isfile(os.path.join(mountpoint, "proc/meminfo")),
+                            timeout=15):
+        raise NotReady(detail="lxcfs runs but serves nothing on %s" % mountpoint)
+    return True
 
 
 def ensure_hooks(src=None, dst=paths.HOOKS_INSTALL_DIR):
@@ -208,6 +239,7 @@ def setup_node(name=None, cores=None, underlay_if=None, progress=None, runner=LO
     progress.step("libvirtd (lxc driver)", ensure_libvirtd(runner))
     progress.step("hooks in %s" % paths.HOOKS_INSTALL_DIR, ensure_hooks())
     progress.step("hook log directory %s" % paths.LOG_DIR, ensure_log_dir())
+    progress.step("lxcfs on %s (instances' /proc)" % paths.LXCFS, ensure_lxcfs(runner))
     progress.step("logrotate rule %s" % paths.LOGROTATE, templating.ensure_logrotate())
     progress.step("image cache, instances and kept changes private", ensure_private_dirs())
     progress.step("registered in OAR (%d cores, cloud=YES, Alive)" % cores,

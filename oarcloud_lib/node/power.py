@@ -10,8 +10,10 @@ from oarcloud_lib import config, paths
 from oarcloud_lib.catalog import db, instances
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, OarcloudError, Refused
-from oarcloud_lib.names import DOMAIN_RE
-from oarcloud_lib.node import access, disk as disks, imagecache, layer, limits, rootfs, volumes
+from oarcloud_lib.names import DOMAIN_PREFIX, DOMAIN_RE
+from oarcloud_lib.node.driver import LxcDriver
+from oarcloud_lib.node import access, disk as disks, imagecache, layer, limits, resize, rootfs
+from oarcloud_lib.node import volumes
 from oarcloud_lib.node.lifecycle import tune_nics, wait_for_sshd
 from oarcloud_lib.tools.oarssh import this_node
 
@@ -23,6 +25,11 @@ def _owner_of(domain):
         return instances.owner_of(conn, domain)
 
 
+def _row_of(domain):
+    with db.connect() as conn:
+        return instances.of_domain(conn, domain)
+
+
 def power(domain, verb, grace=10.0, driver=None, runner=LOCAL, pids_max=None):
     """start, stop (signal init, then force after grace seconds) or reboot an
     instance; returns its state.  pids_max: the site's instance_pids_max."""
@@ -31,6 +38,11 @@ def power(domain, verb, grace=10.0, driver=None, runner=LOCAL, pids_max=None):
     if verb == "start":
         if state != "running":
             guest.start()
+            # Its cores and memory as the catalog has them (a resize since
+            # its domain was defined), on CPUs claimed again.
+            row = _row_of(domain)
+            resize.apply(guest, row["cores"], row["memory"],
+                         set((driver or LxcDriver()).names(DOMAIN_PREFIX)))
             tune_nics(guest.init_pid(), guest.nic_count(), runner)
             limits.limit_pids(guest.init_pid(), pids_max or config.load().instance_pids_max)
             # Its volumes went with its last mount namespace.
@@ -40,6 +52,7 @@ def power(domain, verb, grace=10.0, driver=None, runner=LOCAL, pids_max=None):
         if state == "running":
             guest.stop(grace)
             limits.release(domain)
+            resize.forget(domain)
     elif verb == "reboot":
         power(domain, "stop", grace, driver, runner)
         power(domain, "start", driver=driver, runner=runner, pids_max=pids_max)

@@ -23,6 +23,9 @@ LOG = logging.getLogger(__name__)
 PREFIX = "oc"
 # Walking an instance's written files is the one costly reading: every so often.
 ROOTFS_EVERY = 30.0
+# s between two pinnings of the tunnel peers' MACs (netnode.pin_tunnel_neighbors):
+# well within the datapath's 900 s aging of an idle entry
+PIN_EVERY = 60.0
 
 
 def route_interface(address, runner=LOCAL):
@@ -97,6 +100,10 @@ class Probe:
         with open(os.path.join(self.proc, str(ctl), "cgroup")) as f:
             groups = metrics.parse_proc_cgroup(f.read())
         counters = metrics.instance_sample(groups, self.cgroups, leave={ctl})
+        try:  # its cores now (a live resize since it started), else its domain's
+            cores = metrics.instance_cores(groups, self.cgroups) or cores
+        except (OSError, ValueError, KeyError):
+            pass
         # The host end of a veth sends what the instance receives.
         counters["rx"] = sum(netdev.get(p, (0, 0))[1] for p in ports)
         counters["tx"] = sum(netdev.get(p, (0, 0))[0] for p in ports)
@@ -157,8 +164,16 @@ def run(interval, server_address, out=sys.stdout, cycles=None):
     from oarcloud_lib.node.driver import LxcDriver
     probe = Probe(route_interface(server_address), LxcDriver())
     done = 0
-    next_at = time.monotonic()
+    next_at = pinned_at = time.monotonic()
     while cycles is None or done < cycles:
+        if time.monotonic() >= pinned_at:
+            # The tunnel peers' MACs, before the datapath's cache forgets them.
+            from oarcloud_lib.node import netnode
+            try:
+                netnode.pin_tunnel_neighbors(netnode.tunnel_peers())
+            except OarcloudError as e:
+                LOG.warning("probe: tunnel peers: %s", e)
+            pinned_at = time.monotonic() + PIN_EVERY
         try:
             out.write(json.dumps(probe.cycle(), separators=(",", ":")) + "\n")
             out.flush()

@@ -13,6 +13,13 @@ run this module as root through sudo (a rule `setup server` installs).  It:
 
     broker exec NAME [-- CMD...]   broker console NAME   broker proxy NAME [PORT]
     broker start|stop|reboot NAME
+    broker resize NAME CORES|- MEMORY|-   (live, within its job: service.resize)
+
+and of instances in the caller's allocations (service.allocations: placed and
+started at once, without OAR):
+
+    broker alloc-launch ALLOC TYPE...   (the launch's cloud job types; JSON rows out)
+    broker alloc-remove NAME            (one instance of an allocation)
 
 It is also the one writer of images for users (the store is root's, the
 catalog read-only to them):
@@ -83,7 +90,7 @@ from oarcloud_lib.server import imagestore, saves
 from oarcloud_lib.service import fanout, lifecycle
 from oarcloud_lib.tools import oarssh
 from oarcloud_lib.commands import LOCAL
-from oarcloud_lib.errors import OarcloudError, Refused, from_foreign
+from oarcloud_lib.errors import NotFound, OarcloudError, Refused, from_foreign
 
 LOG = logging.getLogger("oarcloud.broker")
 SUITE_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}\Z")
@@ -425,6 +432,45 @@ def _power(verb):
     return run
 
 
+def resize(conn, user, name, cores, memory):
+    from oarcloud_lib.service import resize as resizing
+    out = resizing.resize(conn, user, name,
+                          None if cores == "-" else resizing.parse_cores(cores),
+                          None if memory == "-" else resizing.parse_memory(memory))
+    change = resizing.describe(out["before"], out["after"])
+    line = {"resized": "%s resized: %s" % (name, change),
+            "at next start": "%s: %s at its next start (it is stopped)" % (name, change),
+            "unchanged": "%s already has %d core(s) and %d MiB" % (
+                name, out["before"]["cores"], out["before"]["memory"] >> 20),
+            "infeasible": "%s: resize infeasible: %s" % (name, out["reason"])}[out["status"]]
+    if out["cpus"] and out["status"] == "resized":
+        line += " (CPUs %s)" % out["cpus"]
+    return Done(line, code=1 if out["status"] == "infeasible" else 0, **out)
+
+
+def alloc_launch(conn, user, alloc, *types):
+    from oarcloud_lib.service import allocations
+    is_admin(conn, user)  # an account, or Refused
+    spec = jobspec.parse_types(list(types))
+    if spec is None:
+        raise Refused(detail="alloc-launch takes the launch's cloud job types")
+    rows = allocations.launch_in(conn, user, alloc, spec)
+    return json.dumps(rows, default=str)
+
+
+def alloc_remove(conn, user, name):
+    from oarcloud_lib.service import allocations
+    row = lifecycle.find(conn, name, user)
+    if row["state"] in ("deleted", "failed"):
+        raise NotFound(what="instance", name=name)
+    alloc = allocations.of_instance(conn, row)
+    if alloc is None:
+        raise Refused(detail="%s is not in an allocation (oarcloud delete ends its job)" % name)
+    allocations.remove(conn, user, row)
+    return Done("deleted %s from allocation %s" % (name, alloc), name=name, allocation=alloc,
+                job_id=row["job_id"], deleted=True)
+
+
 MANY = 1 << 16  # exec's command line
 EXEC_FAILED = 125
 # verb -> (function, fewest arguments, most arguments).  Each function gets the
@@ -452,7 +498,8 @@ VERBS = {
     "exec": (_interactive("exec"), 1, MANY), "console": (_interactive("console"), 1, 1),
     "proxy": (_interactive("proxy"), 1, 2),
     "start": (_power("start"), 1, 1), "stop": (_power("stop"), 1, 1),
-    "reboot": (_power("reboot"), 1, 1),
+    "reboot": (_power("reboot"), 1, 1), "resize": (resize, 3, 3),
+    "alloc-launch": (alloc_launch, 2, 256), "alloc-remove": (alloc_remove, 1, 1),
 }
 
 

@@ -87,6 +87,12 @@ def prologue(job_id, nodefile):
                 return 0
             lifecycle.admit(conn, owner, spec, len(node_cores), conf.default_image,
                             job_id=job_id, conf=conf)
+            if spec.alloc:
+                from oarcloud_lib.service import allocations
+                allocations.record(conn, job_id, owner, spec, node_cores)
+                LOG.info("job %s: allocation %s holds %s", job_id, spec.alloc, ", ".join(
+                    "%d core(s) on %s" % (c, n) for n, c in sorted(node_cores.items())))
+                return 0
             nets = instances.resolve_networks(conn, owner, spec.networks,
                                               conf.default_network_cidr,
                                               networks.reserved_ranges(conf))
@@ -94,6 +100,7 @@ def prologue(job_id, nodefile):
                                      conf.memory_per_core, conf)
             wanted = lifecycle.save_names(spec, len(planned))
             rows = instances.allocate(conn, planned, nets, spec.ip)
+            instances.record_job_nodes(conn, job_id, node_cores)
             if spec.volumes:
                 volumes.hold_for_launch(conn, owner, spec.volumes, rows)
             saves.request_on_exit(conn, rows, wanted)

@@ -54,6 +54,11 @@ def admit(conn, owner, spec, nodes, default_image=None, walltime=None, job_id=No
     (OverQuota among them), NotFound, Conflict."""
     if not 1 <= nodes <= 1000:
         raise Refused(detail="--nodes must be between 1 and 1000")
+    if spec.alloc:  # an allocation: its name only (service.allocations)
+        from oarcloud_lib.service import allocations
+        if job_id is None:  # the prologue's own row may be there already
+            allocations.check_new(conn, owner, spec.alloc)
+        return jobs.check_walltime(walltime) if walltime is not None else None
     disk = instances.disk_size(spec, conf)
     image = spec.image or default_image
     if image:
@@ -282,6 +287,9 @@ def end_jobs(conn, ended):
         # Their volumes too (their nodes release them at teardown; this is for
         # a teardown that never ran: a dead agent, an unreachable node).
         volumes.release_domains(conn, [r["domain"] for r in instances.for_job(conn, job_id)])
+        conn.execute("DELETE FROM job_nodes WHERE job_id = %s", (job_id,))
+        conn.execute("UPDATE allocations SET state = 'ended', ended = now() WHERE job_id = %s"
+                     " AND state = 'running'", (job_id,))
     errors = fanout.sync_nodes(networks.hosting_nodes(conn, sorted(released))) \
         if released else {}
     return sorted(released), errors

@@ -143,3 +143,23 @@ def move_addresses(src, dst, runner=LOCAL):
             argv += ["via", r["gateway"]]
         runner.run(argv + ["dev", dst])
     return bool(addrs or routes)
+
+
+def neighbor_mac(address, dev, runner=LOCAL):
+    """The MAC the kernel has for address on dev (any state that has one:
+    reachable, stale, delay...), or None."""
+    entries = json.loads(runner.out(["ip", "-j", "-4", "neigh", "show", "to", address, "dev",
+                                     dev]) or "[]")
+    return next((e["lladdr"].lower() for e in entries
+                 if e.get("lladdr") and "FAILED" not in e.get("state", [])), None)
+
+
+def resolve_neighbor(address, dev, runner=LOCAL):
+    """Have the kernel resolve address on dev (one echo request, 1 s at
+    most); returns its MAC or None."""
+    mac = neighbor_mac(address, dev, runner)
+    if mac is None:
+        runner.run(["ping", "-n", "-q", "-c", "1", "-W", "1", "-I", dev, address], check=False,
+                   timeout=5)
+        mac = neighbor_mac(address, dev, runner)
+    return mac

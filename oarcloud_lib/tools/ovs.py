@@ -140,3 +140,28 @@ def ensure_flow_tunnel(bridge, port, remote_ip, runner=LOCAL):
     vsctl(["--may-exist", "add-port", bridge, port, "--", "set", "Interface", port, "type=vxlan",
            "options:remote_ip=%s" % remote_ip, "options:key=flow"], runner)
     return True
+
+
+# -- the userspace datapath's tunnel neighbours ---------------------------------------
+
+def parse_tunnel_neighbors(text):
+    """`ovs-appctl tnl/neigh/show` -> {ip: (mac, bridge)}."""
+    out = {}
+    for line in (text or "").splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[1].count(":") == 5 and fields[0][:1].isdigit():
+            out[fields[0]] = (fields[1].lower(), fields[2])
+    return out
+
+
+def tunnel_neighbors(runner=LOCAL):
+    """{ip: (mac, bridge)} of the userspace datapath's tunnel neighbour cache."""
+    return parse_tunnel_neighbors(runner.out(["ovs-appctl", "-t", "ovs-vswitchd",
+                                              "tnl/neigh/show"], timeout=TIMEOUT))
+
+
+def set_tunnel_neighbor(bridge, ip, mac, runner=LOCAL):
+    """Tell the userspace datapath the MAC of a tunnel peer's address (its
+    entry then ages like a learnt one: tnl/neigh/aging)."""
+    runner.run(["ovs-appctl", "-t", "ovs-vswitchd", "tnl/neigh/set", bridge, ip, mac],
+               timeout=TIMEOUT)

@@ -11,7 +11,7 @@ from oarcloud_lib.server import imagestore
 from oarcloud_lib.lab import Lab
 
 DAEMON_COMMS = {"ovsdb-server", "ovs-vswitchd", "libvirtd", "virtlogd", "Almighty", "postgres",
-                "sshd", "sleep", "libvirt_lxc"}
+                "sshd", "sleep", "libvirt_lxc", "lxcfs"}
 WATCHED_FILES = ["/etc/hosts", "/etc/oar/oar.conf", "/etc/postgresql/15/main/pg_hba.conf",
                  "/var/lib/postgresql/15/main/postgresql.auto.conf", "/etc/oarcloud/oarcloud.conf",
                  "/var/lib/oar/.ssh/config"]
@@ -88,7 +88,8 @@ def test_status_reports_every_daemon(lab):
     assert status["server"]["postgresql"] and status["server"]["oar-server"]
     assert sorted(status["nodes"]) == ["node-1", "node-2"]
     for name, node in status["nodes"].items():
-        for daemon in ("oar-node-sshd", "ovsdb-server", "ovs-vswitchd", "virtlogd", "libvirtd"):
+        for daemon in ("oar-node-sshd", "ovsdb-server", "ovs-vswitchd", "virtlogd", "libvirtd",
+                       "lxcfs"):
             assert isinstance(node[daemon], int), (name, daemon, node)
         assert node["oar_state"] == ["Alive"]
     table = admin("lab", "status", check=True).stdout

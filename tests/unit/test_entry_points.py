@@ -14,6 +14,7 @@ from oarcloud_lib.server import broker
     ["prologue", "12", "/var/lib/oar/12"], ["create", "12"], ["destroy-all"], ["net-sync"],
     ["probe", "5"], ["sweep"], ["sweep", "3", "4"], ["stop", "oc12-0"], ["save", "oc12-0"],
     ["save", "oc12-0", "flatten"], ["export-kept", "oc1-2", "flatten"], ["drop-kept", "oc1-2"],
+    ["resize", "oc12-0", "2", "536870912"],
 ])
 def test_the_agent_takes_its_verbs(argv):
     assert agent.parse(argv) is not None
@@ -24,6 +25,8 @@ def test_the_agent_takes_its_verbs(argv):
     ["stop", "../../etc"], ["stop", "oc12-0", "now"], ["save", "oc12-0", "everything"],
     ["save", "oc12-0", "flatten", "flatten"], ["sweep", "3", "x"], ["probe", "0"],
     ["destroy-all", "now"], ["prologue", "12"], ["start", "oc12-0\n"],
+    ["resize", "oc12-0", "0", "536870912"], ["resize", "oc12-0", "2", "-1"],
+    ["resize", "oc12-0", "2"], ["resize", "oc12-0", "2", "1G"], ["resize", "../x", "2", "1"],
 ])
 def test_the_agent_refuses_anything_else(argv):
     assert agent.parse(argv) is None

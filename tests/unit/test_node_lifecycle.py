@@ -9,7 +9,7 @@ from oarcloud_lib.node import volumes
 from oarcloud_lib.config import SiteConfig
 from oarcloud_lib.errors import CommandFailed, NotFound
 from oarcloud_lib.names import port_name
-from oarcloud_lib.node import lifecycle, limits, netnode, power, rootfs, sweep
+from oarcloud_lib.node import lifecycle, limits, netnode, power, resize, rootfs, sweep
 from oarcloud_lib.node.fakedriver import FakeDriver, FakeNode
 from oarcloud_lib.names import INTEGRATION_BRIDGE
 
@@ -49,6 +49,13 @@ def node(tmp_path, monkeypatch):
     monkeypatch.setattr(limits, "limit_pids", lambda pid, maximum: pids.append((pid, maximum)))
     monkeypatch.setattr(limits, "release", lambda domain: 0)
     monkeypatch.setattr(volumes, "attach", lambda domain, **kw: 0)  # the lab's tests
+    # CPU claims in tmp_path; the cgroup writes of a resize (tested on the lab) recorded
+    monkeypatch.setattr(resize, "CLAIMS", tmp_path / "cpus")
+    monkeypatch.setattr(resize, "online_cpus", lambda: [0, 1, 2, 3])
+    sizes = []
+    monkeypatch.setattr(resize, "apply", lambda guest, cores, memory, defined:
+                        sizes.append((guest.name, cores, memory)))
+    monkeypatch.setattr(power, "_row_of", lambda domain: {"cores": 2, "memory": 512 << 20})
 
     def prepare(domain, lowers, layers, uid_base, base=None, runner=None, userns=None,
                 disk=None):
@@ -60,7 +67,7 @@ def node(tmp_path, monkeypatch):
     monkeypatch.setattr(rootfs, "add_account", lambda root, owner, key: None)
     fake = FakeNode()
     driver = FakeDriver(fake)
-    driver.pids = pids
+    driver.pids, driver.sizes = pids, sizes
     return driver
 
 
@@ -183,6 +190,8 @@ def test_power_stop_start_reboot(node):
                        pids_max=100) == "running"
     assert node.node.ports[INTEGRATION_BRIDGE] == {"oc7-0", "oc7-0n1"}
     assert node.pids[-1] == (guest.init_pid(), 100)
+    # with the cores and memory the catalog has (a resize while it was defined)
+    assert node.sizes[-1] == ("oc7-0", 2, 512 << 20)
     # starting a running one too
     assert power.power("oc7-0", "start", driver=node, runner=node.node) == "running"
     first = guest.init_pid()

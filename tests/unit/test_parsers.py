@@ -58,3 +58,14 @@ def test_max_nodes():
     assert lab.max_nodes(available=0) == 0
     assert lab.max_nodes(available=(1 << 30) + 2 * lab.NODE_MEMORY) == 2
     assert lab.max_nodes(available=1 << 50) == lab.MAX_NODES
+
+
+def test_tunnel_neighbour_cache_is_parsed():
+    from oarcloud_lib.tools import ovs
+    text = ("IP                                            MAC                 Bridge\n"
+            "==========================================================================\n"
+            "198.19.0.1                                    1a:62:23:f0:09:dd   br-phy\n"
+            "198.19.0.12                                   BA:93:03:64:02:41   br-phy\n")
+    assert ovs.parse_tunnel_neighbors(text) == {"198.19.0.1": ("1a:62:23:f0:09:dd", "br-phy"),
+                                                "198.19.0.12": ("ba:93:03:64:02:41", "br-phy")}
+    assert ovs.parse_tunnel_neighbors("") == {}
