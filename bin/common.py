@@ -194,6 +194,19 @@ def broker_json(verb, *args, data=""):
     return res.returncode, (json.loads(res.stdout) if res.returncode == 0 else None)
 
 
+def store_user_data(path):
+    """The id of a user data file (--user-data), checked here, stored by the
+    broker."""
+    from oarcloud_lib.catalog import userdata
+    with open(path, "rb") as f:
+        data = f.read(userdata.MAX_BYTES + 1)
+    userdata.parse(data)  # refused here before anything is stored
+    code, out = broker_json("user-data-put", data=data.decode())
+    if out is None:
+        raise SystemExit(code)  # the broker said why, in one line
+    return out["id"]
+
+
 def exec_broker(verb, *args, as_json=False):
     """Become the broker running verb (as_json: run it, print its answer in
     the format asked, and exit with its code)."""

@@ -8,7 +8,8 @@ from plumbum import cli
 
 from oarcloud_cli.common import (VERSION, Changes, Command, Group, broker_argv,
                                  broker_json, exec_broker, is_root, iso, machine, print_fields,
-                                 print_json, print_quota, print_table, run_quietly_piped, size_h)
+                                 print_json, print_quota, print_table, run_quietly_piped, size_h,
+                                 store_user_data)
 
 
 class User(Group):
@@ -119,15 +120,7 @@ class Launch(Command):
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def store_user_data(self):
-        """The id of the user data file, checked and stored by the broker."""
-        from oarcloud_lib.catalog import userdata
-        with open(self.user_data, "rb") as f:
-            data = f.read(userdata.MAX_BYTES + 1)
-        userdata.parse(data)  # refused here before anything is stored
-        code, out = broker_json("user-data-put", data=data.decode())
-        if out is None:
-            raise SystemExit(code)  # the broker said why, in one line
-        return out["id"]
+        return store_user_data(self.user_data)
 
     def store_files(self):
         """The id of the --file bundle, checked here and stored by the broker."""
@@ -217,6 +210,8 @@ User.subcommand("key", "oarcloud_cli.user_keys.KeyCmd")
 User.subcommand("volume", "oarcloud_cli.user_volumes.VolumeCmd")
 User.subcommand("cp", "oarcloud_cli.user_copy.Copy")
 User.subcommand("alloc", "oarcloud_cli.user_allocs.AllocCmd")
+User.subcommand("group", "oarcloud_cli.user_groups.GroupCmd")
+User.subcommand("lb", "oarcloud_cli.user_balancers.LbCmd")
 
 
 @User.subcommand("quota")

@@ -348,6 +348,8 @@ class Lab:
             progress.say("no lab here (%s missing)" % self.state_file)
             return progress.done()
         progress.step("server services stopped", services.stop())
+        from oarcloud_lib.server import balancers
+        progress.step("load balancers stopped", bool(balancers.stop_all()))
         progress.step("lab accounts removed", self._remove_accounts())
         for name in sorted(state["nodes"], reverse=True):
             progress.step("%s stopped and removed" % name,

@@ -51,6 +51,14 @@ METRICS = {
         ("rootfs", "B", "oarcloud_instance_rootfs_bytes",
          "Bytes written to the instance's root filesystem"),
     ]),
+    # A load balancer (server/balancers.py), from HAProxy's counters.
+    "lb": _table("lb", [
+        ("rate", "/s", "oarcloud_lb_requests_per_second", "Requests (sessions) a second"),
+        ("errors", "/s", "oarcloud_lb_5xx_per_second", "5xx answers a second"),
+        ("latency", "ms", "oarcloud_lb_response_time_ms",
+         "Mean response time of the last 1024 requests"),
+        ("up", "", "oarcloud_lb_members_up", "Members passing their health check"),
+    ]),
 }
 
 DURATION_RE = re.compile(r"^([0-9]{1,9})([smhd])\Z")

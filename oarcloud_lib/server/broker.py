@@ -21,6 +21,15 @@ started at once, without OAR):
     broker alloc-launch ALLOC TYPE...   (the launch's cloud job types; JSON rows out)
     broker alloc-remove NAME            (one instance of an allocation)
 
+and of the caller's scaling groups (service.groups; settings as JSON on stdin):
+
+    broker group-create    broker group-set NAME    broker group-delete NAME
+
+and of their load balancers (server.balancers):
+
+    broker lb-create NAME GROUP PORT CHECK ALGORITHM   broker lb-delete|lb-show NAME
+    broker lb-list
+
 It is also the one writer of images for users (the store is root's, the
 catalog read-only to them):
 
@@ -471,6 +480,96 @@ def alloc_remove(conn, user, name):
                 job_id=row["job_id"], deleted=True)
 
 
+# -- scaling groups (service.groups; the monitor scales them) --------------------------
+
+def _group_spec(verb):
+    try:
+        spec = json.loads(_stdin())
+    except ValueError:
+        raise Refused(detail="%s reads a JSON object on stdin" % verb) from None
+    if not isinstance(spec, dict):
+        raise Refused(detail="%s reads a JSON object on stdin" % verb)
+    return spec
+
+
+def _group_done(line, group):
+    from oarcloud_lib.service import groups
+    shown = groups.describe_public(group)
+    return Done(line, **shown)
+
+
+def group_create(conn, user):
+    from oarcloud_lib.service import groups
+    is_admin(conn, user)  # an account, or Refused
+    row = groups.create(conn, user, _group_spec("group-create"))
+    return _group_done("group %s created: %d to %d, desired %d%s; the monitor brings its "
+                       "members" % (row["name"], row["min_size"], row["max_size"],
+                                    row["desired"], ", in allocation %s" % row["alloc"]
+                                    if row["alloc"] else ""), groups.show(conn, user,
+                                                                          row["name"]))
+
+
+def group_set(conn, user, name):
+    from oarcloud_lib.service import groups
+    row = groups.change(conn, user, name, _group_spec("group-set"))
+    return _group_done("group %s: %d to %d, desired %d%s" % (
+        name, row["min_size"], row["max_size"], row["desired"],
+        ", target %s=%g" % (row["target_metric"], row["target_value"])
+        if row["target_metric"] else ""), groups.show(conn, user, name))
+
+
+def group_delete(conn, user, name):
+    from oarcloud_lib.service import groups
+    gone = groups.delete(conn, user, name)
+    return Done("group %s deleted%s" % (name, " with its members %s" % ", ".join(gone)
+                                        if gone else ""),
+                name=name, deleted=True, members=gone)
+
+
+# -- load balancers (server.balancers; HAProxy on this server) --------------------------
+
+def _lb_public(conn, lb):
+    from oarcloud_lib.server import balancers
+    out = balancers.describe(conn, lb)
+    out = {k: v for k, v in out.items() if k not in ("id", "group_id", "check_kind",
+                                                    "check_path")}
+    out["created"] = out["created"].isoformat(timespec="seconds")
+    last = conn.execute("SELECT DISTINCT ON (metric) metric, value FROM samples WHERE"
+                        " kind = 'lb' AND subject = %s AND step = 0 ORDER BY metric, t DESC",
+                        (str(lb["id"]),)).fetchall()
+    out["metrics"] = {m: v for m, v in last}
+    return out
+
+
+def lb_create(conn, user, name, group, port, check, algorithm):
+    from oarcloud_lib.server import balancers
+    is_admin(conn, user)  # an account, or Refused
+    if not port.isdigit():
+        raise Refused(detail="bad --port %r: a port from 1 to 65535" % port[:20])
+    lb = balancers.create(conn, user, name, group, int(port), check, algorithm)
+    out = _lb_public(conn, lb)
+    return Done("balancer %s of group %s: %s -> members' port %d (%s checks, %s)" % (
+        name, group, out["address"], lb["port"], out["check"], lb["algorithm"]), **out)
+
+
+def lb_delete(conn, user, name):
+    from oarcloud_lib.server import balancers
+    balancers.delete(conn, user, name)
+    return Done("balancer %s deleted" % name, name=name, deleted=True)
+
+
+def lb_show(conn, user, name):
+    from oarcloud_lib.server import balancers
+    return json.dumps(_lb_public(conn, balancers.get(conn, user, name)), sort_keys=True,
+                      default=str)
+
+
+def lb_list(conn, user):
+    from oarcloud_lib.server import balancers
+    return json.dumps([_lb_public(conn, lb) for lb in balancers.owned(conn, user)],
+                      sort_keys=True, default=str)
+
+
 MANY = 1 << 16  # exec's command line
 EXEC_FAILED = 125
 # verb -> (function, fewest arguments, most arguments).  Each function gets the
@@ -500,6 +599,10 @@ VERBS = {
     "start": (_power("start"), 1, 1), "stop": (_power("stop"), 1, 1),
     "reboot": (_power("reboot"), 1, 1), "resize": (resize, 3, 3),
     "alloc-launch": (alloc_launch, 2, 256), "alloc-remove": (alloc_remove, 1, 1),
+    "group-create": (group_create, 0, 0), "group-set": (group_set, 1, 1),
+    "group-delete": (group_delete, 1, 1),
+    "lb-create": (lb_create, 5, 5), "lb-delete": (lb_delete, 1, 1), "lb-show": (lb_show, 1, 1),
+    "lb-list": (lb_list, 0, 0),
 }
 
 

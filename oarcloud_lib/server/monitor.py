@@ -11,6 +11,8 @@ Every `monitor_interval` seconds (site config) it:
 - turns the catalog's lifecycle changes into user notifications: instance
   running, failed (with the reason), walltime ending soon, image saved;
 - evaluates every alarm and queues its notifications on transitions;
+- brings every scaling group to its desired size, moved by its target
+  (service/groups.py: launches and removes members for their owners);
 - serves the last values in Prometheus text format on `monitor_listen`.
 
 Queued notifications are delivered by a thread pool of this process, each
@@ -229,6 +231,7 @@ class Monitor:
         self.last_prune = 0.0
         self.last_vpn = self.last_volumes = 0.0
         self.http = None
+        self.scaler = None      # service.groups.Scaler, made at its first cycle
         self.log = open(LOGFILE, "ab") if LOGFILE.parent.is_dir() else subprocess.DEVNULL
 
     # -- readings ----------------------------------------------------------------------
@@ -402,8 +405,8 @@ class Monitor:
 
     def tick(self, conn):
         now = time.time()
-        for step in (self.watch_nodes, self.lifecycle, self.evaluate, self.prune_old,
-                     self.renew_vpns, self.sweep_volumes):
+        for step in (self.watch_nodes, self.lifecycle, self.evaluate, self.scale_groups,
+                     self.prune_old, self.renew_vpns, self.sweep_volumes):
             try:
                 step(conn, now)
             except psycopg.OperationalError:
@@ -414,6 +417,20 @@ class Monitor:
             metrics.rollup(conn, now)
             self.last_rollup = now
         self.write_status(conn, now)
+
+    def scale_groups(self, conn, now, domains=None):
+        """Every scaling group to its desired size (service.groups), as root
+        for each owner, with the owner's rights and quotas; domains: only the
+        groups with a target and a member among them (fresh samples)."""
+        from oarcloud_lib.service import groups
+        if self.scaler is None:
+            self.scaler = groups.Scaler(self.conf, notify=notify.enqueue_event)
+        try:
+            self.scaler.tick(conn, now, domains)
+        except psycopg.OperationalError:
+            raise
+        except Exception:  # noqa: BLE001 - the readings go on
+            LOG.exception("monitor: scaling failed")
 
     def write_status(self, conn, now):
         pending = conn.execute("SELECT count(*) FROM notifications WHERE state = 'pending'"
@@ -550,7 +567,7 @@ class Monitor:
         self.serve_http()
         deliverer = threading.Thread(target=self.deliver, name="deliver", daemon=True)
         deliverer.start()
-        conn = None
+        conn = waker = None
         next_tick = time.monotonic()
         LOG.info("monitor: every %d s, Prometheus on http://%s/metrics", self.interval,
                  self.listen)
@@ -561,18 +578,30 @@ class Monitor:
                         conn = db.connect(self.conf)
                         self.node_state = dict(conn.execute(
                             "SELECT node, state FROM node_states").fetchall())
+                    if waker is None:  # a group changed: scale it now, not next cycle
+                        from oarcloud_lib.service import groups
+                        waker = db.connect(self.conf)
+                        waker.execute("LISTEN %s" % groups.CHANNEL)
                     if time.monotonic() >= next_tick:
                         self.tick(conn)
                         next_tick = max(next_tick + self.interval, time.monotonic())
                     streams = [s for s in self.streams.values() if s.proc is not None]
                     timeout = max(0.0, min(next_tick - time.monotonic(), 1.0))
-                    ready, _, _ = select.select(streams, [], [], timeout)
+                    ready, _, _ = select.select(streams + [waker], [], [], timeout)
+                    if waker in ready and _woken(waker):
+                        self.scale_groups(conn, time.time())
+                    fresh = set()
                     for stream in ready:
+                        if stream is waker:
+                            continue
                         for reading in stream.readings():
                             self.take(conn, stream.node, reading)
+                            fresh |= set(reading.get("instances") or ())
+                    if fresh:  # a group's target may be breached now: not next cycle
+                        self.scale_groups(conn, time.time(), fresh)
                 except (psycopg.Error, NotReady) as e:
                     LOG.warning("monitor: catalog: %s (again in %d s)", e, self.interval)
-                    conn = None
+                    conn = waker = None
                     self.stopping.wait(self.interval)
         finally:
             for stream in self.streams.values():
@@ -581,6 +610,15 @@ class Monitor:
                 self.http.shutdown()
             deliverer.join(timeout=20)
         return 0
+
+
+def _woken(conn):
+    """Whether a NOTIFY came on conn's LISTEN (read without blocking)."""
+    conn.pgconn.consume_input()
+    got = False
+    while conn.pgconn.notifies() is not None:
+        got = True
+    return got
 
 
 # -- the background service ------------------------------------------------------------

@@ -129,6 +129,18 @@ EVENTS = {
     "drain_deadline": (("node", "jobs"),
                        "Node %(node)s: drain deadline passed",
                        "The drain deadline of node %(node)s passed: jobs %(jobs)s ended."),
+    "group_scaled": (("group", "action", "before", "after", "reason"),
+                     "Group %(group)s: %(action)s to %(after)d",
+                     "Scaling group %(group)s: %(action)s from %(before)d to %(after)d "
+                     "member(s): %(reason)s."),
+    "group_member_lost": (("group", "member", "reason"),
+                          "Group %(group)s: member %(member)s replaced",
+                          "Member %(member)s of scaling group %(group)s ended (%(reason)s): a "
+                          "new member takes its place."),
+    "group_unreachable": (("group", "desired", "reason"),
+                          "Group %(group)s: %(desired)d member(s) not reachable",
+                          "Scaling group %(group)s cannot have its %(desired)d member(s): "
+                          "%(reason)s"),
     "service_died": (("service", "host", "how", "action"),
                      "Service %(service)s died on %(host)s",
                      "oarcloud's %(service)s service on %(host)s %(how)s: %(action)s."),

@@ -23,7 +23,7 @@ RULE_MARKER = "# oarcloud: cloud job types (managed by oarcloud-admin setup serv
 # Just before OAR's job-type whitelist (priority 16) and after the default walltime.
 RULE_PRIORITY = 15
 SERVER_COMMANDS = ("pg_lsclusters", "pg_ctlcluster", "oar-database", "oaradmissionrules",
-                   "oarproperty", "oarnodesetting", "oarnodes", "Almighty", "visudo")
+                   "oarproperty", "oarnodesetting", "oarnodes", "Almighty", "visudo", "haproxy")
 # Resource properties oarcloud relies on: name -> is varchar.
 PROPERTIES = {"cloud": True, "host": True, "cpu": False, "core": False}
 SUDOERS = Path("/etc/sudoers.d/oarcloud")

@@ -178,9 +178,10 @@ def place(count, cores, capacity):
     return placed
 
 
-def launch_in(conn, owner, name, spec, runner=LOCAL, conf=None):
+def launch_in(conn, owner, name, spec, runner=LOCAL, conf=None, names=None):
     """Place spec's instances in owner's allocation name and start them on
-    its nodes now (root: the broker, for owner).  Returns their rows.
+    its nodes now (root: the broker, for owner; names: theirs, one each, as
+    a scaling group gives them).  Returns their rows.
     Raises Refused, NotFound, Conflict."""
     conf = conf or config.load()
     if spec.alloc or spec.save or spec.ip:
@@ -192,7 +193,7 @@ def launch_in(conn, owner, name, spec, runner=LOCAL, conf=None):
     state = oar.job_state(job_id)
     if state != "Running":
         raise Conflict(what="allocation", detail="%s: its job %s is %s" % (name, job_id, state))
-    count = spec.count or 1
+    count = len(names) if names else spec.count or 1
     cores = spec.cores or 1
     spec.cores, spec.count = cores, count
     lifecycle.admit(conn, owner, spec, 1, conf.default_image, conf=conf)
@@ -213,7 +214,8 @@ def launch_in(conn, owner, name, spec, runner=LOCAL, conf=None):
         for i, (row, node) in enumerate(zip(plans, placed)):
             idx = start + i
             rows.append(dict(row, node=node, idx=idx, domain=instances.domain_name(job_id, idx),
-                             name=instances.instance_name(spec.name, count, i) if spec.name
+                             name=names[i] if names else
+                             instances.instance_name(spec.name, count, i) if spec.name
                              else instances.domain_name(job_id, idx)))
         rows = instances.insert(conn, rows, nets)
         if spec.volumes:

@@ -1,0 +1,187 @@
+"""oarcloud group ...: scaling groups (docs/groups.md).
+
+list and show read the catalog as the user (row-level security); create,
+set and delete go through the broker (settings as JSON on its stdin).  The
+monitor launches and removes the members, as root for their owner.
+"""
+import json
+
+from plumbum import cli
+
+from oarcloud_cli.common import Changes, Command, Group, deletes, iso, machine, print_fields, \
+    print_json, print_table, run_broker, store_user_data
+
+
+class GroupCmd(Group):
+    """Scaling groups: instances of one shape between --min and --max, at a
+    desired size that a target on their metric moves (--target cpu=60), in an
+    allocation or each in an OAR job of its own.  Members are NAME-0,
+    NAME-1...; the monitor replaces those that end."""
+
+
+def _seconds(text, what):
+    """'30s', '5m' or a bare number of seconds -> int.  Raises Refused."""
+    from oarcloud_lib import metrics
+    from oarcloud_lib.errors import Refused
+    text = str(text)
+    if text.isdigit():
+        return int(text)
+    if text.startswith("-") or text in ("0s", "0m", "0h"):
+        raise Refused(detail="bad --%s %r: a duration above 0, as 30s or 5m" % (what, text))
+    return metrics.parse_duration(text)
+
+
+class _Settings:
+    """The switches create and set share."""
+
+    min = cli.SwitchAttr(["--min"], str, argname="N", help="fewest members (default 1)")
+    max = cli.SwitchAttr(["--max"], str, argname="N", help="most members")
+    desired = cli.SwitchAttr(["--desired"], str, argname="N",
+                             help="members now (default: --min); the target moves it")
+    target = cli.SwitchAttr(["--target"], str, argname="METRIC=VALUE",
+                            help="target tracking on the members' mean metric, e.g. cpu=60 "
+                                 "(cpu in %% of their cores); `none` removes it (set)")
+    period = cli.SwitchAttr(["--period"], str, argname="DURATION",
+                            help="how long the metric is averaged (default 60s)")
+    cooldown_out = cli.SwitchAttr(["--cooldown-out"], str, argname="DURATION",
+                                  help="no new scale-out before this after one (default 60s)")
+    cooldown_in = cli.SwitchAttr(["--cooldown-in"], str, argname="DURATION",
+                                 help="no scale-in before this after any scaling "
+                                      "(default 5m)")
+    window_in = cli.SwitchAttr(["--window-in"], str, argname="DURATION",
+                               help="a scale-in waits until the target has asked for fewer "
+                                    "members this long (default 5m)")
+    deletion = cli.SwitchAttr(["--deletion"], cli.Set("oldest", "newest"),
+                              help="which members a scale-in removes first (default oldest)")
+
+    def settings(self):
+        from oarcloud_lib.catalog import groups
+        from oarcloud_lib.errors import Refused
+        out = {}
+        for key, field in (("min", "min_size"), ("max", "max_size"), ("desired", "desired")):
+            v = getattr(self, key)
+            if v is not None:
+                if not v.isdigit():
+                    raise Refused(detail="--%s must be a whole number from 0 to %d"
+                                  % (key, groups.MAX_SIZE))
+                out[field] = int(v)
+        for key in ("period", "cooldown_out", "cooldown_in", "window_in"):
+            v = getattr(self, key)
+            if v is not None:
+                out[key] = _seconds(v, key.replace("_", "-"))
+        if self.target == "none":
+            out["target"] = "none"
+        elif self.target is not None:
+            out["target_metric"], out["target_value"] = groups.parse_target(self.target)
+        if self.deletion:
+            out["deletion"] = self.deletion
+        return out
+
+
+@GroupCmd.subcommand("create")
+class GroupCreate(Changes, _Settings, Command):
+    """Create a scaling group NAME: --max members at most, of --image with
+    --cores and --memory each, on --network(s), in allocation --in or each in
+    an OAR job of its own (--walltime)."""
+
+    image = cli.SwitchAttr(["--image"], str, help="the members' image (default: the site's)")
+    cores = cli.SwitchAttr(["--cores"], cli.Range(1, 999), default=1,
+                           help="cores of each member (default 1)")
+    memory = cli.SwitchAttr(["--memory"], str, help="memory of each member, e.g. 512M")
+    networks = cli.SwitchAttr(["--network"], str, list=True, argname="NET",
+                              help="a network of yours (repeatable; default: default)")
+    alloc = cli.SwitchAttr(["--in"], str, argname="ALLOC",
+                           help="start the members in this allocation of yours, at once")
+    walltime = cli.SwitchAttr(["--walltime"], str, default="1:00",
+                              help="of each member's own job (H:MM, default 1:00; not with --in)")
+    user_data = cli.SwitchAttr(["--user-data"], cli.ExistingFile, argname="FILE",
+                               help="a script or #cloud-config each member runs at its first "
+                                    "boot (as `launch --user-data`)")
+
+    def run_command(self, name):
+        from oarcloud_lib.catalog import jobspec
+        spec = dict(self.settings(), name=name, image=self.image, cores=self.cores,
+                    networks=list(self.networks), alloc=self.alloc, walltime=self.walltime)
+        spec.pop("target", None)   # `none`: no target, as without --target
+        if self.memory:
+            spec["memory"] = jobspec.parse_size(self.memory)
+        if self.user_data:
+            spec["user_data"] = store_user_data(self.user_data)
+        return run_broker("group-create", data=json.dumps(spec), as_json=self.json)
+
+
+@GroupCmd.subcommand("set")
+class GroupSet(Changes, _Settings, Command):
+    """Change a group's bounds, desired size, target or timings; the monitor
+    follows within a cycle."""
+
+    def run_command(self, name):
+        return run_broker("group-set", name, data=json.dumps(self.settings()),
+                          as_json=self.json)
+
+
+def _shown(g):
+    return dict(g, created=iso(g.get("created")), last_out=iso(g.get("last_out")),
+                last_in=iso(g.get("last_in")),
+                size_h="%d/%d (%d..%d)" % (g["size"], g["desired"], g["min_size"],
+                                           g["max_size"]),
+                members_h=", ".join("%s%s" % (m["name"], "" if m["state"] == "running"
+                                              else "(%s)" % (m["state"] or "queued"))
+                                    for m in g["members"]) or "-",
+                where_h="allocation %s" % g["alloc"] if g["alloc"] else "own jobs")
+
+
+def _public(g):
+    from oarcloud_lib.service import groups
+    return groups.describe_public(g)
+
+
+@GroupCmd.subcommand("list")
+class GroupList(Command):
+    """Your scaling groups: size against desired (min..max), target, members."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        from oarcloud_lib.service import groups, jobs
+        with jobs.connect_as_user() as conn:
+            rows = groups.listing(conn, jobs.current_user())
+        if self.json:
+            print_json([machine(_public(r)) for r in rows])
+        else:
+            print_table([_shown(r) for r in rows],
+                        [("name", "NAME"), ("size_h", "SIZE/DESIRED"), ("target", "TARGET"),
+                         ("where_h", "WHERE"), ("members_h", "MEMBERS")])
+
+
+@GroupCmd.subcommand("show")
+class GroupShow(Command):
+    """One group: its settings, members and what the scaler did (history)."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self, name):
+        from oarcloud_lib.service import groups, jobs
+        with jobs.connect_as_user() as conn:
+            g = groups.show(conn, jobs.current_user(), name)
+        if self.json:
+            print_json(machine(_public(g)))
+            return
+        shown = _shown(g)
+        print_fields(shown, ("name", "size_h", "target", "where_h", "image", "cores",
+                             "period", "cooldown_out", "cooldown_in", "window_in", "deletion",
+                             "unreachable", "members_h", "created"))
+        print()
+        print_table([dict(h, at=iso(h["at"]), change="%s -> %s" % (
+            "-" if h["before"] is None else h["before"], "-" if h["after"] is None
+            else h["after"])) for h in g["history"]],
+                    [("at", "AT"), ("action", "ACTION"), ("change", "SIZE"),
+                     ("reason", "REASON")])
+
+
+@deletes(GroupCmd)
+class GroupDelete(Changes, Command):
+    """Delete a group and its members (each as `oarcloud delete` would)."""
+
+    def run_command(self, name):
+        return run_broker("group-delete", name, as_json=self.json)

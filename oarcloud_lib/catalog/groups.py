@@ -1,0 +1,207 @@
+"""Scaling groups in the catalog (migration 0020): their spec checked, their
+rows, members and history, and the scaler's pure decisions.
+
+    check_spec(spec) -> spec          (Refused on anything bad, before any write)
+    recommend(current, values, target, low, high) -> desired or None
+    stabilized(recent, now, window) -> the highest recommendation in the window
+    victims(members, count, deletion) -> the members a scale-in removes
+
+The service (service/groups.py) does the writing and the scaling.
+"""
+import math
+
+from oarcloud_lib import metrics
+from oarcloud_lib.catalog import jobspec
+from oarcloud_lib.catalog.db import dicts
+from oarcloud_lib.errors import NotFound, Refused
+
+MAX_GROUP_NAME = jobspec.MAX_NAME - 6   # room for "-NNNNN", its members' suffix
+MAX_SIZE = 100
+DELETION = ("oldest", "newest")
+# Target tracking leaves the size alone within this fraction of the target
+# (Kubernetes' HPA tolerance), so that noise does not flap it.
+TOLERANCE = 0.1
+DEFAULTS = {"min_size": 1, "max_size": None, "desired": None, "cores": 1, "memory": None,
+            "image": None, "networks": [], "alloc": None, "walltime": "1:00:00",
+            "target_metric": None, "target_value": None, "period": 60, "cooldown_out": 60,
+            "cooldown_in": 300, "window_in": 300, "deletion": "oldest", "user_data": None}
+COLUMNS = ("id", "owner", "name", "image", "cores", "memory", "networks", "alloc", "walltime",
+           "min_size", "max_size", "desired", "target_metric", "target_value", "period",
+           "cooldown_out", "cooldown_in", "window_in", "deletion", "next_seq", "last_out",
+           "last_in", "unreachable", "user_data", "created")
+SETTABLE = ("min_size", "max_size", "desired", "target_metric", "target_value", "period",
+            "cooldown_out", "cooldown_in", "window_in", "deletion")
+
+
+def check_name(name, what="group"):
+    if not isinstance(name, str) or not jobspec.NAME_PATTERN.match(name) \
+            or len(name) > MAX_GROUP_NAME:
+        raise Refused(detail="bad %s name %r: lowercase letters, digits and '-', at most %d%s"
+                      % (what, str(name)[:40], MAX_GROUP_NAME,
+                         " (its members are NAME-0, NAME-1...)" if what == "group" else ""))
+    return name
+
+
+def parse_target(text):
+    """'cpu=60' -> ('cpu', 60.0): an instance metric and a positive value.
+    Raises Refused."""
+    metric, sep, value = (text or "").partition("=")
+    if not sep:
+        raise Refused(detail="bad --target %r: METRIC=VALUE, as cpu=60" % str(text)[:40])
+    metrics.check_metric(metric, "instance")
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not math.isfinite(number) or number <= 0:
+        raise Refused(detail="bad --target value %r: a number above 0" % value[:20])
+    return metric, number
+
+
+def check_spec(spec):
+    """A group's settings (DEFAULTS' keys), whole and coherent.  Raises Refused."""
+    s = dict(DEFAULTS, **{k: v for k, v in spec.items() if v is not None or k == "desired"})
+    for key in ("min_size", "max_size", "desired"):
+        v = s[key]
+        if v is not None and (not isinstance(v, int) or not 0 <= v <= MAX_SIZE):
+            raise Refused(detail="--%s must be a whole number from 0 to %d"
+                          % (key.replace("_size", ""), MAX_SIZE))
+    if s["max_size"] is None:
+        raise Refused(detail="a group needs --max")
+    if s["min_size"] > s["max_size"]:
+        raise Refused(detail="--min %d is above --max %d" % (s["min_size"], s["max_size"]))
+    if s["max_size"] == 0:
+        raise Refused(detail="--max must be at least 1")
+    if s["desired"] is None:
+        s["desired"] = s["min_size"]
+    if not s["min_size"] <= s["desired"] <= s["max_size"]:
+        raise Refused(detail="--desired %d is outside --min %d and --max %d"
+                      % (s["desired"], s["min_size"], s["max_size"]))
+    for key in ("period", "cooldown_out", "cooldown_in", "window_in"):
+        v = s[key]
+        low = 0 if key.startswith("cooldown") else 1
+        if not isinstance(v, int) or not low <= v <= 86400:
+            raise Refused(detail="--%s must be %s seconds, at most a day"
+                          % (key.replace("_", "-"), "0 or more" if low == 0 else "more than 0"))
+    if s["deletion"] not in DELETION:
+        raise Refused(detail="bad --deletion %r: %s" % (s["deletion"], " or ".join(DELETION)))
+    if (s["target_metric"] is None) != (s["target_value"] is None):
+        raise Refused(detail="a target needs both a metric and a value (--target cpu=60)")
+    if s["target_metric"] is not None:
+        metrics.check_metric(s["target_metric"], "instance")
+    if not isinstance(s["cores"], int) or not 1 <= s["cores"] <= 999:
+        raise Refused(detail="--cores must be between 1 and 999")
+    for net in s["networks"]:
+        if not jobspec.NAME_PATTERN.match(net):
+            raise Refused(detail="bad network name %r" % str(net)[:40])
+    if s["user_data"] is not None and (not isinstance(s["user_data"], int)
+                                       or s["user_data"] <= 0):
+        raise Refused(detail="bad user data id %r" % (s["user_data"],))
+    if s["alloc"] is not None and not jobspec.NAME_PATTERN.match(s["alloc"]):
+        raise Refused(detail="bad allocation name %r" % str(s["alloc"])[:40])
+    return s
+
+
+# -- the scaler's decisions (pure) -------------------------------------------------------
+
+def recommend(current, values, target, low, high):
+    """The size target tracking asks for: current members whose metric reads
+    values (None: no sample yet) against target, within [low, high]; None
+    when there is nothing to go by (no member, no sample)."""
+    known = [v for v in values if v is not None]
+    if current <= 0 or not known:
+        return None
+    ratio = (sum(known) / len(known)) / target
+    if abs(ratio - 1) <= TOLERANCE:
+        want = current
+    else:
+        want = math.ceil(current * ratio - 1e-9)
+    return max(low, min(high, want))
+
+
+def stabilized(recent, now, window):
+    """The highest of the recommendations [(t, size)] made in the last window
+    seconds: a scale-in waits until every one of them agrees."""
+    inside = [size for t, size in recent if now - t <= window]
+    return max(inside) if inside else None
+
+
+def victims(members, count, deletion):
+    """The count members ([{name, added}]) a scale-in removes: the oldest or
+    the newest first (by when they were added, then by name)."""
+    order = sorted(members, key=lambda m: (m["added"], m["name"]),
+                   reverse=deletion == "newest")
+    return order[:max(0, count)]
+
+
+# -- rows ---------------------------------------------------------------------------------
+
+def get(conn, owner, name, lock=False):
+    """owner's group name.  Raises NotFound (another user's is not found either)."""
+    check_name(name)
+    rows = dicts(conn.execute("SELECT %s FROM scaling_groups WHERE owner = %%s AND name = %%s%s"
+                              % (", ".join(COLUMNS), " FOR UPDATE" if lock else ""),
+                              (owner, name)))
+    if not rows:
+        raise NotFound(what="group", name=name)
+    return rows[0]
+
+
+def owned(conn, owner=None):
+    """owner's groups (None: every group), by name."""
+    where, args = ("WHERE owner = %s", (owner,)) if owner is not None else ("", ())
+    return dicts(conn.execute("SELECT %s FROM scaling_groups %s ORDER BY owner, name"
+                              % (", ".join(COLUMNS), where), args))
+
+
+def insert(conn, owner, s):
+    keys = ["owner", "name"] + [k for k in DEFAULTS]
+    row = dict(s, owner=owner)
+    cur = conn.execute("INSERT INTO scaling_groups (%s) VALUES (%s) RETURNING id"
+                       % (", ".join(keys), ", ".join("%%(%s)s" % k for k in keys)), row)
+    return cur.fetchone()[0]
+
+
+def update(conn, group_id, changes):
+    sets = [k for k in changes if k in SETTABLE + ("last_out", "last_in", "unreachable")]
+    if sets:
+        conn.execute("UPDATE scaling_groups SET %s WHERE id = %%(id)s"
+                     % ", ".join("%s = %%(%s)s" % (k, k) for k in sets), dict(changes, id=group_id))
+
+
+def members(conn, group_id):
+    """[{name, job_id, domain, added, state, node, ip}] of a group, oldest
+    first; state None: the member's own job has not created it yet."""
+    return dicts(conn.execute(
+        "SELECT m.name, m.job_id, m.domain, m.added, i.state, i.node, host(i.ip) AS ip,"
+        " i.cores, i.memory FROM group_members m LEFT JOIN instances i ON i.domain = m.domain"
+        " WHERE m.group_id = %s ORDER BY m.added, m.name", (group_id,)))
+
+
+def add_member(conn, group_id, name, job_id, domain):
+    conn.execute("INSERT INTO group_members (group_id, name, job_id, domain) VALUES"
+                 " (%s, %s, %s, %s)", (group_id, name, job_id, domain))
+
+
+def drop_member(conn, group_id, name):
+    conn.execute("DELETE FROM group_members WHERE group_id = %s AND name = %s", (group_id, name))
+
+
+def take_names(conn, group, count):
+    """count new member names of the group (NAME-<seq>), never given before."""
+    seq = conn.execute("UPDATE scaling_groups SET next_seq = next_seq + %s WHERE id = %s"
+                       " RETURNING next_seq", (count, group["id"])).fetchone()[0]
+    return ["%s-%d" % (group["name"], i) for i in range(seq - count, seq)]
+
+
+def record(conn, group_id, action, before, after, reason):
+    conn.execute("INSERT INTO group_history (group_id, action, before, after, reason) VALUES"
+                 " (%s, %s, %s, %s, %s)", (group_id, action, before, after, reason))
+
+
+def history(conn, group_id, limit=50):
+    """The last actions on a group, oldest first."""
+    rows = dicts(conn.execute("SELECT at, action, before, after, reason FROM group_history"
+                              " WHERE group_id = %s ORDER BY id DESC LIMIT %s",
+                              (group_id, limit)))
+    return rows[::-1]

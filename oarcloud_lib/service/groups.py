@@ -1,0 +1,424 @@
+"""Scaling groups (docs/groups.md): instances of one shape kept between a
+minimum and a maximum, at a desired size that a target on their metric
+moves, in an allocation (started at once, service.allocations) or each in
+an OAR job of its own.
+
+    create(conn, owner, spec) / change(conn, owner, name, spec) / delete(conn, owner, name)
+        (root: the broker, for owner; every check before any write)
+    show(conn, owner, name) / listing(conn, owner)
+    Scaler().tick(conn, now)     (root: the monitor, each cycle, for every group)
+
+The scaler works as root for each owner, through the same paths as the
+owner's own commands: launch_in and lifecycle.launch check the owner's
+rights and quotas, and a member is removed as `oarcloud delete` would.  A
+group's work is serialized by an advisory lock on its id, so the broker's
+delete and the monitor's cycle never act on one group at once.
+"""
+import logging
+import time
+
+from oarcloud_lib import config, metrics
+from oarcloud_lib.catalog import groups as rows, instances, jobspec, quotas
+from oarcloud_lib.commands import LOCAL
+from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, Refused
+from oarcloud_lib.service import allocations, jobs, lifecycle
+from oarcloud_lib.tools import oar
+
+LOG = logging.getLogger("oarcloud.groups")
+LOCK_BASE = 0x6f630000   # advisory lock keys: this plus a group's id
+LIVE = ("allocated", "creating", "running", "stopped")
+PENDING_TTL = 600        # s a member's own job may wait in OAR before it is given up
+UNHEALTHY_FOR = 10       # s a member may fail its balancer's health check before it is replaced
+MAX_GROUPS = 20          # per user: each costs the monitor some work every cycle
+CHANNEL = "oarcloud_groups"  # NOTIFY: a group changed (the monitor LISTENs)
+
+
+class group_lock:  # noqa: N801 - a context manager, named as one
+    """The group's advisory lock, held by this session until the block ends."""
+
+    def __init__(self, conn, group_id, wait=True):
+        self.conn, self.key, self.wait = conn, LOCK_BASE + group_id, wait
+        self.held = False
+
+    def __enter__(self):
+        if self.wait:
+            self.conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+            self.held = True
+        else:
+            self.held = self.conn.execute("SELECT pg_try_advisory_lock(%s)",
+                                          (self.key,)).fetchone()[0]
+        return self.held
+
+    def __exit__(self, *exc):
+        if self.held:
+            self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+
+
+def _spec_of(group, count=None):
+    """The launch spec of the group's members."""
+    return jobspec.CloudSpec(image=group["image"], cores=group["cores"], memory=group["memory"],
+                             networks=list(group["networks"] or []), count=count,
+                             userdata=group["user_data"])
+
+
+def _check_room(conn, owner, s):
+    """The group at its maximum fits its allocation and the owner's quotas."""
+    need_cores = s["max_size"] * s["cores"]
+    if s["alloc"]:
+        alloc = allocations.show(conn, owner, s["alloc"])
+        if need_cores > alloc["cores"]:
+            raise Refused(detail="--max %d x %d core(s) need %d cores: allocation %s holds %d"
+                          % (s["max_size"], s["cores"], need_cores, s["alloc"], alloc["cores"]))
+    limits = quotas.limits(conn, owner)
+    for resource, need in (("instances", s["max_size"]), ("cores", need_cores)):
+        limit = limits[resource][0]
+        if limit is not None and need > limit:
+            raise Refused(detail="--max %d needs %d %s: your quota is %d (oarcloud quota)"
+                          % (s["max_size"], need, resource, limit))
+
+
+def wake_scaler(conn):
+    """Have the monitor scale groups now rather than at its next cycle."""
+    conn.execute("NOTIFY %s" % CHANNEL)
+
+
+def create(conn, owner, spec, conf=None):
+    """A new group of owner's (spec: catalog.groups.DEFAULTS' keys and name);
+    its members come with the monitor's next cycle.  Returns its row.
+    Raises Refused, NotFound."""
+    conf = conf or config.load()
+    name = rows.check_name(spec.get("name"))
+    s = rows.check_spec({k: v for k, v in spec.items() if k != "name"})
+    s["walltime"] = jobs.check_walltime(s["walltime"])
+    if s["image"] is None:
+        s["image"] = conf.default_image
+    # What one member asks, checked as its launch will be (image, networks...).
+    lifecycle.admit(conn, owner, _spec_of(s, 1), 1, conf.default_image, conf=conf)
+    _check_room(conn, owner, s)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_BASE,))  # one create at a time
+        if conn.execute("SELECT 1 FROM scaling_groups WHERE owner = %s AND name = %s",
+                        (owner, name)).fetchone():
+            raise Refused(detail="you already have a group named %s" % name)
+        if conn.execute("SELECT count(*) FROM scaling_groups WHERE owner = %s",
+                        (owner,)).fetchone()[0] >= MAX_GROUPS:
+            raise Refused(detail="you have %d groups, the most a user may have: delete one "
+                                 "first" % MAX_GROUPS)
+        group_id = rows.insert(conn, owner, dict(s, name=name))
+        rows.record(conn, group_id, "create", None, s["desired"],
+                    "created: %d to %d, desired %d" % (s["min_size"], s["max_size"],
+                                                        s["desired"]))
+    wake_scaler(conn)
+    LOG.info("group %s of %s created: %s", name, owner, s)
+    return rows.get(conn, owner, name)
+
+
+def change(conn, owner, name, spec):
+    """Set some of a group's settings (rows.SETTABLE); the whole is checked
+    again.  Returns its row.  Raises Refused, NotFound."""
+    group = rows.get(conn, owner, name)
+    changes = {k: v for k, v in spec.items() if k in rows.SETTABLE and v is not None}
+    if spec.get("target") == "none":
+        changes.update(target_metric=None, target_value=None)
+    if not changes and spec.get("target") != "none":
+        raise Refused(detail="nothing to change: give --min, --max, --desired, --target...")
+    merged = {k: group[k] for k in rows.DEFAULTS}
+    merged.update(changes)
+    if "desired" not in changes:  # the size follows the new bounds
+        merged["desired"] = max(merged["min_size"], min(merged["max_size"], group["desired"]))
+    s = rows.check_spec(merged)
+    _check_room(conn, owner, s)
+    with conn.transaction():
+        rows.update(conn, group["id"], {k: s[k] for k in rows.SETTABLE})
+        said = ", ".join("%s %s" % (k.replace("_size", ""), s[k]) for k in sorted(changes))
+        rows.record(conn, group["id"], "set", group["desired"], s["desired"],
+                    "set by %s: %s" % (owner, said or "no target"))
+    wake_scaler(conn)
+    return rows.get(conn, owner, name)
+
+
+def delete(conn, owner, name, runner=LOCAL):
+    """Remove every member, then the group.  Returns the members' names."""
+    from oarcloud_lib.server import balancers
+    group = rows.get(conn, owner, name)
+    lb = balancers.of_group(conn, group["id"])
+    if lb:
+        raise Refused(detail="balancer %s is in front of group %s: oarcloud lb delete %s first"
+                      % (lb["name"], name, lb["name"]))
+    with group_lock(conn, group["id"]):
+        gone = [m["name"] for m in rows.members(conn, group["id"])]
+        for m in rows.members(conn, group["id"]):
+            _remove(conn, group, m, runner)
+        conn.execute("DELETE FROM scaling_groups WHERE id = %s", (group["id"],))
+    LOG.info("group %s of %s deleted with %d member(s)", name, owner, len(gone))
+    return gone
+
+
+def show(conn, owner, name):
+    group = rows.get(conn, owner, name)
+    return describe(conn, group)
+
+
+def describe(conn, group):
+    ms = rows.members(conn, group["id"])
+    out = dict(group, members=[{k: m[k] for k in ("name", "state", "node", "ip", "job_id",
+                                                  "cores", "memory", "added")} for m in ms],
+               size=len([m for m in ms if m["state"] in LIVE or m["state"] is None]),
+               history=rows.history(conn, group["id"]))
+    out["target"] = "%s=%g" % (group["target_metric"], group["target_value"]) \
+        if group["target_metric"] else None
+    return out
+
+
+def describe_public(shown):
+    """describe's dict as JSON shows it: times in ISO 8601, no internals."""
+    out = {k: v for k, v in shown.items() if k not in ("id", "next_seq")}
+    for k in ("created", "last_out", "last_in"):
+        out[k] = out[k].isoformat(timespec="seconds") if out.get(k) else None
+    out["members"] = [dict(m, added=m["added"].isoformat(timespec="seconds"))
+                      for m in out.get("members", [])]
+    out["history"] = [dict(h, at=h["at"].isoformat(timespec="seconds"))
+                      for h in out.get("history", [])]
+    return out
+
+
+def listing(conn, owner=None):
+    return [describe(conn, g) for g in rows.owned(conn, owner)]
+
+
+# -- members -----------------------------------------------------------------------------
+
+def _remove(conn, group, member, runner=LOCAL):
+    """Remove one member as its owner's `oarcloud delete` would; forget it."""
+    try:
+        if group["alloc"] and member["state"] in LIVE:
+            row = instances.of_domain(conn, member["domain"])
+            allocations.remove(conn, group["owner"], row, runner)
+        elif not group["alloc"]:
+            jobs.delete(member["job_id"], runner, user=group["owner"])
+    except (NotFound, Conflict) as e:
+        LOG.info("group %s: member %s already gone: %s", group["name"], member["name"], e)
+    rows.drop_member(conn, group["id"], member["name"])
+
+
+def _launch(conn, group, count, runner=LOCAL, conf=None):
+    """count new members; returns their names.  Raises what the launch
+    paths raise (Refused, OverQuota, Conflict...)."""
+    with conn.transaction():
+        names = rows.take_names(conn, group, count)
+    if group["alloc"]:
+        made = allocations.launch_in(conn, group["owner"], group["alloc"],
+                                     _spec_of(group, count), runner, conf, names=names)
+        with conn.transaction():
+            for r in made:
+                rows.add_member(conn, group["id"], r["name"], r["job_id"], r["domain"])
+        return names
+    for name in names:
+        spec = _spec_of(group)
+        spec.name = name
+        job_id = lifecycle.launch(conn, group["owner"], spec, 1, group["walltime"], runner)
+        rows.add_member(conn, group["id"], name, job_id, instances.domain_name(job_id, 0))
+    return names
+
+
+class Scaler:
+    """The monitor's part: each group's size from its target, then its
+    members brought to that size.  Keeps the recent recommendations of each
+    group (scale-in stabilization) in memory: after a restart, a scale-in
+    waits a whole window again."""
+
+    def __init__(self, conf=None, runner=LOCAL, notify=None):
+        from oarcloud_lib.server import balancers
+        self.conf = conf or config.load()
+        self.runner = runner
+        self.recent = {}   # group id -> [(t, recommended size)]
+        self.notify = notify  # (conn, owner, kind, **fields) or None
+        self.sampler = balancers.Sampler()
+        self.down_since = {}   # (balancer id, member) -> when its balancer first saw it down
+
+    def tick(self, conn, now=None, domains=None):
+        """Scale every group (domains: only those with a target and a member
+        among these domains, whose samples just came; OAR is not asked then,
+        so no member of an own job is taken for ended)."""
+        now = time.time() if now is None else now
+        from oarcloud_lib.server import balancers
+        groups = rows.owned(conn)
+        if domains is not None:
+            targeted = {r[0] for r in conn.execute(
+                "SELECT DISTINCT m.group_id FROM group_members m JOIN scaling_groups g ON"
+                " g.id = m.group_id WHERE g.target_metric IS NOT NULL AND m.domain = ANY(%s)",
+                (sorted(domains),))}
+            groups = [g for g in groups if g["id"] in targeted]
+            current = None
+        else:
+            for gone in set(self.recent) - {g["id"] for g in groups}:
+                del self.recent[gone]
+            balancers.sweep(conn)
+            # OAR's current jobs, read once (None: unknown; then no member of an
+            # own job is taken for ended)
+            current = self._current_jobs() if any(not g["alloc"] for g in groups) else None
+        for group in groups:
+            with group_lock(conn, group["id"], wait=False) as held:
+                if not held:
+                    continue  # the broker is deleting it
+                try:
+                    self.scale(conn, rows.get(conn, group["owner"], group["name"]), now,
+                               current)
+                except NotFound:
+                    continue
+                except OarcloudError as e:
+                    LOG.warning("group %s of %s: %s", group["name"], group["owner"], e)
+
+    def _current_jobs(self):
+        try:
+            return oar.current_jobs(self.runner)
+        except OarcloudError as e:
+            LOG.warning("scaler: oarstat: %s", e)
+            return None
+
+    def _tell(self, conn, owner, kind, **fields):
+        if self.notify:
+            self.notify(conn, owner, kind, **fields)
+
+    def scale(self, conn, group, now, current_jobs):
+        from oarcloud_lib.server import balancers
+        lb = balancers.of_group(conn, group["id"])
+        members = self._sweep(conn, group, current_jobs)
+        running = [m for m in members if m["state"] == "running"]
+        desired = self._target(conn, group, running, now)
+        live = [m for m in members if m["state"] in LIVE or m["state"] is None]
+        if len(live) < desired:
+            self._grow(conn, group, desired - len(live))
+        elif len(live) > desired:
+            for m in rows.victims(live, len(live) - desired, group["deletion"]):
+                if lb:  # no request lost: out of the balancer first
+                    balancers.drain(conn, lb, m["name"], members)
+                _remove(conn, group, m, self.runner)
+        if lb:
+            balancers.reconcile(conn, lb, rows.members(conn, group["id"]), self.runner,
+                                self.conf)
+            self._sample(conn, lb, now)
+            self._replace_unhealthy(conn, group, lb, now)
+
+    def _replace_unhealthy(self, conn, group, lb, now):
+        """A member its balancer has seen down for UNHEALTHY_FOR seconds is
+        removed: the next cycle launches its replacement."""
+        from oarcloud_lib.server import balancers
+        seen = balancers.health(lb)
+        for key in [k for k in self.down_since if k[0] == lb["id"] and seen.get(k[1]) != "down"]:
+            del self.down_since[key]
+        for m in rows.members(conn, group["id"]):
+            if seen.get(m["name"]) != "down":
+                continue
+            since = self.down_since.setdefault((lb["id"], m["name"]), now)
+            if now - since < UNHEALTHY_FOR:
+                continue
+            why = "member %s failed its health check for %d s" % (m["name"], now - since)
+            balancers.drain(conn, lb, m["name"], [])
+            _remove(conn, group, m, self.runner)
+            del self.down_since[(lb["id"], m["name"])]
+            rows.record(conn, group["id"], "replace", None, None, why)
+            LOG.info("group %s of %s: %s", group["name"], group["owner"], why)
+            self._tell(conn, group["owner"], "group_member_lost", group=group["name"],
+                       member=m["name"], reason="failed its health check")
+
+    def _sample(self, conn, lb, now):
+        values = self.sampler.sample(lb, now)
+        if values:
+            metrics.store(conn, [("lb", str(lb["id"]), lb["owner"], m, now, v)
+                                 for m, v in sorted(values.items())])
+
+    def _sweep(self, conn, group, current_jobs):
+        """Forget the members that ended (their job over, failed, deleted by
+        their owner); returns the others."""
+        kept = []
+        for m in rows.members(conn, group["id"]):
+            known = current_jobs is not None
+            job = current_jobs.get(str(m["job_id"])) if known else None
+            waited = m["state"] is None and time.time() - m["added"].timestamp() > PENDING_TTL
+            ended = m["state"] in ("deleted", "failed") or (
+                m["state"] is None and known and job is None)
+            if not ended and not waited:
+                kept.append(m)
+                continue
+            if waited and not ended:
+                _remove(conn, group, m, self.runner)   # waited too long in OAR: given up
+            else:
+                rows.drop_member(conn, group["id"], m["name"])
+            why = "member %s ended (%s)" % (m["name"], m["state"] or "its job ended")
+            rows.record(conn, group["id"], "replace", len(kept), None, why)
+            self._tell(conn, group["owner"], "group_member_lost", group=group["name"],
+                       member=m["name"], reason=m["state"] or "its job ended")
+        return kept
+
+    def _target(self, conn, group, running, now):
+        """The group's desired size after target tracking (recorded when it
+        changes)."""
+        desired = group["desired"]
+        if not group["target_metric"] or not running:
+            return desired
+        values = [metrics.period_means(conn, "instance", m["domain"], group["target_metric"],
+                                       group["period"], 1, now)[0] for m in running]
+        rec = rows.recommend(len(running), values, group["target_value"], group["min_size"],
+                             group["max_size"])
+        if rec is None:
+            return desired
+        recent = self.recent.setdefault(group["id"], [])
+        recent.append((now, rec))
+        window = group["window_in"]
+        del recent[:-1000]
+        recent[:] = [(t, r) for t, r in recent if now - t <= window]
+        known = [v for v in values if v is not None]
+        mean = sum(known) / len(known)
+        seen = "%s %.1f against target %g over %d member(s)" % (
+            group["target_metric"], mean, group["target_value"], len(running))
+        last_out = group["last_out"].timestamp() if group["last_out"] else 0
+        last_in = group["last_in"].timestamp() if group["last_in"] else 0
+        if rec > desired and now - last_out >= group["cooldown_out"]:
+            return self._set(conn, group, desired, rec, "scale-out", seen, last_out=now)
+        if rec < desired:
+            # Every recommendation of the window agrees, and the window is
+            # covered since the last scaling (or since this monitor started).
+            lowest_safe = rows.stabilized(recent, now, window)
+            since = max(last_out, last_in)
+            first = min(t for t, _ in recent)
+            if lowest_safe < desired and now - since >= max(group["cooldown_in"], window) \
+                    and now - first >= window * 0.9:
+                return self._set(conn, group, desired, lowest_safe, "scale-in", seen,
+                                 last_in=now)
+        return desired
+
+    def _set(self, conn, group, before, after, action, why, **stamp):
+        with conn.transaction():
+            rows.update(conn, group["id"], dict(
+                {k: (None if v is None else _ts(v)) for k, v in stamp.items()}, desired=after))
+            rows.record(conn, group["id"], action, before, after, why)
+        LOG.info("group %s of %s: %s %d -> %d: %s", group["name"], group["owner"], action,
+                 before, after, why)
+        self._tell(conn, group["owner"], "group_scaled", group=group["name"], action=action,
+                   before=before, after=after, reason=why)
+        return after
+
+    def _grow(self, conn, group, count):
+        try:
+            names = _launch(conn, group, count, self.runner, self.conf)
+        except OarcloudError as e:
+            why = str(e)
+            if group["unreachable"] != why:
+                with conn.transaction():
+                    rows.update(conn, group["id"], {"unreachable": why})
+                    rows.record(conn, group["id"], "unreachable", None, group["desired"], why)
+                self._tell(conn, group["owner"], "group_unreachable", group=group["name"],
+                           desired=group["desired"], reason=why)
+            LOG.warning("group %s of %s: %d member(s) not launched: %s", group["name"],
+                        group["owner"], count, why)
+            return []
+        if group["unreachable"]:
+            rows.update(conn, group["id"], {"unreachable": None})
+        LOG.info("group %s of %s: launched %s", group["name"], group["owner"], ", ".join(names))
+        return names
+
+
+def _ts(epoch):
+    import datetime
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)

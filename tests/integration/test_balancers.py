@@ -1,0 +1,163 @@
+"""Load balancers on the lab (docs/balancers.md): a real HAProxy on the server
+in front of a scaling group, a real HTTP load tool (h2load, a steady request
+rate) through it: no request fails while the group scales out and in; a
+member whose server dies is out of the balancer within 3 s, requests go on,
+and it is replaced; another user's balancer is not found; bad input creates
+nothing; a deleted balancer leaves no HAProxy, published port or rule."""
+import json
+import re
+import subprocess
+import time
+
+import pytest
+
+from conftest import run, wait_job
+from test_groups import alloc, group, running, shown
+from test_instances import node_leftovers, oarcloud
+from test_monitoring import wait_for
+
+SERVE = ("#!/bin/sh\nmkdir -p /www\nhostname > /www/index.html\n"
+         "busybox httpd -f -p 8080 -h /www </dev/null >/dev/null 2>&1 &\n"
+         "echo $! > /run/httpd.pid\n")
+
+
+def lb(user, *args, check=True):
+    res = oarcloud(user, "lb", *args, check=check)
+    return json.loads(res.stdout) if check and "--json" in args else res
+
+
+def up(user, name):
+    return sorted(m["name"] for m in lb(user, "show", name, "--json")["members"]
+                  if m["state"] == "up")
+
+
+def load(url, rate, seconds):
+    """h2load at a steady rate over HTTP/1.1 (started; .wait() for its report)."""
+    return subprocess.Popen(["h2load", "--h1", "-c", "4", "--rps", str(rate // 4 or 1), "-D",
+                             str(seconds), "-T", "5", url], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def report(proc):
+    out = proc.communicate(timeout=120)[0]
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    assert m and codes, out
+    total, _, done, ok, failed, errored, timeout = map(int, m.groups())
+    return {"total": total, "done": done, "succeeded": ok, "failed": failed,
+            "errored": errored, "timeout": timeout, "2xx": int(codes.group(1)),
+            "5xx": int(codes.group(4)), "text": out}
+
+
+@pytest.fixture
+def served(make_user, tmp_path):
+    """A user, an allocation, a group of two HTTP members on port 8080."""
+    user = make_user()
+    script = tmp_path / "serve.sh"
+    script.write_text(SERVE)
+    script.chmod(0o644)
+    home_script = "/home/%s/serve.sh" % user
+    run(["install", "-o", user, "-m", "0644", str(script), home_script], check=True)
+    job_id = alloc(user, "pool")
+    group(user, "create", "web", "--in", "pool", "--min", "1", "--max", "3", "--desired", "2",
+          "--user-data", home_script)
+    wait_for(lambda: len(running(shown(user, "web"))) == 2, 60, "two members")
+    oarcloud(user, "net", "rule", "add", "default", "--direction", "ingress", "--proto", "tcp",
+             "--port", "8080", check=True)
+    yield user, job_id
+    oarcloud(user, "lb", "delete", "front")
+    oarcloud(user, "group", "delete", "web")
+    oarcloud(user, "alloc", "delete", "pool")
+
+
+def test_a_balancer_follows_its_group_and_loses_no_request_while_it_scales(served):
+    user, job_id = served
+    made = lb(user, "create", "front", "--group", "web", "--port", "8080", "--check",
+              "http:/index.html", "--json")
+    address = made["address"]
+    assert re.match(r"^198\.19\.0\.1:33\d{3}$", address), made
+    wait_for(lambda: len(up(user, "front")) == 2, 30, "two members up")
+    url = "http://%s/index.html" % address
+    answers = {run(["curl", "-s", "-m", "3", url]).stdout.strip() for _ in range(6)}
+    assert len(answers) == 2, answers     # both members answer, in turn
+    # Scale out, then in, under a steady 40 requests a second.
+    proc = load(url, 40, 40)
+    time.sleep(3)
+    group(user, "set", "web", "--desired", "3")
+    wait_for(lambda: len(up(user, "front")) == 3, 30, "three members up")
+    group(user, "set", "web", "--desired", "1")
+    wait_for(lambda: len(up(user, "front")) == 1 and len(shown(user, "web")["members"]) == 1,
+             40, "one member left")
+    got = report(proc)
+    print("scale-out and in under load: %(total)d requests, %(succeeded)d succeeded, "
+          "%(failed)d failed, %(errored)d errored" % got)
+    assert got["total"] > 500 and got["failed"] == got["errored"] == got["timeout"] == 0, \
+        got["text"]
+    assert got["2xx"] == got["total"]
+    shown_lb = lb(user, "show", "front", "--json")
+    assert shown_lb["group"] == "web" and shown_lb["running"]
+    assert shown_lb["metrics"].get("rate", 0) >= 0 and "latency" in shown_lb["metrics"]
+    # Deleting it leaves no HAProxy of it, and the group goes on.
+    pid_file = "/run/oarcloud/lb/%d/haproxy.pid"
+    lb(user, "delete", "front")
+    assert run(["sh", "-c", "ls /run/oarcloud/lb 2>/dev/null"]).stdout.split() == [] or \
+        not any(run(["test", "-e", pid_file % int(d)]).returncode == 0
+                for d in run(["ls", "/run/oarcloud/lb"]).stdout.split())
+    assert run(["curl", "-s", "-m", "3", url]).returncode != 0
+    assert len(running(shown(user, "web"))) == 1
+
+
+def test_a_dead_member_is_ejected_within_3_s_requests_go_on_and_it_is_replaced(served):
+    user, job_id = served
+    address = lb(user, "create", "front", "--group", "web", "--port", "8080", "--check",
+                 "http:/index.html", "--json")["address"]
+    wait_for(lambda: len(up(user, "front")) == 2, 30, "two members up")
+    url = "http://%s/index.html" % address
+    victim = running(shown(user, "web"))[0]
+    proc = load(url, 40, 20)
+    time.sleep(3)
+    killed = time.monotonic()
+    oarcloud(user, "exec", victim, "--", "sh", "-c", "kill $(cat /run/httpd.pid)", check=True)
+    wait_for(lambda: victim not in up(user, "front"), 10, "the dead member out")
+    ejected = time.monotonic() - killed
+    print("dead member out of the balancer %.2f s after its server was killed" % ejected)
+    assert ejected <= 3.5
+    got = report(proc)
+    print("a member killed under load: %(total)d requests, %(failed)d failed, %(errored)d "
+          "errored" % got)
+    assert got["failed"] == got["errored"] == got["timeout"] == 0, got["text"]
+    # Replaced: a new member, and the balancer has two up again.
+    g = wait_for(lambda: (lambda g: victim not in [m["name"] for m in g["members"]]
+                          and len(running(g)) == 2 and g)(shown(user, "web")), 60,
+                 "the dead member replaced")
+    assert any(h["action"] == "replace" and victim in h["reason"] for h in g["history"])
+    wait_for(lambda: len(up(user, "front")) == 2, 30, "two members up again")
+
+
+def test_bad_balancers_and_another_user_s_are_refused_and_change_nothing(served, make_user):
+    user, _ = served
+    other = make_user()
+    for args, says in ((["--group", "web", "--port", "0"], "a port from 1 to 65535"),
+                       (["--group", "web", "--port", "70000"], "a port from 1 to 65535"),
+                       (["--group", "web", "--port", "x"], "a port from 1 to 65535"),
+                       (["--group", "web", "--port", "8080", "--check", "ftp:/"], "bad --check"),
+                       (["--group", "web", "--port", "8080", "--check", "http:x"], "bad --check"),
+                       (["--group", "web", "--port", "9090"], "no ingress rule"),
+                       (["--group", "nosuch", "--port", "8080"], "group not found")):
+        res = lb(user, "create", "bad", *args, check=False)
+        assert res.returncode != 0 and says in res.stderr, (args, res.stderr)
+    res = lb(user, "create", "Bad", "--group", "web", "--port", "8080", check=False)
+    assert res.returncode == 2 and "bad balancer name" in res.stderr
+    assert lb(user, "list", "--json") == []
+    lb(user, "create", "front", "--group", "web", "--port", "8080")
+    res = lb(user, "create", "again", "--group", "web", "--port", "8080", check=False)
+    assert res.returncode == 2 and "already has balancer front" in res.stderr
+    res = group(user, "delete", "web", check=False)
+    assert res.returncode == 2 and "lb delete front first" in res.stderr
+    for args in (["show", "front"], ["delete", "front"]):
+        res = lb(other, *args, check=False)
+        assert res.returncode != 0 and "balancer not found" in res.stderr, res.stderr
+    res = lb(other, "create", "mine", "--group", "web", "--port", "8080", check=False)
+    assert res.returncode != 0 and "group not found" in res.stderr
+    assert len(lb(user, "list", "--json")) == 1
