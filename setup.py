@@ -32,6 +32,7 @@ setup(
         "apprise",
         "cryptography",
         "PyYAML",
+        "croniter",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={

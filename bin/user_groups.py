@@ -19,13 +19,16 @@ class GroupCmd(Group):
     NAME-1...; the monitor replaces those that end."""
 
 
-def _seconds(text, what):
-    """'30s', '5m' or a bare number of seconds -> int.  Raises Refused."""
+def _seconds(text, what, zero=False):
+    """'30s', '5m' or a bare number of seconds -> int (zero: 0 is one).
+    Raises Refused."""
     from oarcloud_lib import metrics
     from oarcloud_lib.errors import Refused
     text = str(text)
     if text.isdigit():
         return int(text)
+    if zero and text in ("0s", "0m", "0h"):
+        return 0
     if text.startswith("-") or text in ("0s", "0m", "0h"):
         raise Refused(detail="bad --%s %r: a duration above 0, as 30s or 5m" % (what, text))
     return metrics.parse_duration(text)
@@ -51,6 +54,13 @@ class _Settings:
     window_in = cli.SwitchAttr(["--window-in"], str, argname="DURATION",
                                help="a scale-in waits until the target has asked for fewer "
                                     "members this long (default 5m)")
+    replace_before = cli.SwitchAttr(["--replace-before"], str, argname="DURATION",
+                                    help="a member in its own job is replaced this long before "
+                                         "its walltime ends (default 5m; 0: never)")
+    vertical_cores = cli.SwitchAttr(["--vertical-cores"], str, argname="C",
+                                    help="vertical first: a scale-out grows running members "
+                                         "up to C cores each (live) before it adds members; "
+                                         "`none` turns it off (set)")
     deletion = cli.SwitchAttr(["--deletion"], cli.Set("oldest", "newest"),
                               help="which members a scale-in removes first (default oldest)")
 
@@ -65,16 +75,22 @@ class _Settings:
                     raise Refused(detail="--%s must be a whole number from 0 to %d"
                                   % (key, groups.MAX_SIZE))
                 out[field] = int(v)
-        for key in ("period", "cooldown_out", "cooldown_in", "window_in"):
+        for key in ("period", "cooldown_out", "cooldown_in", "window_in", "replace_before"):
             v = getattr(self, key)
             if v is not None:
-                out[key] = _seconds(v, key.replace("_", "-"))
+                out[key] = _seconds(v, key.replace("_", "-"), zero=key == "replace_before")
         if self.target == "none":
             out["target"] = "none"
         elif self.target is not None:
             out["target_metric"], out["target_value"] = groups.parse_target(self.target)
         if self.deletion:
             out["deletion"] = self.deletion
+        if self.vertical_cores == "none":
+            out["vertical"] = "none"
+        elif self.vertical_cores is not None:
+            if not self.vertical_cores.isdigit():
+                raise Refused(detail="--vertical-cores must be a whole number of cores")
+            out["vertical_cores"] = int(self.vertical_cores)
         return out
 
 
@@ -103,6 +119,7 @@ class GroupCreate(Changes, _Settings, Command):
         spec = dict(self.settings(), name=name, image=self.image, cores=self.cores,
                     networks=list(self.networks), alloc=self.alloc, walltime=self.walltime)
         spec.pop("target", None)   # `none`: no target, as without --target
+        spec.pop("vertical", None)
         if self.memory:
             spec["memory"] = jobspec.parse_size(self.memory)
         if self.user_data:
@@ -118,6 +135,43 @@ class GroupSet(Changes, _Settings, Command):
     def run_command(self, name):
         return run_broker("group-set", name, data=json.dumps(self.settings()),
                           as_json=self.json)
+
+
+@GroupCmd.subcommand("schedule")
+class GroupSchedule(Changes, Command):
+    """Schedule a group's size: at every time --cron gives (five fields,
+    the server's local time, e.g. '0 8 * * 1-5': weekdays at 08:00), or
+    once --at 'YYYY-MM-DD HH:MM', set its --desired size (and --min/--max).
+    A target still moves it afterwards, within the bounds."""
+
+    cron = cli.SwitchAttr(["--cron"], str, argname="'M H DOM MON DOW'", excludes=["--at"],
+                          help="a cron expression (the server's local time)")
+    at = cli.SwitchAttr(["--at"], str, argname="'YYYY-MM-DD HH:MM'",
+                        help="once, at this time (the server's)")
+    desired = cli.SwitchAttr(["--desired"], str, argname="N", help="members then")
+    min = cli.SwitchAttr(["--min"], str, argname="N", help="fewest members from then")
+    max = cli.SwitchAttr(["--max"], str, argname="N", help="most members from then")
+
+    def run_command(self, name):
+        from oarcloud_lib.catalog import groups
+        from oarcloud_lib.errors import Refused
+        spec = {"cron": self.cron, "at": self.at}
+        for key, field in (("desired", "desired"), ("min", "min_size"), ("max", "max_size")):
+            v = getattr(self, key)
+            if v is not None:
+                if not v.isdigit():
+                    raise Refused(detail="--%s must be a whole number from 0 to %d"
+                                  % (key, groups.MAX_SIZE))
+                spec[field] = int(v)
+        return run_broker("group-schedule", name, data=json.dumps(spec), as_json=self.json)
+
+
+@GroupCmd.subcommand("unschedule")
+class GroupUnschedule(Changes, Command):
+    """Remove a group's schedule by its id (group show lists them)."""
+
+    def run_command(self, name, schedule_id):
+        return run_broker("group-unschedule", name, schedule_id, as_json=self.json)
 
 
 def _shown(g):
@@ -170,7 +224,18 @@ class GroupShow(Command):
         shown = _shown(g)
         print_fields(shown, ("name", "size_h", "target", "where_h", "image", "cores",
                              "period", "cooldown_out", "cooldown_in", "window_in", "deletion",
+                             "replace_before", "vertical_cores",
                              "unreachable", "members_h", "created"))
+        if g.get("schedules"):
+            print()
+            print_table([dict(sc, when=sc["cron"] and "cron %s" % sc["cron"]
+                              or "at %s" % iso(sc["at"]), last_run=iso(sc["last_run"]) or "-",
+                              sizes=", ".join("%s %d" % (k.replace("_size", ""), sc[k])
+                                              for k in ("desired", "min_size", "max_size")
+                                              if sc[k] is not None))
+                         for sc in g["schedules"]],
+                        [("id", "SCHEDULE"), ("when", "WHEN"), ("sizes", "SETS"),
+                         ("last_run", "LAST RUN")])
         print()
         print_table([dict(h, at=iso(h["at"]), change="%s -> %s" % (
             "-" if h["before"] is None else h["before"], "-" if h["after"] is None

@@ -291,6 +291,8 @@ def delete(name, conn=None, runner=LOCAL):
         row = _row(conn, name)
         if row is None:
             raise NotFound(what="oarcloud user", name=name)
+        from oarcloud_lib.service import groups
+        groups.forget_owner(conn, name)   # nothing relaunches what ends below
         _end_jobs(name, runner)
         with conn.transaction():
             kept = _images_to_keep(conn, name)

@@ -24,13 +24,15 @@ TOLERANCE = 0.1
 DEFAULTS = {"min_size": 1, "max_size": None, "desired": None, "cores": 1, "memory": None,
             "image": None, "networks": [], "alloc": None, "walltime": "1:00:00",
             "target_metric": None, "target_value": None, "period": 60, "cooldown_out": 60,
-            "cooldown_in": 300, "window_in": 300, "deletion": "oldest", "user_data": None}
+            "cooldown_in": 300, "window_in": 300, "deletion": "oldest", "user_data": None,
+            "replace_before": 300, "vertical_cores": None}
 COLUMNS = ("id", "owner", "name", "image", "cores", "memory", "networks", "alloc", "walltime",
            "min_size", "max_size", "desired", "target_metric", "target_value", "period",
            "cooldown_out", "cooldown_in", "window_in", "deletion", "next_seq", "last_out",
-           "last_in", "unreachable", "user_data", "created")
+           "last_in", "unreachable", "user_data", "replace_before", "vertical_cores", "created")
 SETTABLE = ("min_size", "max_size", "desired", "target_metric", "target_value", "period",
-            "cooldown_out", "cooldown_in", "window_in", "deletion")
+            "cooldown_out", "cooldown_in", "window_in", "deletion", "replace_before",
+            "vertical_cores")
 
 
 def check_name(name, what="group"):
@@ -77,9 +79,9 @@ def check_spec(spec):
     if not s["min_size"] <= s["desired"] <= s["max_size"]:
         raise Refused(detail="--desired %d is outside --min %d and --max %d"
                       % (s["desired"], s["min_size"], s["max_size"]))
-    for key in ("period", "cooldown_out", "cooldown_in", "window_in"):
+    for key in ("period", "cooldown_out", "cooldown_in", "window_in", "replace_before"):
         v = s[key]
-        low = 0 if key.startswith("cooldown") else 1
+        low = 0 if key.startswith("cooldown") or key == "replace_before" else 1
         if not isinstance(v, int) or not low <= v <= 86400:
             raise Refused(detail="--%s must be %s seconds, at most a day"
                           % (key.replace("_", "-"), "0 or more" if low == 0 else "more than 0"))
@@ -91,6 +93,10 @@ def check_spec(spec):
         metrics.check_metric(s["target_metric"], "instance")
     if not isinstance(s["cores"], int) or not 1 <= s["cores"] <= 999:
         raise Refused(detail="--cores must be between 1 and 999")
+    v = s["vertical_cores"]
+    if v is not None and (not isinstance(v, int) or not s["cores"] <= v <= 999):
+        raise Refused(detail="--vertical-cores must be from the members' --cores (%d) to 999"
+                      % s["cores"])
     for net in s["networks"]:
         if not jobspec.NAME_PATTERN.match(net):
             raise Refused(detail="bad network name %r" % str(net)[:40])
@@ -205,3 +211,58 @@ def history(conn, group_id, limit=50):
                               " WHERE group_id = %s ORDER BY id DESC LIMIT %s",
                               (group_id, limit)))
     return rows[::-1]
+
+
+# -- schedules ------------------------------------------------------------------------------
+
+SCHEDULE_COLUMNS = ("id", "group_id", "cron", "at", "desired", "min_size", "max_size",
+                    "last_run", "created")
+MAX_SCHEDULES = 20
+
+
+def check_cron(text):
+    """A cron expression of five fields (minute hour day month weekday, the
+    server's local time).  Raises Refused."""
+    from croniter import croniter
+    fields = str(text or "").split()
+    if len(fields) != 5 or not croniter.is_valid(" ".join(fields)):
+        raise Refused(detail="bad --cron %r: five fields, minute hour day month weekday, as "
+                             "'0 8 * * 1-5' (weekdays at 08:00)" % str(text)[:60])
+    return " ".join(fields)
+
+
+def check_schedule(s, group):
+    """A schedule's sizes against each other and the group's bounds (those
+    it does not set).  Raises Refused."""
+    for key in ("desired", "min_size", "max_size"):
+        v = s.get(key)
+        if v is not None and (not isinstance(v, int) or not 0 <= v <= MAX_SIZE):
+            raise Refused(detail="--%s must be a whole number from 0 to %d"
+                          % (key.replace("_size", ""), MAX_SIZE))
+    if all(s.get(k) is None for k in ("desired", "min_size", "max_size")):
+        raise Refused(detail="a schedule sets --desired, --min or --max")
+    low = group["min_size"] if s.get("min_size") is None else s["min_size"]
+    high = group["max_size"] if s.get("max_size") is None else s["max_size"]
+    if low > high or high < 1:
+        raise Refused(detail="the schedule would make --min %d above --max %d" % (low, high))
+    if s.get("desired") is not None and not low <= s["desired"] <= high:
+        raise Refused(detail="--desired %d is outside --min %d and --max %d"
+                      % (s["desired"], low, high))
+    return s
+
+
+def fired(schedule, now):
+    """When schedule last fired at or before now (aware datetime), if that is
+    after it last ran (or was made); else None."""
+    since = schedule["last_run"] or schedule["created"]
+    if schedule["at"] is not None:
+        return schedule["at"] if schedule["last_run"] is None and schedule["at"] <= now \
+            else None
+    from croniter import croniter
+    prev = croniter(schedule["cron"], now.astimezone()).get_prev(type(now))
+    return prev if prev > since else None
+
+
+def schedules(conn, group_id):
+    return dicts(conn.execute("SELECT %s FROM group_schedules WHERE group_id = %%s ORDER BY id"
+                              % ", ".join(SCHEDULE_COLUMNS), (group_id,)))

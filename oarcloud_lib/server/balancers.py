@@ -314,6 +314,8 @@ def reconcile(conn, lb, members, runner=LOCAL, conf=None):
             continue
         haproxy.checked(f["admin_socket"], "add server members/%s %s %s"
                         % (name, addr, SERVER_OPTIONS))
+        # Down until its checks pass (rise 2): no request before it serves.
+        haproxy.command(f["admin_socket"], "set server members/%s health down" % name)
         haproxy.checked(f["admin_socket"], "enable health members/%s" % name)
         haproxy.checked(f["admin_socket"], "enable server members/%s" % name)
         added.append(name)

@@ -24,6 +24,7 @@ started at once, without OAR):
 and of the caller's scaling groups (service.groups; settings as JSON on stdin):
 
     broker group-create    broker group-set NAME    broker group-delete NAME
+    broker group-schedule NAME    broker group-unschedule NAME ID
 
 and of their load balancers (server.balancers):
 
@@ -518,6 +519,26 @@ def group_set(conn, user, name):
         if row["target_metric"] else ""), groups.show(conn, user, name))
 
 
+def group_schedule(conn, user, name):
+    from oarcloud_lib.service import groups
+    row = groups.schedule(conn, user, name, _group_spec("group-schedule"))
+    when = "cron '%s'" % row["cron"] if row["cron"] else "at %s" % row["at"].astimezone(
+    ).strftime("%Y-%m-%d %H:%M")
+    sizes = ", ".join("%s %d" % (k.replace("_size", ""), row[k])
+                      for k in ("desired", "min_size", "max_size") if row[k] is not None)
+    return Done("group %s: schedule %d, %s: %s" % (name, row["id"], when, sizes),
+                group=name, id=row["id"], cron=row["cron"],
+                at=row["at"].isoformat(timespec="seconds") if row["at"] else None,
+                desired=row["desired"], min_size=row["min_size"], max_size=row["max_size"])
+
+
+def group_unschedule(conn, user, name, sched_id):
+    from oarcloud_lib.service import groups
+    groups.unschedule(conn, user, name, sched_id)
+    return Done("group %s: schedule %s removed" % (name, sched_id), group=name,
+                id=int(sched_id), deleted=True)
+
+
 def group_delete(conn, user, name):
     from oarcloud_lib.service import groups
     gone = groups.delete(conn, user, name)
@@ -600,7 +621,8 @@ VERBS = {
     "reboot": (_power("reboot"), 1, 1), "resize": (resize, 3, 3),
     "alloc-launch": (alloc_launch, 2, 256), "alloc-remove": (alloc_remove, 1, 1),
     "group-create": (group_create, 0, 0), "group-set": (group_set, 1, 1),
-    "group-delete": (group_delete, 1, 1),
+    "group-delete": (group_delete, 1, 1), "group-schedule": (group_schedule, 1, 1),
+    "group-unschedule": (group_unschedule, 2, 2),
     "lb-create": (lb_create, 5, 5), "lb-delete": (lb_delete, 1, 1), "lb-show": (lb_show, 1, 1),
     "lb-list": (lb_list, 0, 0),
 }

@@ -225,10 +225,18 @@ def launch_in(conn, owner, name, spec, runner=LOCAL, conf=None, names=None):
             name, ", ".join(r["name"] for r in rows), ", ".join(placed)))
     nodes = sorted(set(placed))
     others = sorted(set(networks.hosting_nodes(conn, [n["id"] for n in nets])) - set(nodes))
-    errors = {n: e for n, e in fanout.parallel(nodes, lambda node: fanout.on_node(
-        node, "create", job_id, *[d for d, p in zip(domains, placed) if p == node])).items()
-        if e}
-    fanout.sync_nodes(others)
+
+    def work(node):
+        # The network's other nodes learn the new addresses while these start.
+        if node in others:
+            return fanout.on_node(node, "net-sync")
+        return fanout.on_node(node, "create", job_id,
+                              *[d for d, p in zip(domains, placed) if p == node])
+    done = fanout.parallel(nodes + others, work)
+    for node in others:
+        if done[node]:
+            LOG.error("network sync on %s failed: %s", node, fanout.one_line(done[node]))
+    errors = {n: done[n] for n in nodes if done[n]}
     if errors:
         reason = "; ".join("%s: %s" % (n, fanout.one_line(e)) for n, e in sorted(errors.items()))
         for d in domains:

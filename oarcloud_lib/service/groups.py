@@ -15,6 +15,7 @@ group's work is serialized by an advisory lock on its id, so the broker's
 delete and the monitor's cycle never act on one group at once.
 """
 import logging
+import math
 import time
 
 from oarcloud_lib import config, metrics
@@ -120,7 +121,9 @@ def change(conn, owner, name, spec):
     changes = {k: v for k, v in spec.items() if k in rows.SETTABLE and v is not None}
     if spec.get("target") == "none":
         changes.update(target_metric=None, target_value=None)
-    if not changes and spec.get("target") != "none":
+    if spec.get("vertical") == "none":
+        changes.update(vertical_cores=None)
+    if not changes and "none" not in (spec.get("target"), spec.get("vertical")):
         raise Refused(detail="nothing to change: give --min, --max, --desired, --target...")
     merged = {k: group[k] for k in rows.DEFAULTS}
     merged.update(changes)
@@ -135,6 +138,46 @@ def change(conn, owner, name, spec):
                     "set by %s: %s" % (owner, said or "no target"))
     wake_scaler(conn)
     return rows.get(conn, owner, name)
+
+
+def schedule(conn, owner, name, spec):
+    """A schedule of owner's group name: spec {cron | at ('YYYY-MM-DD HH:MM',
+    the server's time), desired, min_size, max_size}.  Returns its row.
+    Raises Refused, NotFound."""
+    import datetime
+    group = rows.get(conn, owner, name)
+    cron, at = spec.get("cron"), spec.get("at")
+    if (cron is None) == (at is None):
+        raise Refused(detail="a schedule takes --cron or --at")
+    if cron is not None:
+        cron = rows.check_cron(cron)
+    else:
+        at = datetime.datetime.strptime(jobs.check_start(at), "%Y-%m-%d %H:%M:%S").astimezone()
+    sizes = rows.check_schedule({k: spec.get(k) for k in ("desired", "min_size", "max_size")},
+                                group)
+    if sizes.get("max_size") is not None:   # its maximum fits the allocation and quotas
+        _check_room(conn, owner, dict(group, max_size=sizes["max_size"]))
+    with conn.transaction():
+        conn.execute("SELECT id FROM scaling_groups WHERE id = %s FOR UPDATE", (group["id"],))
+        if len(rows.schedules(conn, group["id"])) >= rows.MAX_SCHEDULES:
+            raise Refused(detail="group %s has %d schedules, the most it may have"
+                          % (name, rows.MAX_SCHEDULES))
+        sched_id = conn.execute(
+            "INSERT INTO group_schedules (group_id, cron, at, desired, min_size, max_size)"
+            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (group["id"], cron, at, sizes.get("desired"), sizes.get("min_size"),
+             sizes.get("max_size"))).fetchone()[0]
+    wake_scaler(conn)
+    return next(r for r in rows.schedules(conn, group["id"]) if r["id"] == sched_id)
+
+
+def unschedule(conn, owner, name, sched_id):
+    """Remove schedule sched_id of owner's group name.  Raises NotFound."""
+    group = rows.get(conn, owner, name)
+    if not str(sched_id).isdigit() or conn.execute(
+            "DELETE FROM group_schedules WHERE id = %s AND group_id = %s RETURNING id",
+            (int(sched_id), group["id"])).fetchone() is None:
+        raise NotFound(what="schedule", name="%s of group %s" % (str(sched_id)[:12], name))
 
 
 def delete(conn, owner, name, runner=LOCAL):
@@ -154,6 +197,19 @@ def delete(conn, owner, name, runner=LOCAL):
     return gone
 
 
+def forget_owner(conn, owner):
+    """An account's balancers stopped and its groups removed, before its
+    jobs end (account deletion): the scaler launches nothing more for it.
+    Its members go with its jobs."""
+    from oarcloud_lib.server import balancers
+    for lb in balancers.owned(conn, owner):
+        balancers.stop(lb["id"])
+        conn.execute("DELETE FROM balancers WHERE id = %s", (lb["id"],))
+    for group in rows.owned(conn, owner):
+        with group_lock(conn, group["id"]):
+            conn.execute("DELETE FROM scaling_groups WHERE id = %s", (group["id"],))
+
+
 def show(conn, owner, name):
     group = rows.get(conn, owner, name)
     return describe(conn, group)
@@ -164,7 +220,8 @@ def describe(conn, group):
     out = dict(group, members=[{k: m[k] for k in ("name", "state", "node", "ip", "job_id",
                                                   "cores", "memory", "added")} for m in ms],
                size=len([m for m in ms if m["state"] in LIVE or m["state"] is None]),
-               history=rows.history(conn, group["id"]))
+               history=rows.history(conn, group["id"]),
+               schedules=rows.schedules(conn, group["id"]))
     out["target"] = "%s=%g" % (group["target_metric"], group["target_value"]) \
         if group["target_metric"] else None
     return out
@@ -179,6 +236,9 @@ def describe_public(shown):
                       for m in out.get("members", [])]
     out["history"] = [dict(h, at=h["at"].isoformat(timespec="seconds"))
                       for h in out.get("history", [])]
+    out["schedules"] = [{k: (v.isoformat(timespec="seconds") if hasattr(v, "isoformat")
+                             else v) for k, v in sc.items() if k != "group_id"}
+                        for sc in out.get("schedules", [])]
     return out
 
 
@@ -235,6 +295,8 @@ class Scaler:
         self.notify = notify  # (conn, owner, kind, **fields) or None
         self.sampler = balancers.Sampler()
         self.down_since = {}   # (balancer id, member) -> when its balancer first saw it down
+        self.job_ends = {}     # job id -> when its walltime ends (OAR's current jobs)
+        self.replacing = set()  # (group id, member) told to be replaced before its end
 
     def tick(self, conn, now=None, domains=None):
         """Scale every group (domains: only those with a target and a member
@@ -271,10 +333,15 @@ class Scaler:
 
     def _current_jobs(self):
         try:
-            return oar.current_jobs(self.runner)
+            jobs_now = oar.current_jobs(self.runner)
         except OarcloudError as e:
             LOG.warning("scaler: oarstat: %s", e)
             return None
+        self.job_ends = {int(j): int(job["startTime"]) + int(job["walltime"])
+                         for j, job in jobs_now.items()
+                         if str(job.get("startTime") or "").isdigit() and int(job["startTime"])
+                         and str(job.get("walltime") or "").isdigit()}
+        return jobs_now
 
     def _tell(self, conn, owner, kind, **fields):
         if self.notify:
@@ -283,14 +350,32 @@ class Scaler:
     def scale(self, conn, group, now, current_jobs):
         from oarcloud_lib.server import balancers
         lb = balancers.of_group(conn, group["id"])
+        group = self._scheduled(conn, group, now)
         members = self._sweep(conn, group, current_jobs)
         running = [m for m in members if m["state"] == "running"]
         desired = self._target(conn, group, running, now)
         live = [m for m in members if m["state"] in LIVE or m["state"] is None]
-        if len(live) < desired:
-            self._grow(conn, group, desired - len(live))
-        elif len(live) > desired:
-            for m in rows.victims(live, len(live) - desired, group["deletion"]):
+        # Members whose own job ends soon count as gone: their replacements
+        # come first, and they go once those run.
+        names = {m["name"] for m in live}
+        self.replacing -= {k for k in self.replacing if k[0] == group["id"] and k[1] not in names}
+        expiring = self._expiring(conn, group, live, now)
+        healthy = [m for m in live if m["name"] not in expiring]
+        if len(healthy) < desired:
+            self._grow(conn, group, desired - len(healthy))
+        else:
+            extra = rows.victims(healthy, len(healthy) - desired, group["deletion"])
+            # The expiring go once their replacements serve: running, and up
+            # behind the balancer (which takes the new ones first).
+            seen = None
+            if lb and expiring:
+                balancers.reconcile(conn, lb, members, self.runner, self.conf)
+                seen = balancers.health(lb)
+            serving = [m for m in healthy if m["state"] == "running" and m not in extra
+                       and (seen is None or seen.get(m["name"]) == "up")]
+            if len(serving) >= desired:
+                extra += [m for m in live if m["name"] in expiring]
+            for m in extra:
                 if lb:  # no request lost: out of the balancer first
                     balancers.drain(conn, lb, m["name"], members)
                 _remove(conn, group, m, self.runner)
@@ -327,6 +412,59 @@ class Scaler:
         if values:
             metrics.store(conn, [("lb", str(lb["id"]), lb["owner"], m, now, v)
                                  for m, v in sorted(values.items())])
+
+    def _expiring(self, conn, group, live, now):
+        """The names of group's members whose own OAR job ends within its
+        replace_before (as OAR's current jobs last said: an extension moves
+        the end); each recorded once as being replaced."""
+        if group["alloc"] or not group["replace_before"]:
+            return set()
+        out = set()
+        for m in live:
+            end = self.job_ends.get(m["job_id"])
+            if end is None or end - now > group["replace_before"]:
+                continue
+            out.add(m["name"])
+            if (group["id"], m["name"]) not in self.replacing:
+                self.replacing.add((group["id"], m["name"]))
+                why = "member %s: its job %d ends in %d s: replaced before" % (
+                    m["name"], m["job_id"], max(0, end - now))
+                rows.record(conn, group["id"], "replace", None, None, why)
+                LOG.info("group %s of %s: %s", group["name"], group["owner"], why)
+        return out
+
+    def _scheduled(self, conn, group, now):
+        """The group's due schedules applied (sizes, then the desired size
+        within the bounds); returns the group as it now is."""
+        at = _ts(now)
+        for sc in rows.schedules(conn, group["id"]):
+            when = rows.fired(sc, at)
+            if when is None:
+                continue
+            low = group["min_size"] if sc["min_size"] is None else sc["min_size"]
+            high = group["max_size"] if sc["max_size"] is None else sc["max_size"]
+            if low > high:   # the group's own bounds moved since: keep them
+                low, high = group["min_size"], group["max_size"]
+            want = group["desired"] if sc["desired"] is None else sc["desired"]
+            want = max(low, min(high, want))
+            what = "%s: desired %d (%d..%d)" % (
+                "cron %s" % sc["cron"] if sc["cron"] else "at %s"
+                % when.astimezone().strftime("%Y-%m-%d %H:%M"), want, low, high)
+            with conn.transaction():
+                rows.update(conn, group["id"], {"min_size": low, "max_size": high,
+                                                "desired": want})
+                conn.execute("UPDATE group_schedules SET last_run = %s WHERE id = %s",
+                             (at, sc["id"]))
+                rows.record(conn, group["id"], "scheduled", group["desired"], want,
+                            "schedule %d, %s" % (sc["id"], what))
+            LOG.info("group %s of %s: schedule %d: %s", group["name"], group["owner"],
+                     sc["id"], what)
+            if want != group["desired"]:
+                self._tell(conn, group["owner"], "group_scaled", group=group["name"],
+                           action="scheduled", before=group["desired"], after=want,
+                           reason="schedule %d, %s" % (sc["id"], what))
+            group = dict(group, min_size=low, max_size=high, desired=want)
+        return group
 
     def _sweep(self, conn, group, current_jobs):
         """Forget the members that ended (their job over, failed, deleted by
@@ -375,6 +513,8 @@ class Scaler:
         last_out = group["last_out"].timestamp() if group["last_out"] else 0
         last_in = group["last_in"].timestamp() if group["last_in"] else 0
         if rec > desired and now - last_out >= group["cooldown_out"]:
+            if group["vertical_cores"] and self._grow_up(conn, group, running, values, now):
+                return desired   # the members grew enough
             return self._set(conn, group, desired, rec, "scale-out", seen, last_out=now)
         if rec < desired:
             # Every recommendation of the window agrees, and the window is
@@ -387,6 +527,44 @@ class Scaler:
                 return self._set(conn, group, desired, lowest_safe, "scale-in", seen,
                                  last_in=now)
         return desired
+
+    def _grow_up(self, conn, group, running, values, now):
+        """Vertical first: resize running members, fewest cores first, up to
+        the group's vertical_cores, until their cores hold the load at the
+        target (sum of cores x metric / target).  Returns True when they do."""
+        from oarcloud_lib.service import resize
+        load = sum(m["cores"] * v for m, v in zip(running, values) if v is not None)
+        needed = load / group["target_value"]
+        capacity = sum(m["cores"] for m in running)
+        grown = []
+        for m in sorted(running, key=lambda m: (m["cores"], m["name"])):
+            if capacity >= needed:
+                break
+            new = min(group["vertical_cores"], m["cores"] + math.ceil(needed - capacity))
+            if new <= m["cores"]:
+                continue
+            try:
+                out = resize.resize(conn, group["owner"], m["name"], cores=new,
+                                    runner=self.runner, conf=self.conf)
+            except OarcloudError as e:   # no room in its job or allocation there, quota...
+                LOG.info("group %s: %s not grown to %d cores: %s", group["name"], m["name"],
+                         new, e)
+                continue
+            if out["status"] != "resized":
+                continue
+            capacity += new - m["cores"]
+            grown.append("%s %d -> %d cores" % (m["name"], m["cores"], new))
+        if not grown:
+            return False
+        why = "%s against target %g: %s (%.1f cores needed, %d held)" % (
+            group["target_metric"], group["target_value"], ", ".join(grown), needed, capacity)
+        with conn.transaction():
+            rows.update(conn, group["id"], {"last_out": _ts(now)})
+            rows.record(conn, group["id"], "scale-up", group["desired"], group["desired"], why)
+        LOG.info("group %s of %s: scale-up: %s", group["name"], group["owner"], why)
+        self._tell(conn, group["owner"], "group_scaled", group=group["name"], action="scale-up",
+                   before=group["desired"], after=group["desired"], reason=why)
+        return capacity >= needed
 
     def _set(self, conn, group, before, after, action, why, **stamp):
         with conn.transaction():

@@ -161,3 +161,87 @@ def test_bad_balancers_and_another_user_s_are_refused_and_change_nothing(served,
     res = lb(other, "create", "mine", "--group", "web", "--port", "8080", check=False)
     assert res.returncode != 0 and "group not found" in res.stderr
     assert len(lb(user, "list", "--json")) == 1
+
+
+def test_a_member_near_its_walltime_is_replaced_first_and_no_request_fails(make_user):
+    user = make_user()
+    home_script = "/home/%s/serve.sh" % user
+    run(["sh", "-c", "umask 022; cat > %s" % home_script], input=SERVE, check=True)
+    run(["chown", user, home_script], check=True)
+    # Each member in an OAR job of 2 minutes, replaced 100 s before its end.
+    group(user, "create", "short", "--min", "1", "--max", "1", "--walltime", "0:02",
+          "--replace-before", "100s", "--user-data", home_script)
+    first = wait_for(lambda: running(shown(user, "short")), 90, "the first member")[0]
+    oarcloud(user, "net", "rule", "add", "default", "--direction", "ingress", "--proto", "tcp",
+             "--port", "8080", check=True)
+    address = lb(user, "create", "front", "--group", "short", "--port", "8080", "--check",
+                 "http:/index.html", "--json")["address"]
+    wait_for(lambda: up(user, "front") == [first], 30, "the first member up")
+    proc = load("http://%s/index.html" % address, 20, 45)
+    try:
+        g = wait_for(lambda: (lambda g: first not in [m["name"] for m in g["members"]]
+                              and len(running(g)) == 1 and g)(shown(user, "short")), 90,
+                     "the first member replaced before its walltime")
+    finally:
+        got = report(proc)
+    print("walltime replacement under load: %(total)d requests, %(failed)d failed, "
+          "%(errored)d errored" % got)
+    assert got["failed"] == got["errored"] == got["timeout"] == 0, got["text"]
+    assert got["2xx"] == got["total"] > 0
+    assert any(h["action"] == "replace" and first in h["reason"] and "ends in" in h["reason"]
+               for h in g["history"]), g["history"]
+    lb(user, "delete", "front")
+    gone = group(user, "delete", "short", "--json")["members"]
+    assert gone and first not in gone
+
+
+# A CGI that costs the member some CPU per request (with its Content-Length:
+# without one, HAProxy closes to end the body and keep-alive clients wait).
+BUSY = SERVE + """mkdir -p /www/cgi-bin
+cat > /www/cgi-bin/work <<'END'
+#!/bin/sh
+i=0; while [ $i -lt %d ]; do i=$((i+1)); done
+h=$(hostname)
+echo Content-Type: text/plain
+echo Content-Length: $((${#h} + 1))
+echo
+echo $h
+END
+chmod 755 /www/cgi-bin/work
+"""
+
+
+def test_http_load_through_the_balancer_scales_the_group_out_and_back_in(make_user):
+    user = make_user()
+    home_script = "/home/%s/busy.sh" % user
+    run(["sh", "-c", "umask 022; cat > %s" % home_script], input=BUSY % 15000, check=True)
+    run(["chown", user, home_script], check=True)
+    job_id = alloc(user, "pool")
+    group(user, "create", "web", "--in", "pool", "--min", "1", "--max", "2", "--target",
+          "cpu=30", "--period", "10s", "--cooldown-out", "10s", "--cooldown-in", "15s",
+          "--window-in", "15s", "--user-data", home_script)
+    (first,) = wait_for(lambda: running(shown(user, "web")), 30, "the first member")
+    oarcloud(user, "net", "rule", "add", "default", "--direction", "ingress", "--proto", "tcp",
+             "--port", "8080", check=True)
+    address = lb(user, "create", "front", "--group", "web", "--port", "8080", "--check",
+                 "http:/index.html", "--json")["address"]
+    wait_for(lambda: up(user, "front") == [first], 30, "the member up")
+    # Requests that each cost the member some CPU, at a steady rate.
+    proc = load("http://%s/cgi-bin/work" % address, 20, 60)
+    try:
+        g = wait_for(lambda: (lambda g: len(running(g)) == 2 and g)(shown(user, "web")), 60,
+                     "a second member under HTTP load")
+        assert any(h["action"] == "scale-out" for h in g["history"])
+        wait_for(lambda: len(up(user, "front")) == 2, 30, "both members behind the balancer")
+    finally:
+        got = report(proc)
+    print("HTTP load through the balancer: %(total)d requests, %(failed)d failed" % got)
+    assert got["failed"] == got["errored"] == got["timeout"] == 0, got["text"]
+    # The load is over: back to one member, through a drain.
+    g = wait_for(lambda: (lambda g: len(g["members"]) == 1 and g)(shown(user, "web")), 90,
+                 "one member again")
+    assert any(h["action"] == "scale-in" for h in g["history"]), g["history"]
+    lb(user, "delete", "front")
+    group(user, "delete", "web")
+    oarcloud(user, "alloc", "delete", "pool", check=True)
+    wait_job(job_id)

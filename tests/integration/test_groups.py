@@ -186,3 +186,69 @@ def test_twenty_create_scale_delete_cycles_leave_nothing_behind(make_user):
     oarcloud(user, "alloc", "delete", "pool", check=True)
     wait_job(job_id)
     assert node_leftovers("oc%d-" % job_id) == {}
+
+
+def test_a_one_shot_schedule_sizes_the_group_and_bad_schedules_are_refused(make_user):
+    user, other = make_user(), make_user()
+    job_id = alloc(user, "pool", cores=1)
+    group(user, "create", "sched", "--in", "pool", "--min", "0", "--max", "2", "--desired", "0")
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() + 4))
+    made = group(user, "schedule", "sched", "--at", at, "--desired", "2", "--json")
+    assert made["desired"] == 2 and made["cron"] is None
+    g = wait_for(lambda: (lambda g: len(running(g)) == 2 and g)(shown(user, "sched")), 40,
+                 "the scheduled size")
+    assert g["schedules"][0]["last_run"] and \
+        [h for h in g["history"] if h["action"] == "scheduled" and h["after"] == 2]
+    weekly = group(user, "schedule", "sched", "--cron", "0 8 * * 1-5", "--desired", "1",
+                   "--json")
+    for args, says in ((["--cron", "61 * * * *", "--desired", "1"], "bad --cron"),
+                       (["--cron", "0 8 * * *", "--at", at, "--desired", "1"], "--at"),
+                       (["--desired", "1"], "takes --cron or --at"),
+                       (["--cron", "0 8 * * *"], "sets --desired, --min or --max"),
+                       (["--cron", "0 8 * * *", "--desired", "5"], "outside --min 0"),
+                       (["--cron", "0 8 * * *", "--max", "5"], "allocation pool holds 2"),
+                       (["--at", "2001-01-01 10:00", "--desired", "1"], "not in the coming")):
+        res = group(user, "schedule", "sched", *args, check=False)
+        assert res.returncode != 0 and says in res.stderr, (args, res.stderr)
+    res = group(other, "schedule", "sched", "--cron", "0 8 * * *", "--desired", "1",
+                check=False)
+    assert res.returncode != 0 and "group not found" in res.stderr
+    res = group(other, "unschedule", "sched", str(weekly["id"]), check=False)
+    assert res.returncode != 0 and "group not found" in res.stderr
+    assert len(shown(user, "sched")["schedules"]) == 2
+    group(user, "unschedule", "sched", str(weekly["id"]))
+    res = group(user, "unschedule", "sched", str(weekly["id"]), check=False)
+    assert res.returncode != 0 and "schedule not found" in res.stderr
+    group(user, "delete", "sched")
+    oarcloud(user, "alloc", "delete", "pool", check=True)
+    wait_job(job_id)
+
+
+def test_vertical_first_grows_a_member_before_adding_one(make_user):
+    user = make_user()
+    job_id = alloc(user, "pool")
+    group(user, "create", "vert", "--in", "pool", "--min", "1", "--max", "2", "--cores", "1",
+          "--vertical-cores", "2", "--target", "cpu=60", "--period", "10s", "--cooldown-out",
+          "20s", "--cooldown-in", "600s", "--window-in", "600s")
+    (member,) = wait_for(lambda: running(shown(user, "vert")), 30, "the member")
+    burn = subprocess.Popen(["runuser", "-u", user, "--", "/usr/local/bin/oarcloud", "exec",
+                             member, "--", "sh", "-c", BURN % 40], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp")
+    try:
+        # one busy core against 60 %: 1.7 cores needed, the member grows to 2
+        g = wait_for(lambda: (lambda g: [h for h in g["history"] if h["action"] == "scale-up"]
+                              and g)(shown(user, "vert")), 60, "the member grown")
+    finally:
+        burn.wait(timeout=90)
+    up_row = next(h for h in g["history"] if h["action"] == "scale-up")
+    assert "%s 1 -> 2 cores" % member in up_row["reason"], up_row
+    assert [m["cores"] for m in g["members"]] == [2] and g["desired"] == 1
+    nproc = oarcloud(user, "exec", member, "--", "nproc", check=True).stdout.strip()
+    assert nproc == "2"
+    assert not [h for h in g["history"] if h["action"] == "scale-out"], g["history"]
+    res = group(user, "create", "bad", "--in", "pool", "--max", "1", "--cores", "2",
+                "--vertical-cores", "1", check=False)
+    assert res.returncode == 2 and "--vertical-cores must be from" in res.stderr
+    group(user, "delete", "vert")
+    oarcloud(user, "alloc", "delete", "pool", check=True)
+    wait_job(job_id)

@@ -2,6 +2,7 @@
 written, target tracking's recommendation, scale-in stabilization and the
 deletion policy (the real thing: tests/integration/test_groups.py)."""
 import datetime
+import time
 
 import pytest
 
@@ -24,6 +25,8 @@ from oarcloud_lib.errors import Refused
     ({"max_size": 2, "target_metric": "bogus", "target_value": 3.0}, "unknown instance metric"),
     ({"max_size": 2, "networks": ["../x"]}, "bad network name"),
     ({"max_size": 2, "cores": 0}, "--cores"),
+    ({"max_size": 2, "cores": 2, "vertical_cores": 1}, "--vertical-cores must be from"),
+    ({"max_size": 2, "replace_before": -1}, "--replace-before must be 0 or more"),
 ])
 def test_bad_settings_are_refused(spec, says):
     with pytest.raises(Refused, match=says.replace("(", r"\(").replace(")", r"\)")):
@@ -85,3 +88,45 @@ def test_deletion_policy_picks_oldest_or_newest():
     assert [m["name"] for m in groups.victims(members, 2, "oldest")] == ["w-0", "w-1"]
     assert [m["name"] for m in groups.victims(members, 1, "newest")] == ["w-2"]
     assert groups.victims(members, 0, "oldest") == []
+
+
+@pytest.mark.parametrize("text", ["", "* * * *", "61 8 * * *", "0 25 * * *", "bogus",
+                                  "0 8 * * 1-5 2027", "@reboot", "0 8 * * 1-5; rm -rf /"])
+def test_bad_cron_expressions_are_refused(text):
+    with pytest.raises(Refused, match="bad --cron"):
+        groups.check_cron(text)
+
+
+def test_cron_expressions_are_kept_in_their_five_fields():
+    assert groups.check_cron(" 0  8 * * 1-5 ") == "0 8 * * 1-5"
+
+
+def test_a_schedule_stays_within_its_bounds():
+    group = {"min_size": 1, "max_size": 4}
+    assert groups.check_schedule({"desired": 3}, group) == {"desired": 3}
+    for s, says in (({}, "sets --desired, --min or --max"),
+                    ({"desired": 5}, "outside --min 1 and --max 4"),
+                    ({"min_size": 5}, "--min 5 above --max 4"),
+                    ({"desired": 6, "max_size": 8, "min_size": 7}, "outside --min 7 and --max 8"),
+                    ({"desired": -1}, "from 0 to 100")):
+        with pytest.raises(Refused, match=says):
+            groups.check_schedule(s, group)
+
+
+def test_a_cron_schedule_fires_once_per_time_and_a_one_shot_once(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")   # cron reads the server's local time
+    time.tzset()
+    utc = datetime.timezone.utc
+    made = datetime.datetime(2026, 12, 7, 7, 0, tzinfo=utc)
+    cron = {"cron": "0 8 * * 1-5", "at": None, "last_run": None, "created": made}
+    monday_8 = datetime.datetime(2026, 12, 7, 8, 0, tzinfo=utc)
+    assert groups.fired(cron, monday_8.replace(minute=0, second=30)) == monday_8
+    assert groups.fired(dict(cron, last_run=monday_8), monday_8.replace(hour=9)) is None
+    assert groups.fired(cron, made.replace(minute=30)) is None   # not yet 08:00
+    saturday = datetime.datetime(2026, 12, 12, 9, 0, tzinfo=utc)
+    assert groups.fired(dict(cron, last_run=datetime.datetime(2026, 12, 11, 8, 0, tzinfo=utc)),
+                        saturday) is None                        # weekdays only
+    once = {"cron": None, "at": monday_8, "last_run": None, "created": made}
+    assert groups.fired(once, made) is None
+    assert groups.fired(once, monday_8) == monday_8
+    assert groups.fired(dict(once, last_run=monday_8), saturday) is None
