@@ -152,7 +152,7 @@ class UserAdd(Changes, Command):
     admin = cli.Flag(["--admin"], help="give the account the admin role")
 
     def run_command(self, name):
-        from oarcloud_lib.catalog import accounts
+        from oarcloud_lib.service import accounts
         acc, changed = accounts.add(name, key_file=self.key, admin=self.admin)
         said(self.json, dict(acc, changed=bool(changed)), "user %s %s (role %s, key %s)" % (
             acc["name"], "added" if changed else "already exists, nothing changed",
@@ -181,7 +181,7 @@ class UserDel(Changes, Command):
     if oarcloud created it."""
 
     def run_command(self, name):
-        from oarcloud_lib.catalog import accounts
+        from oarcloud_lib.service import accounts
         accounts.delete(name)
         said(self.json, {"name": name, "deleted": True}, "user %s deleted" % name)
 

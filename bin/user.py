@@ -270,7 +270,7 @@ class Show(Command):
         from oarcloud_lib.service import jobs, lifecycle
         from oarcloud_lib.tools.oar import get_job
         with jobs.connect_as_user() as conn:
-            row = lifecycle.find(conn, name, jobs.current_user())
+            row = lifecycle.find(conn, jobs.current_user(), name)
         out = _public(row)
         job = get_job(row["job_id"])
         out["job_state"] = job.get("state")
@@ -449,7 +449,7 @@ class SshConfig(Command):
         from oarcloud_lib.service import jobs, lifecycle
         with jobs.connect_as_user() as conn:
             if names:
-                rows = [lifecycle.find(conn, n, jobs.current_user()) for n in names]
+                rows = [lifecycle.find(conn, jobs.current_user(), n) for n in names]
             else:
                 rows = [r for r in jobs.mine(conn) if r["state"] != "failed"]
         for row in rows:
@@ -490,7 +490,7 @@ class Logs(Command):
         def line(e):
             return "%s %s %-7s %s" % (e["at"][:19], e["node"], e["level"], e["message"])
         with jobs.connect_as_user() as conn:
-            row = lifecycle.find(conn, name, jobs.current_user())
+            row = lifecycle.find(conn, jobs.current_user(), name)
             if not self.follow:
                 events = [{k: v for k, v in e.items() if k != "id"}
                           for e in joblog.events(conn, row["job_id"])]

@@ -34,6 +34,21 @@ def _seconds(text, what, zero=False):
     return metrics.parse_duration(text)
 
 
+def _sizes(cmd):
+    """{min_size, max_size, desired} of those of cmd's --min, --max, --desired given."""
+    from oarcloud_lib.catalog import groups
+    from oarcloud_lib.errors import Refused
+    out = {}
+    for key, field in (("min", "min_size"), ("max", "max_size"), ("desired", "desired")):
+        v = getattr(cmd, key)
+        if v is not None:
+            if not v.isdigit():
+                raise Refused(detail="--%s must be a whole number from 0 to %d"
+                              % (key, groups.MAX_SIZE))
+            out[field] = int(v)
+    return out
+
+
 class _Settings:
     """The switches create and set share."""
 
@@ -67,14 +82,7 @@ class _Settings:
     def settings(self):
         from oarcloud_lib.catalog import groups
         from oarcloud_lib.errors import Refused
-        out = {}
-        for key, field in (("min", "min_size"), ("max", "max_size"), ("desired", "desired")):
-            v = getattr(self, key)
-            if v is not None:
-                if not v.isdigit():
-                    raise Refused(detail="--%s must be a whole number from 0 to %d"
-                                  % (key, groups.MAX_SIZE))
-                out[field] = int(v)
+        out = _sizes(self)
         for key in ("period", "cooldown_out", "cooldown_in", "window_in", "replace_before"):
             v = getattr(self, key)
             if v is not None:
@@ -153,16 +161,7 @@ class GroupSchedule(Changes, Command):
     max = cli.SwitchAttr(["--max"], str, argname="N", help="most members from then")
 
     def run_command(self, name):
-        from oarcloud_lib.catalog import groups
-        from oarcloud_lib.errors import Refused
-        spec = {"cron": self.cron, "at": self.at}
-        for key, field in (("desired", "desired"), ("min", "min_size"), ("max", "max_size")):
-            v = getattr(self, key)
-            if v is not None:
-                if not v.isdigit():
-                    raise Refused(detail="--%s must be a whole number from 0 to %d"
-                                  % (key, groups.MAX_SIZE))
-                spec[field] = int(v)
+        spec = dict(_sizes(self), cron=self.cron, at=self.at)
         return run_broker("group-schedule", name, data=json.dumps(spec), as_json=self.json)
 
 

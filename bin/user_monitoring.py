@@ -36,7 +36,7 @@ class Metrics(Mine, Command):
     def run_command(self, name):
         with self.connect() as conn:
             from oarcloud_lib.service import lifecycle
-            row = lifecycle.find(conn, name, self.owner())
+            row = lifecycle.find(conn, self.owner(), name)
             domain, node, created = row["domain"], row["node"], row["created"]
             show_metrics(conn, "instance", domain, "instance %s (%s on %s)" % (name, domain, node),
                          self.metric, self.since, self.json, self.plot,

@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 
 from oarcloud_lib import daemons, paths
-from oarcloud_lib.catalog import accounts, db, images
+from oarcloud_lib.catalog import db, images
 from oarcloud_lib.node import nodesetup
 from oarcloud_lib.server import serversetup, services
 from oarcloud_lib.tools import netdev, oarssh
@@ -391,6 +391,7 @@ class Lab:
 
     def _remove_accounts(self):
         """Delete the accounts made in the lab (and their Unix accounts)."""
+        from oarcloud_lib.service import accounts
         try:
             with db.connect() as conn:
                 names = [r[0] for r in conn.execute("SELECT name FROM accounts")]

@@ -173,8 +173,7 @@ def describe(conn, lb, conf=None):
                check="http:%s" % lb["check_path"] if lb["check_kind"] == "http" else "tcp")
     out["members"] = []
     try:
-        state = haproxy.parse_servers_state(haproxy.command(
-            _files(lb["id"])["admin_socket"], "show servers state members"))
+        state = _servers(lb)
     except OarcloudError:
         state = {}
     for name, s in sorted(state.items()):
@@ -187,14 +186,19 @@ def describe(conn, lb, conf=None):
 def health(lb):
     """{member: up, down, draining, maint...} as the balancer's HAProxy sees
     them ({} when it does not run)."""
-    sock = _files(lb["id"])["admin_socket"]
-    if not sock.exists():
+    if not _files(lb["id"])["admin_socket"].exists():
         return {}
     try:
-        state = haproxy.parse_servers_state(haproxy.command(sock, "show servers state members"))
+        state = _servers(lb)
     except OarcloudError:
         return {}
     return {name: server_state(s) for name, s in state.items()}
+
+
+def _servers(lb):
+    """{member: its server as HAProxy's `show servers state` gives it}."""
+    return haproxy.parse_servers_state(haproxy.command(_files(lb["id"])["admin_socket"],
+                                                       "show servers state members"))
 
 
 def server_state(s):
@@ -277,14 +281,12 @@ def sweep(conn):
             stop(int(d.name))
 
 
-def _wanted(conn, lb, members):
-    """{member name: node address:node port} of the running members, their
-    balancer port published on their nodes (made where missing); returns it
-    and the nodes whose networking must follow."""
+def _published(conn, lb, members):
+    """{member name: node address:node port} of members, their balancer port
+    published on their nodes (made where missing); returns it and the nodes
+    whose networking must follow."""
     wanted, nodes = {}, set()
     for m in members:
-        if m["state"] != "running":
-            continue
         row = instances.of_domain(conn, m["domain"])
         exp, added = networks.expose(conn, row, lb["port"])
         if added:
@@ -298,16 +300,22 @@ def reconcile(conn, lb, members, runner=LOCAL, conf=None):
     added (after their node publishes their port), the gone ones drained and
     deleted.  Returns (added, removed) names."""
     from oarcloud_lib.service import fanout
-    wanted, nodes = _wanted(conn, lb, members)
+    f = _files(lb["id"])
+    running = [m for m in members if m["state"] == "running"]
+    up = daemons.read_pid(f["pidfile"]) and f["admin_socket"].exists()
+    current = _servers(lb) if up else {}
+    # Only the members HAProxy does not have yet are published and looked up.
+    wanted = {n: "%s:%s" % (s["addr"], s["port"]) for n, s in current.items()
+              if any(m["name"] == n for m in running)}
+    new, nodes = _published(conn, lb, [m for m in running if m["name"] not in current])
     if nodes:
         errors = fanout.sync_nodes(sorted(nodes))
         for node in errors:   # not published there yet: next cycle
-            wanted = {n: a for n, a in wanted.items()
-                      if not any(m["name"] == n and m["node"] == node for m in members)}
-    f = _files(lb["id"])
-    ensure_running(lb, wanted, runner, conf)
-    current = haproxy.parse_servers_state(haproxy.command(f["admin_socket"],
-                                                          "show servers state members"))
+            new = {n: a for n, a in new.items()
+                   if not any(m["name"] == n and m["node"] == node for m in running)}
+    wanted.update(new)
+    if ensure_running(lb, wanted, runner, conf):
+        current = _servers(lb)
     added, removed = [], []
     for name, addr in sorted(wanted.items()):
         if name in current:
@@ -345,7 +353,7 @@ def _remove_server(lb, name, timeout=DRAIN_TIMEOUT):
     haproxy.checked(sock, "del server members/%s" % name)
 
 
-def drain(conn, lb, member_name, members):
+def drain(lb, member_name):
     """Take member_name out of the balancer before it is removed: drained,
     then deleted from HAProxy (the configuration follows).  Best effort: a
     balancer that does not run has nothing to drain."""
@@ -353,8 +361,7 @@ def drain(conn, lb, member_name, members):
     if not f["admin_socket"].exists():
         return False
     try:
-        current = haproxy.parse_servers_state(haproxy.command(f["admin_socket"],
-                                                              "show servers state members"))
+        current = _servers(lb)
         if member_name not in current:
             return False
         _remove_server(lb, member_name)

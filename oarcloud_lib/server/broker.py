@@ -470,7 +470,7 @@ def alloc_launch(conn, user, alloc, *types):
 
 def alloc_remove(conn, user, name):
     from oarcloud_lib.service import allocations
-    row = lifecycle.find(conn, name, user)
+    row = lifecycle.find(conn, user, name)
     if row["state"] in ("deleted", "failed"):
         raise NotFound(what="instance", name=name)
     alloc = allocations.of_instance(conn, row)

@@ -601,6 +601,9 @@ class Monitor:
                         self.scale_groups(conn, time.time(), fresh)
                 except (psycopg.Error, NotReady) as e:
                     LOG.warning("monitor: catalog: %s (again in %d s)", e, self.interval)
+                    for c in (conn, waker):
+                        if c is not None:
+                            c.close()
                     conn = waker = None
                     self.stopping.wait(self.interval)
         finally:

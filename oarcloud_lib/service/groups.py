@@ -325,7 +325,7 @@ class Scaler:
                     continue  # the broker is deleting it
                 try:
                     self.scale(conn, rows.get(conn, group["owner"], group["name"]), now,
-                               current)
+                               current, whole=domains is None)
                 except NotFound:
                     continue
                 except OarcloudError as e:
@@ -347,7 +347,11 @@ class Scaler:
         if self.notify:
             self.notify(conn, owner, kind, **fields)
 
-    def scale(self, conn, group, now, current_jobs):
+    def scale(self, conn, group, now, current_jobs, whole=True):
+        """One pass over group: its schedules, its ended members, its target,
+        then members launched or removed.  whole: the cycle's pass (False:
+        fresh samples came; the balancer's metrics and health wait for the
+        cycle)."""
         from oarcloud_lib.server import balancers
         lb = balancers.of_group(conn, group["id"])
         group = self._scheduled(conn, group, now)
@@ -361,6 +365,7 @@ class Scaler:
         self.replacing -= {k for k in self.replacing if k[0] == group["id"] and k[1] not in names}
         expiring = self._expiring(conn, group, live, now)
         healthy = [m for m in live if m["name"] not in expiring]
+        reconciled = False
         if len(healthy) < desired:
             self._grow(conn, group, desired - len(healthy))
         else:
@@ -370,6 +375,7 @@ class Scaler:
             seen = None
             if lb and expiring:
                 balancers.reconcile(conn, lb, members, self.runner, self.conf)
+                reconciled = True   # what goes below is drained out of it one by one
                 seen = balancers.health(lb)
             serving = [m for m in healthy if m["state"] == "running" and m not in extra
                        and (seen is None or seen.get(m["name"]) == "up")]
@@ -377,11 +383,12 @@ class Scaler:
                 extra += [m for m in live if m["name"] in expiring]
             for m in extra:
                 if lb:  # no request lost: out of the balancer first
-                    balancers.drain(conn, lb, m["name"], members)
+                    balancers.drain(lb, m["name"])
                 _remove(conn, group, m, self.runner)
-        if lb:
+        if lb and not reconciled:
             balancers.reconcile(conn, lb, rows.members(conn, group["id"]), self.runner,
                                 self.conf)
+        if lb and whole:
             self._sample(conn, lb, now)
             self._replace_unhealthy(conn, group, lb, now)
 
@@ -399,7 +406,7 @@ class Scaler:
             if now - since < UNHEALTHY_FOR:
                 continue
             why = "member %s failed its health check for %d s" % (m["name"], now - since)
-            balancers.drain(conn, lb, m["name"], [])
+            balancers.drain(lb, m["name"])
             _remove(conn, group, m, self.runner)
             del self.down_since[(lb["id"], m["name"])]
             rows.record(conn, group["id"], "replace", None, None, why)

@@ -3,7 +3,7 @@ broker, OAR's prologue, and (to come) scaling groups and the web API.
 
     admit(conn, owner, spec, nodes)      the one check of a launch request
     launch(conn, owner, spec, nodes, walltime) -> job id   (admit, then oarsub)
-    find(conn, name, owner)              the owner's instance called name
+    find(conn, owner, name)              the owner's instance called name
     reachable(conn, owner, name)         ... live, and its job running
     delete(conn, owner, name)            end the instance's OAR job
     extend(conn, owner, name, "+1:00")   more walltime for the instance's job (oarwalltime)
@@ -157,7 +157,7 @@ def launch(conn, owner, spec, nodes=1, walltime="1:00:00", runner=LOCAL, at=None
     return job_id
 
 
-def find(conn, name, owner):
+def find(conn, owner, name):
     """owner's instance called name: the live one, else the last one.
     Raises Refused (a malformed name), NotFound (another user's instance is
     not found, exactly like a missing one)."""
@@ -175,7 +175,7 @@ def find(conn, name, owner):
 def reachable(conn, owner, name):
     """owner's live instance called name, whose OAR job runs: one its owner can
     enter, power, save or publish.  Raises Refused, NotFound, Conflict."""
-    row = find(conn, name, owner)
+    row = find(conn, owner, name)
     if row["state"] in ("deleted", "failed"):
         raise NotFound(what="instance", name=name)
     if row["state"] not in REACHABLE_STATES:
@@ -259,7 +259,7 @@ def delete(conn, owner, name, wait=False, runner=LOCAL):
     that job; its epilogue tears them down), or of a launch OAR has not
     started yet; returns the instance's row (or the waiting job's)."""
     try:
-        row = find(conn, name, owner)
+        row = find(conn, owner, name)
     except NotFound:
         row = None
     if row is None or row["state"] in ("deleted", "failed"):

@@ -148,7 +148,7 @@ def attach(conn, user, name, instance, path, readonly=False):
 
 def detach(conn, user, name, instance):
     owner, name = _ref(name)
-    row = lifecycle.find(conn, instance, user)
+    row = lifecycle.find(conn, user, instance)
     vol = volumes.get(conn, user, name, owner)
     if not any(a["domain"] == row["domain"] for a in volumes.attachments(conn, vol["id"])):
         raise NotFound(what="attachment", name="%s on %s" % (name, instance))

@@ -50,18 +50,22 @@ def report(proc):
             "5xx": int(codes.group(4)), "text": out}
 
 
+def home_script(user, name, text):
+    """A user-data script written into user's home, theirs: its path."""
+    path = "/home/%s/%s" % (user, name)
+    run(["sh", "-c", "umask 022; cat > %s" % path], input=text, check=True)
+    run(["chown", user, path], check=True)
+    return path
+
+
 @pytest.fixture
-def served(make_user, tmp_path):
+def served(make_user):
     """A user, an allocation, a group of two HTTP members on port 8080."""
     user = make_user()
-    script = tmp_path / "serve.sh"
-    script.write_text(SERVE)
-    script.chmod(0o644)
-    home_script = "/home/%s/serve.sh" % user
-    run(["install", "-o", user, "-m", "0644", str(script), home_script], check=True)
+    script = home_script(user, "serve.sh", SERVE)
     job_id = alloc(user, "pool")
     group(user, "create", "web", "--in", "pool", "--min", "1", "--max", "3", "--desired", "2",
-          "--user-data", home_script)
+          "--user-data", script)
     wait_for(lambda: len(running(shown(user, "web"))) == 2, 60, "two members")
     oarcloud(user, "net", "rule", "add", "default", "--direction", "ingress", "--proto", "tcp",
              "--port", "8080", check=True)
@@ -165,12 +169,10 @@ def test_bad_balancers_and_another_user_s_are_refused_and_change_nothing(served,
 
 def test_a_member_near_its_walltime_is_replaced_first_and_no_request_fails(make_user):
     user = make_user()
-    home_script = "/home/%s/serve.sh" % user
-    run(["sh", "-c", "umask 022; cat > %s" % home_script], input=SERVE, check=True)
-    run(["chown", user, home_script], check=True)
+    script = home_script(user, "serve.sh", SERVE)
     # Each member in an OAR job of 2 minutes, replaced 100 s before its end.
     group(user, "create", "short", "--min", "1", "--max", "1", "--walltime", "0:02",
-          "--replace-before", "100s", "--user-data", home_script)
+          "--replace-before", "100s", "--user-data", script)
     first = wait_for(lambda: running(shown(user, "short")), 90, "the first member")[0]
     oarcloud(user, "net", "rule", "add", "default", "--direction", "ingress", "--proto", "tcp",
              "--port", "8080", check=True)
@@ -213,13 +215,11 @@ chmod 755 /www/cgi-bin/work
 
 def test_http_load_through_the_balancer_scales_the_group_out_and_back_in(make_user):
     user = make_user()
-    home_script = "/home/%s/busy.sh" % user
-    run(["sh", "-c", "umask 022; cat > %s" % home_script], input=BUSY % 15000, check=True)
-    run(["chown", user, home_script], check=True)
+    script = home_script(user, "busy.sh", BUSY % 15000)
     job_id = alloc(user, "pool")
     group(user, "create", "web", "--in", "pool", "--min", "1", "--max", "2", "--target",
           "cpu=30", "--period", "10s", "--cooldown-out", "10s", "--cooldown-in", "15s",
-          "--window-in", "15s", "--user-data", home_script)
+          "--window-in", "15s", "--user-data", script)
     (first,) = wait_for(lambda: running(shown(user, "web")), 30, "the first member")
     oarcloud(user, "net", "rule", "add", "default", "--direction", "ingress", "--proto", "tcp",
              "--port", "8080", check=True)

@@ -223,7 +223,7 @@ with db.connect() as conn:
             print(json.dumps({"refused": str(e)}))
     elif verb == "find-as-other":
         try:
-            lifecycle.find(conn, "scaled", other)
+            lifecycle.find(conn, other, "scaled")
         except OarcloudError as e:
             print(json.dumps({"other": str(e)}))
     else:

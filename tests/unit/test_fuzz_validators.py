@@ -235,7 +235,7 @@ def find_instance(name):
     """The instance name check (lifecycle.find): Refused, or NotFound once accepted."""
     from oarcloud_lib.errors import NotFound
     try:
-        lifecycle.find(NoRows(), name, "alice")
+        lifecycle.find(NoRows(), "alice", name)
     except NotFound:
         return name
 
