@@ -18,7 +18,10 @@ setup(
     # templates/ and hooks/ stay top-level in the tree (design card) and are
     # installed under <prefix>/share/oarcloud; oarcloud_lib.paths finds them.
     data_files=[
-        ("share/oarcloud/templates", sorted(glob.glob("templates/*"))),
+        ("share/oarcloud/templates", sorted(f for f in glob.glob("templates/*")
+                                           if os.path.isfile(f))),
+        ("share/oarcloud/templates/web", sorted(glob.glob("templates/web/*.html"))),
+        ("share/oarcloud/templates/web/static", sorted(glob.glob("templates/web/static/*"))),
         ("share/oarcloud/hooks", sorted(f for f in glob.glob("hooks/*") if os.path.isfile(f))),
         ("share/oarcloud/hooks/prologue.d", sorted(glob.glob("hooks/prologue.d/*"))),
         ("share/oarcloud/hooks/epilogue.d", sorted(glob.glob("hooks/epilogue.d/*"))),
@@ -33,6 +36,9 @@ setup(
         "cryptography",
         "PyYAML",
         "croniter",
+        # the web service (docs/web.md): Debian's python3-flask and gunicorn
+        "flask",
+        "gunicorn",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={

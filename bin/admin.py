@@ -149,11 +149,16 @@ class UserAdd(Changes, Command):
 
     key = cli.SwitchAttr(["--key"], cli.ExistingFile,
                          help="public key file for reaching instances (default: generate a pair)")
-    admin = cli.Flag(["--admin"], help="give the account the admin role")
+    admin = cli.Flag(["--admin"], help="give the account the admin role (as --role admin)")
+    role = cli.SwitchAttr(["--role"], cli.Set("user", "admin", "operator", "viewer"),
+                          excludes=["--admin"],
+                          help="user (default), admin, operator (node operations, sees "
+                               "everything) or viewer (sees everything, changes nothing); "
+                               "changes an existing account's")
 
     def run_command(self, name):
         from oarcloud_lib.service import accounts
-        acc, changed = accounts.add(name, key_file=self.key, admin=self.admin)
+        acc, changed = accounts.add(name, key_file=self.key, admin=self.admin, role=self.role)
         said(self.json, dict(acc, changed=bool(changed)), "user %s %s (role %s, key %s)" % (
             acc["name"], "added" if changed else "already exists, nothing changed",
             acc["role"], acc["key_fingerprint"]))
@@ -408,6 +413,128 @@ class NodeUndrain(Changes, Command):
             host, "back in service" if was else "was not drained"))
 
 
+# -- the web service and API tokens -----------------------------------------------
+
+@Admin.subcommand("web")
+class WebCmd(Group):
+    """The web dashboard and JSON HTTP API (docs/web.md): HTTPS on the server
+    (port 8443, a self-signed certificate unless the site gives one), one of
+    the server's services that `setup server` and `lab up` start."""
+
+
+def _web_state():
+    from oarcloud_lib import config
+    from oarcloud_lib.server import services
+    from oarcloud_lib.web import service as web
+    pid, conf = web.running_pid(), config.load()
+    return {"running": pid is not None, "pid": pid, "url": web.url(conf),
+            "enabled": services.enabled("web"),
+            "certificate": web.cert_paths(conf)[0] if conf.web_tls else None}
+
+
+@WebCmd.subcommand("start")
+class WebStart(Changes, Command):
+    """Start the web service (and keep it running); idempotent."""
+
+    def run_command(self):
+        from oarcloud_lib.server import services
+        changed = services.set_enabled("web", True)
+        st = _web_state()
+        said(self.json, dict(st, changed=changed), "web service %s: %s (pid %d)" % (
+            "started" if changed else "already running", st["url"], st["pid"]))
+
+
+@WebCmd.subcommand("stop")
+class WebStop(Changes, Command):
+    """Stop the web service until `web start` (the other services go on)."""
+
+    def run_command(self):
+        from oarcloud_lib.server import services
+        changed = services.set_enabled("web", False)
+        said(self.json, dict(_web_state(), changed=changed),
+             "web service stopped" if changed else "web service was not running")
+
+
+@WebCmd.subcommand("status")
+class WebStatus(Command):
+    """Whether the web service runs, and its URL."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        st = _web_state()
+        if self.json:
+            print_json(st)
+        else:
+            print("web service: %s %s%s" % (
+                "running (pid %d)," % st["pid"] if st["running"] else "not running,",
+                st["url"], "" if st["enabled"] else " (stopped by an admin: web start)"))
+        return 0 if st["running"] else 1
+
+
+@Admin.subcommand("token")
+class TokenAdmin(Group):
+    """API tokens of any account (docs/web.md): an admin's, an operator's or
+    a viewer's for the dashboard, or a user's on their behalf."""
+
+
+@TokenAdmin.subcommand("create")
+class TokenAdminCreate(Command):
+    """Make token NAME for account --user; it is shown once."""
+
+    user = cli.SwitchAttr(["--user"], str, mandatory=True, help="the account it acts as")
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self, name):
+        from oarcloud_lib.catalog import accounts, db, tokens
+        from oarcloud_lib.errors import NotFound
+        from oarcloud_lib.web import service as web
+        accounts.check_name(self.user)
+        with db.connect() as conn:
+            if accounts.get(conn, self.user) is None:
+                raise NotFound(what="oarcloud user", name=self.user)
+            row, token = tokens.create(conn, self.user, name)
+        out = {"user": self.user, "name": name, "token": token, "url": web.url(),
+               "created": iso(row["created"])}
+        said(self.json, out, "token %s of %s: %s\n(shown once; log in at %s)"
+             % (name, self.user, token, out["url"]))
+
+
+@TokenAdmin.subcommand("list")
+class TokenAdminList(Command):
+    """Every account's tokens (never the tokens themselves)."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        from oarcloud_lib.catalog import db
+        from oarcloud_lib.catalog.db import dicts
+        with db.connect() as conn:
+            rows = dicts(conn.execute("SELECT account AS user, name, hint || '...' AS hint,"
+                                      " created, last_used FROM api_tokens ORDER BY account,"
+                                      " name"))
+        rows = [dict(r, created=iso(r["created"]), last_used=iso(r["last_used"])) for r in rows]
+        if self.json:
+            print_json(rows)
+        else:
+            print_table(rows, [("user", "USER"), ("name", "NAME"), ("hint", "TOKEN"),
+                               ("created", "CREATED"), ("last_used", "LAST USED")])
+
+
+@TokenAdmin.subcommand("revoke")
+class TokenAdminRevoke(Changes, Command):
+    """Revoke token NAME of account --user (its sessions end at once)."""
+
+    user = cli.SwitchAttr(["--user"], str, mandatory=True, help="the account")
+
+    def run_command(self, name):
+        from oarcloud_lib.catalog import db, tokens
+        with db.connect() as conn:
+            tokens.revoke(conn, self.user, name)
+        said(self.json, {"user": self.user, "name": name, "revoked": True},
+             "token %s of %s revoked" % (name, self.user))
+
+
 @Admin.subcommand("image")
 class ImageAdmin(Group):
     """The site's images: every user's, builds, saves in progress."""
@@ -585,7 +712,8 @@ class ServiceStatus(Command):
                      if s.get("last_death") else "-"} for n, s in st["services"].items()]
             print_table(rows, [("service", "SERVICE"), ("pid", "PID"),
                                ("restarts", "RESTARTS"), ("last_death", "LAST DEATH")])
-        return 0 if all(s.get("pid") for s in st["services"].values()) else 1
+        return 0 if all(s.get("pid") or not s.get("enabled", True)
+                        for s in st["services"].values()) else 1
 
 
 @ServiceCmd.subcommand("died")

@@ -212,6 +212,7 @@ User.subcommand("cp", "oarcloud_cli.user_copy.Copy")
 User.subcommand("alloc", "oarcloud_cli.user_allocs.AllocCmd")
 User.subcommand("group", "oarcloud_cli.user_groups.GroupCmd")
 User.subcommand("lb", "oarcloud_cli.user_balancers.LbCmd")
+User.subcommand("token", "oarcloud_cli.user_tokens.TokenCmd")
 
 
 @User.subcommand("quota")

@@ -80,10 +80,20 @@ class SiteConfig:
     # for up to vpn_client_max_days); a client past its end makes a new one.
     vpn_client_days: int = 90
     vpn_client_max_days: int = 365
+    # The web service (docs/web.md): HTTPS on host:port (empty: the server's
+    # address, port 8443) with a certificate of its own (web_cert, web_key:
+    # empty for the self-signed one oarcloud makes), or plain HTTP when
+    # web_tls is false, for a site's proxy in front (loopback only then).
+    web_listen: str = ""
+    web_tls: bool = True
+    web_cert: str = ""
+    web_key: str = ""
+    # Signs the web sessions' cookies (generated).
+    web_secret: str = ""
 
     def fill_secrets(self):
         for name in ("oar_db_password", "oar_db_ro_password", "catalog_password",
-                     "monitor_token"):
+                     "monitor_token", "web_secret"):
             if not getattr(self, name):
                 setattr(self, name, secrets.token_hex(16))
 

@@ -40,6 +40,12 @@ class Refused(OarcloudError):
     exit_code = 2
 
 
+class Forbidden(Refused):
+    """Who asks may not do this (their role, another's object they can see)."""
+
+    msg_fmt = "forbidden: %(detail)s"
+
+
 class OarRefused(Refused):
     """OAR said no to a submission (its admission rules, resources, queue)."""
 

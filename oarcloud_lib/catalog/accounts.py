@@ -19,6 +19,12 @@ LOG = logging.getLogger(__name__)
 # login role of the catalog).
 RESERVED = {"root", "oar", "oar_ro", "postgres", "oarcloud", "oarcloud_users", "nobody",
             "admin", "daemon", "libvirt-qemu", "public", "pg_signal_backend"}
+# Roles: a user sees and changes their own objects; an operator also drains
+# and operates nodes; a viewer sees everything and changes nothing; an admin
+# does all.
+ROLES = ("user", "admin", "operator", "viewer")
+SEE_ALL = ("admin", "operator", "viewer")
+OPERATE = ("admin", "operator")
 FIRST_USER_UID = 1000
 KEY_NAME = "id_oarcloud"
 KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",

@@ -591,6 +591,35 @@ def lb_list(conn, user):
                       sort_keys=True, default=str)
 
 
+# -- API tokens (catalog.tokens; the web service and HTTP API) ----------------------------
+
+def _token_public(row):
+    return {"name": row["name"], "hint": row["hint"] + "...", "created": row["created"],
+            "last_used": row["last_used"]}
+
+
+def token_create(conn, user, name):
+    from oarcloud_lib.catalog import tokens
+    from oarcloud_lib.web import service as web
+    is_admin(conn, user)  # an account, or Refused
+    row, token = tokens.create(conn, user, name)
+    return Done("token %s: %s\n(shown once; log in at %s or send it as "
+                "`Authorization: Bearer TOKEN`)" % (name, token, web.url()),
+                token=token, url=web.url(), **_token_public(row))
+
+
+def token_list(conn, user):
+    from oarcloud_lib.catalog import tokens
+    return json.dumps([_token_public(r) for r in tokens.listing(conn, user)], sort_keys=True,
+                      default=str)
+
+
+def token_revoke(conn, user, name):
+    from oarcloud_lib.catalog import tokens
+    tokens.revoke(conn, user, name)
+    return Done("token %s revoked" % name, name=name, revoked=True)
+
+
 MANY = 1 << 16  # exec's command line
 EXEC_FAILED = 125
 # verb -> (function, fewest arguments, most arguments).  Each function gets the
@@ -625,6 +654,8 @@ VERBS = {
     "group-unschedule": (group_unschedule, 2, 2),
     "lb-create": (lb_create, 5, 5), "lb-delete": (lb_delete, 1, 1), "lb-show": (lb_show, 1, 1),
     "lb-list": (lb_list, 0, 0),
+    "token-create": (token_create, 1, 1), "token-list": (token_list, 0, 0),
+    "token-revoke": (token_revoke, 1, 1),
 }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from oarcloud_lib import config, paths, templating
 from oarcloud_lib.catalog import db, jobspec
 from oarcloud_lib.server import services, vpnca
+from oarcloud_lib.web import service as web
 from oarcloud_lib.tools import oarssh
 from oarcloud_lib.commands import LOCAL, require_commands
 from oarcloud_lib.errors import NotReady
@@ -196,7 +197,8 @@ def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL
     progress.step("log directory %s (OAR's and root's alone)" % paths.LOG_DIR, ensure_log_dir())
     progress.step("image store %s (root's alone)" % paths.IMAGE_STORE, ensure_store())
     progress.step("logrotate rule %s" % paths.LOGROTATE, templating.ensure_logrotate())
-    progress.step("services (the monitor) under %s" % ("systemd" if services.systemd_runs()
-                                                       else "oarcloud's supervisor"),
-                  services.ensure_running())
+    progress.step("web service certificate %s" % web.CERT, web.ensure_cert(conf))
+    progress.step("services (the monitor, the web service on %s) under %s" % (
+        web.url(conf), "systemd" if services.systemd_runs() else "oarcloud's supervisor"),
+        services.ensure_running())
     return progress.done() if own else progress.changes

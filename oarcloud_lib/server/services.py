@@ -6,8 +6,9 @@ Where no systemd runs (the lab, a container), the supervisor below does the
 same: one process that runs each service as its child, restarts a child that
 ends (at once, then slower while it keeps dying), and tells the admins.
 
-    SERVICES          name -> how it runs (the monitor now; the web service later)
+    SERVICES          name -> how it runs (the monitor, the web service)
     ensure_running()  the services up with the installed code (setup server, lab up)
+    set_enabled(n, b) one service on or off, for good (`oarcloud-admin web stop`)
     stop()            the services (and the supervisor) down
     status()          what runs, since when, and how often it was restarted
     died(name, how)   the admins' notification of a death (both paths)
@@ -30,6 +31,7 @@ from oarcloud_lib import daemons, paths, templating
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import NotReady
 from oarcloud_lib.server import monitor
+from oarcloud_lib.web import service as web
 
 LOG = logging.getLogger("oarcloud.services")
 RUN_DIR = monitor.RUN_DIR
@@ -41,11 +43,23 @@ UNIT_DIR = Path("/etc/systemd/system")
 SERVICES = {
     "monitor": ("oarcloud_lib.server.monitor", monitor.PIDFILE, monitor.LOGFILE,
                 "metrics, alarms and notifications"),
+    "web": ("oarcloud_lib.web.service", web.PIDFILE, web.LOGFILE,
+            "the web dashboard and HTTP API"),
 }
 # Seconds before restarting a service that died after 1, 2, 3... quick deaths
 # in a row; one that ran STABLE seconds counts from the start again.
 DELAYS = (0.5, 1, 2, 5, 10, 30)
 STABLE = 60.0
+
+
+def disabled_marker(name):
+    return paths.ETC / ("%s.disabled" % name)
+
+
+def enabled(name):
+    """Whether the service should run (an admin turns one off for good with
+    set_enabled; the others keep running)."""
+    return not disabled_marker(name).exists()
 
 
 def argv(name):
@@ -82,9 +96,10 @@ class Supervisor:
     """Runs services as children and restarts them.  spawn(name) -> a Popen-like
     object (poll, pid, terminate, kill, wait); tell(name, how, action) is died."""
 
-    def __init__(self, names, spawn, tell=died, clock=time.monotonic):
-        self.spawn, self.tell, self.clock = spawn, tell, clock
+    def __init__(self, names, spawn, tell=died, clock=time.monotonic, wanted=lambda n: True):
+        self.spawn, self.tell, self.clock, self.wanted = spawn, tell, clock, wanted
         self.children = {}
+        self.stopping = set()   # children stopped on purpose: no restart, no news
         self.info = {n: {"pid": None, "started": None, "restarts": 0, "last_death": None}
                      for n in names}
         self.quick = {n: 0 for n in names}
@@ -96,6 +111,8 @@ class Supervisor:
         for name, at in list(self.due.items()):
             if at <= now:
                 del self.due[name]
+                if not self.wanted(name):
+                    continue
                 try:
                     self.children[name] = proc = self.spawn(name)
                 except OSError as e:
@@ -113,7 +130,24 @@ class Supervisor:
             if code is None:
                 continue
             del self.children[name]
+            if name in self.stopping:
+                self.stopping.discard(name)
+                self.info[name].update(pid=None)
+                LOG.info("service %s stopped (%s)", name, how_it_ended(code))
+                continue
             self._schedule(name, now, how_it_ended(code))
+
+    def refresh(self):
+        """Services turned off stopped, those turned on started (SIGHUP)."""
+        for name in self.info:
+            proc = self.children.get(name)
+            if not self.wanted(name):
+                self.due.pop(name, None)
+                if proc is not None and name not in self.stopping:
+                    self.stopping.add(name)
+                    proc.terminate()
+            elif proc is None and name not in self.due:
+                self.due[name] = self.clock()
 
     def _schedule(self, name, now, how):
         info = self.info[name]
@@ -162,16 +196,20 @@ def supervise(names=tuple(SERVICES)):
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
-    stopping = []
+    stopping, hup = [], []
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGHUP, lambda *_: hup.append(True))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.append(True))
-    sup = Supervisor(names, _spawn)
+    sup = Supervisor(names, _spawn, wanted=enabled)
     sel = selectors.DefaultSelector()
     sel.register(wake_r, selectors.EVENT_READ)
     try:
         while not stopping:
+            if hup:
+                hup.clear()
+                sup.refresh()
             sup.reap()
             wait = sup.start_due()
             _write_status(sup)
@@ -216,6 +254,8 @@ def _ensure_units(runner=LOCAL):
     """Each service's unit written, enabled and running with the current code."""
     changed = False
     for name in SERVICES:
+        if not enabled(name):
+            continue
         if templating.ensure_rendered(UNIT_DIR / unit_name(name), "oarcloud-service.j2",
                                       **unit_context(name)):
             runner.run(["systemctl", "daemon-reload"])
@@ -266,7 +306,33 @@ def ensure_running(timeout=15.0):
 
 
 def _all_up():
-    return all(daemons.read_pid(s[1]) for s in SERVICES.values())
+    return all(daemons.read_pid(s[1]) for n, s in SERVICES.items() if enabled(n))
+
+
+def set_enabled(name, on, timeout=20.0):
+    """Turn service name on or off for good (it stays so across restarts and
+    upgrades), the others untouched; returns True if that changed whether it
+    runs."""
+    if name not in SERVICES:
+        raise NotReady(detail="unknown service %r" % name)
+    pidfile = SERVICES[name][1]
+    was = daemons.read_pid(pidfile) is not None
+    if on:
+        disabled_marker(name).unlink(missing_ok=True)
+    else:
+        paths.ETC.mkdir(parents=True, exist_ok=True)
+        disabled_marker(name).write_text("turned off by an admin\n")
+    if systemd_runs():
+        LOCAL.run(["systemctl", "enable" if on else "disable", "--now", "--quiet",
+                   unit_name(name)], check=False)
+    elif supervisor_pid():
+        os.kill(supervisor_pid(), signal.SIGHUP)
+    elif on:
+        ensure_running()
+    if not daemons.wait_for(lambda: (daemons.read_pid(pidfile) is not None) == on, timeout):
+        raise NotReady(detail="service %s did not %s within %d s (see %s)" % (
+            name, "start" if on else "stop", timeout, SERVICES[name][2]))
+    return was != on
 
 
 def stop():
@@ -284,18 +350,19 @@ def status():
     restarts, last_death}}}."""
     if systemd_runs():
         return {"manager": "systemd", "services": {
-            n: {"pid": daemons.read_pid(s[1]), "unit": unit_name(n)}
+            n: {"pid": daemons.read_pid(s[1]), "unit": unit_name(n), "enabled": enabled(n)}
             for n, s in SERVICES.items()}}
     pid = supervisor_pid()
     if pid is None:
         return {"manager": "none", "pid": None,
-                "services": {n: {"pid": daemons.read_pid(s[1])} for n, s in SERVICES.items()}}
+                "services": {n: {"pid": daemons.read_pid(s[1]), "enabled": enabled(n)}
+                             for n, s in SERVICES.items()}}
     try:
         services = json.loads(STATUS.read_text())["services"]
     except (OSError, ValueError, KeyError):
         services = {}
     for n, s in SERVICES.items():
-        services.setdefault(n, {})["pid"] = daemons.read_pid(s[1])
+        services.setdefault(n, {}).update(pid=daemons.read_pid(s[1]), enabled=enabled(n))
     return {"manager": "supervisor", "pid": pid, "services": services}
 
 

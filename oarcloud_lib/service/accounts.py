@@ -14,8 +14,8 @@ from psycopg import sql
 
 from oarcloud_lib import daemons
 from oarcloud_lib.catalog import db
-from oarcloud_lib.catalog.accounts import (FIRST_USER_UID, KEY_NAME, check_name, get, public,
-                                           read_public_key)
+from oarcloud_lib.catalog.accounts import (FIRST_USER_UID, KEY_NAME, ROLES, check_name, get,
+                                           public, read_public_key)
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import CommandFailed, Conflict, NotFound, Refused
 from oarcloud_lib.server import imagestore, volumestore, vpnca
@@ -42,11 +42,16 @@ def _generate_key(pw, runner):
     return Path(str(private) + ".pub").read_text().strip()
 
 
-def add(name, key_file=None, admin=False, conn=None, runner=LOCAL):
-    """Create or adopt the account; returns (account, changed).  Raises Refused."""
+def add(name, key_file=None, admin=False, conn=None, runner=LOCAL, role=None):
+    """Create or adopt the account (role: user by default; an existing
+    account's changes only when one is given); returns (account, changed).
+    Raises Refused."""
     check_name(name)
+    if role is not None and role not in ROLES:
+        raise Refused(detail="unknown role %r: one of %s" % (str(role)[:20], ", ".join(ROLES)))
     pubkey = read_public_key(key_file, runner) if key_file else None
-    role = "admin" if admin else "user"
+    asked = "admin" if admin else role
+    role = asked or "user"
     pw = _unix_user(name)
     if pw is not None and pw.pw_uid < FIRST_USER_UID:
         raise Refused(detail="%s is a system account (uid %d): not usable for oarcloud"
@@ -55,7 +60,7 @@ def add(name, key_file=None, admin=False, conn=None, runner=LOCAL):
         row = get(conn, name)
         if row is not None:
             changed = False
-            if row["role"] != role and admin:
+            if asked and row["role"] != asked:
                 conn.execute("UPDATE accounts SET role = %s WHERE name = %s", (role, name))
                 changed = True
             if pubkey and pubkey != row["ssh_pubkey"]:

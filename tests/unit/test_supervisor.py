@@ -128,3 +128,32 @@ def test_the_unit_restarts_on_failure_and_reports_its_death():
     assert "\nRestart=on-failure\n" in text
     assert "\nExecStopPost=/usr/local/bin/oarcloud-admin service died monitor\n" in text
     assert "-I -m oarcloud_lib.server.monitor\n" in text
+
+
+def test_a_service_turned_off_stops_without_news_or_restart_and_starts_when_on():
+    clock, told, spawned, off = Clock(), [], [], set()
+
+    def spawn(name):
+        spawned.append((name, Child()))
+        return spawned[-1][1]
+    sup = services.Supervisor(["monitor", "web"], spawn, lambda *a: told.append(a), clock,
+                              wanted=lambda n: n not in off)
+    sup.start_due()
+    web = dict(spawned)["web"]
+    off.add("web")
+    sup.refresh()
+    assert web.terminated and not dict(spawned)["monitor"].terminated
+    sup.reap()
+    assert sup.start_due() is None and told == [] and len(spawned) == 2
+    assert sup.status()["web"]["pid"] is None and sup.status()["web"]["restarts"] == 0
+    off.clear()
+    sup.refresh()
+    sup.start_due()
+    assert [n for n, _ in spawned] == ["monitor", "web", "web"] and told == []
+
+
+def test_a_service_off_at_the_start_is_not_started():
+    clock, spawned = Clock(), []
+    sup = services.Supervisor(["monitor", "web"], lambda n: spawned.append(n) or Child(),
+                              lambda *a: None, clock, wanted=lambda n: n != "web")
+    assert sup.start_due() is None and spawned == ["monitor"]
