@@ -225,6 +225,7 @@ class QuotaSet(Command):
     vpn_clients = _limit_switch("vpn-clients", "N")
     alarms = _limit_switch("alarms", "N")
     targets = _limit_switch("targets", "N")
+    group_size = _limit_switch("group-size", "N")
 
     def run_command(self, *user):
         from oarcloud_lib.catalog import db, quotas
@@ -337,11 +338,13 @@ class NodeList(Command):
         print_table([dict(r, drain=r["drain"] + (" by %s" % r["deadline"][:16]
                                                  if r["deadline"] else ""),
                           instances=len(r["instances"]), memory=_mib(r["memory_used"]),
-                          cache=_mib(r["cache_bytes"])) for r in rows],
+                          cache=_mib(r["cache_bytes"]),
+                          maintenance=r["maintenance"][0]["starts"][:16]
+                          if r["maintenance"] else "-") for r in rows],
                     [("node", "NODE"), ("state", "STATE"), ("drain", "DRAIN"),
                      ("cores", "CORES"), ("cores_used", "USED"), ("cores_free", "FREE"),
                      ("instances", "INSTANCES"), ("memory", "MEM MiB"),
-                     ("cache", "CACHE MiB")])
+                     ("cache", "CACHE MiB"), ("maintenance", "MAINTENANCE")])
         return 0
 
 
@@ -398,6 +401,207 @@ class NodeDrain(Command):
                 host, "drained" if out["changed"] else "already drained, nothing changed",
                 ", jobs there end at %s" % out["deadline"] if out["deadline"] else "",
                 len(out["instances"]), out["told"]))
+
+
+@NodeCmd.subcommand("add")
+class NodeAdd(Changes, Command):
+    """Add HOST to OAR as a cloud node: one resource per core (cloud=YES and
+    the --property values), Alive once its node agent answers through OAR's
+    ssh (run `oarcloud-admin setup node` on it first).  Idempotent: again, it
+    adds only what is missing and says what changed."""
+
+    cores = cli.SwitchAttr(["--cores"], cli.Range(1, 1024), default=1,
+                           help="its cores (OAR resources; default 1)")
+    properties = cli.SwitchAttr(["--property"], str, list=True, argname="NAME=VALUE",
+                                help="an OAR property of its resources (repeatable; the "
+                                     "property must exist: oarproperty -a NAME)")
+
+    def run_command(self, host):
+        from oarcloud_lib.catalog import db
+        from oarcloud_lib.server import nodeops
+        with db.connect() as conn:
+            out = nodeops.add(conn, host, self.cores, list(self.properties))
+        said(self.json, out, "node %s: %s; %d core(s) in OAR, %s%s" % (
+            host, "%d resource(s) added" % out["added"] if out["added"] else
+            "changed" if out["changed"] else "already there, nothing changed", out["cores"],
+            out["state"], "" if out["reachable"] else " (its agent does not answer: run "
+            "`oarcloud-admin setup node` on it, then node add again)"))
+
+
+@NodeCmd.subcommand("remove")
+class NodeRemove(Changes, Command):
+    """Remove HOST from OAR (its resources, drain and maintenance windows).
+    Refused while jobs run there; --force drains it, ends its jobs now and
+    removes it once they have ended."""
+
+    force = cli.Flag(["--force"], help="end what runs there now, then remove it")
+
+    def run_command(self, host):
+        from oarcloud_lib.catalog import db
+        from oarcloud_lib.server import nodeops
+        with db.connect() as conn:
+            out = nodeops.remove(conn, host, self.force)
+        said(self.json, out, "node %s removed (%d resource(s)%s)" % (
+            host, out["resources"], ", jobs ended: %s" % ", ".join(map(str, out["ended"]))
+            if out["ended"] else ""))
+
+
+@NodeCmd.subcommand("maintenance")
+class NodeMaintenance(Changes, Command):
+    """A maintenance window on HOST: from --at for --for, an advance
+    reservation of the whole host in OAR, so that OAR schedules no job there
+    that would still run then (refused when jobs already hold it then).
+    --cancel removes its windows; without --at, lists them."""
+
+    at = cli.SwitchAttr(["--at"], str, argname="WHEN",
+                        help="30m, 2h, 1d from now, or a time (2026-12-24T08:00, UTC)")
+    span = cli.SwitchAttr(["--for"], str, argname="DURATION", help="1m to 30d (4h, 2d)")
+    cancel = cli.Flag(["--cancel"], excludes=["--at", "--for"], help="cancel its windows")
+
+    def run_command(self, host):
+        import time
+
+        from oarcloud_lib.catalog import db
+        from oarcloud_lib.errors import Refused
+        from oarcloud_lib.server import nodeops
+        with db.connect() as conn:
+            if self.cancel:
+                jobs = nodeops.cancel_maintenance(conn, host)
+                said(self.json, {"node": host, "cancelled": jobs, "changed": bool(jobs)},
+                     "node %s: %s" % (host, "maintenance cancelled (reservation %s)" % ", ".join(
+                         map(str, jobs)) if jobs else "no maintenance window, nothing changed"))
+                return 0
+            if self.at is None and self.span is None:
+                rows = nodeops.windows(conn, host)
+                if self.json:
+                    print_json(rows)
+                else:
+                    print_table(rows, [("node", "NODE"), ("starts", "STARTS"), ("ends", "ENDS"),
+                                       ("job_id", "OAR JOB")])
+                return 0
+            if not (self.at and self.span):
+                raise Refused(detail="give both --at and --for (or --cancel)")
+            at = nodeops.parse_deadline(self.at, time.time())
+            out = nodeops.maintenance(conn, host, at, nodeops.parse_span(self.span))
+        said(self.json, out, "node %s: maintenance from %s to %s%s" % (
+            host, out["starts"][:16], out["ends"][:16], " (OAR reservation %d)" % out["job_id"]
+            if out["changed"] else ", already planned, nothing changed"))
+
+
+@NodeCmd.subcommand("update")
+class NodeUpdate(Command):
+    """Rolling OS update of nodes (docs/nodes.md): each node drained, its
+    jobs waited for (or ended at --drain-deadline), the --command run on it
+    (sh -e, as root), its health checked, then back in service; at most
+    --max-unavailable nodes out at once, never below --min-capacity % of the
+    cores in service.  Once --max-failures nodes fail, the run stops: the
+    failed stay drained, the rest untouched.  Progress as it goes; Ctrl-C
+    leaves it resumable (`node update resume`).  Also: `node update status`,
+    `node update cancel`."""
+
+    every = cli.Flag(["--all"], excludes=["--nodes"], help="every node OAR has, by name")
+    nodes = cli.SwitchAttr(["--nodes"], str, argname="A,B", help="these nodes, in this order")
+    command = cli.SwitchAttr(["--command"], str, argname="CMD",
+                             help="what updates a node (sh -e, as root, on the node)")
+    image = cli.SwitchAttr(["--image"], str, argname="NODE_IMAGE",
+                           help="a node root image to swap in (not available yet)")
+    max_unavailable = cli.SwitchAttr(["--max-unavailable"], cli.Range(1, 1024), default=1,
+                                     help="nodes out of service at once (default 1)")
+    min_capacity = cli.SwitchAttr(["--min-capacity"], str, default="50%", argname="P%",
+                                  help="cores in service never below this share of all "
+                                       "cores (default 50%%)")
+    max_failures = cli.SwitchAttr(["--max-failures"], cli.Range(1, 1024), default=1,
+                                  help="failed nodes that stop the run (default 1)")
+    drain_deadline = cli.SwitchAttr(["--drain-deadline"], str, argname="DURATION",
+                                    help="end a drained node's jobs after this (30m, 2h); "
+                                         "default: wait for them to end")
+    json = cli.Flag(["--json"], help="machine-readable output: the run's status at the end")
+
+    def run_command(self):
+        if self.nested_command:
+            return None
+        from oarcloud_lib.catalog import db
+        from oarcloud_lib.errors import Refused
+        from oarcloud_lib.server import nodeops, updates
+        if self.image:
+            raise Refused(detail="--image is not available yet: give --command")
+        if not self.command or not (self.every or self.nodes):
+            raise Refused(detail="give --all or --nodes A,B, and --command CMD")
+        floor = self.min_capacity.rstrip("%")
+        if not floor.isdigit() or not 0 <= int(floor) <= 100:
+            raise Refused(detail="bad --min-capacity %r: a percentage from 0%% to 100%%"
+                                 % self.min_capacity)
+        deadline = nodeops.parse_span(self.drain_deadline) if self.drain_deadline else None
+        nodes = None if self.every else [n.strip() for n in self.nodes.split(",") if n.strip()]
+        with db.connect() as conn:
+            run_id = updates.start(conn, nodes, self.command, self.max_unavailable, int(floor),
+                                   self.max_failures, deadline)
+            return _drive(self, conn, run_id)
+
+
+def _drive(cmd, conn, run_id):
+    import sys
+
+    from oarcloud_lib.server import updates
+    say = (lambda text: print(text, file=sys.stderr)) if cmd.json else print
+    say("node update: run %d" % run_id)
+    st = updates.drive(conn, run_id, say=say)
+    if cmd.json:
+        print_json(machine(st))
+    return 0 if st["state"] == "done" else 1
+
+
+@NodeUpdate.subcommand("resume")
+class NodeUpdateResume(Command):
+    """Carry the stopped run on from where it stopped (its failed nodes stay
+    failed and drained; its failures so far no longer count)."""
+
+    json = cli.Flag(["--json"], help="machine-readable output: the run's status at the end")
+
+    def run_command(self):
+        from oarcloud_lib.catalog import db
+        from oarcloud_lib.server import updates
+        with db.connect() as conn:
+            run = updates._run(conn)
+            run_id = updates.resume(conn) if run["state"] == "stopped" else run["id"]
+            return _drive(self, conn, run_id)
+
+
+@NodeUpdate.subcommand("cancel")
+class NodeUpdateCancel(Changes, Command):
+    """Cancel the run that is not over: no other node is started; the nodes
+    it drained and did not fail are undrained."""
+
+    def run_command(self):
+        from oarcloud_lib.catalog import db
+        from oarcloud_lib.server import updates
+        with db.connect() as conn:
+            run_id = updates.cancel(conn)
+        said(self.json, {"run": run_id, "cancelled": True}, "run %d cancelled" % run_id)
+
+
+@NodeUpdate.subcommand("status")
+class NodeUpdateStatus(Command):
+    """The last run: its state, each node's step and error, and the lowest
+    capacity in service it went through."""
+
+    json = cli.Flag(["--json"], help="machine-readable output")
+
+    def run_command(self):
+        from oarcloud_lib.catalog import db
+        from oarcloud_lib.server import updates
+        with db.connect() as conn:
+            st = updates.status(conn)
+        if self.json:
+            print_json(machine(st))
+            return 0
+        print("run %d: %s%s; lowest capacity in service %s" % (
+            st["id"], st["state"], " (%s)" % st["reason"] if st["reason"] else "",
+            "%d of %d cores" % (st["lowest"], st["capacity"][0]["total"])
+            if st["capacity"] else "-"))
+        print_table([dict(n, error=n["error"] or "-") for n in st["nodes"]],
+                    [("node", "NODE"), ("step", "STEP"), ("error", "ERROR")])
+        return 0
 
 
 @NodeCmd.subcommand("undrain")

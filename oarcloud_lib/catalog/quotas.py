@@ -40,6 +40,11 @@ RESOURCES = {
     "alarms": ("alarms", "SELECT count(*) FROM alarms WHERE owner = %s", False),
     "targets": ("notification targets",
                 "SELECT count(*) FROM notify_targets WHERE owner = %s", False),
+    # Not a sum: the largest group's --max, checked against each group's own
+    # (service.groups); a group's members count in instances and cores too.
+    "group-size": ("members of one scaling group (its --max)",
+                   "SELECT coalesce(max(max_size), 0) FROM scaling_groups WHERE owner = %s",
+                   False),
 }
 # Caps that hold when neither the account nor the site sets a limit: each
 # alarm and target is work for the monitor.  An admin may raise them.

@@ -23,6 +23,9 @@
                                   (a volume in a running instance, as the catalog says)
     python -m oarcloud_lib.node.agent resize DOMAIN CORES MEMORY_BYTES
                                   (its cgroups live, node.resize; JSON of what they read)
+    python -m oarcloud_lib.node.agent os-update                  (this drained node: the
+                                  admin's update script on stdin, node.upkeep; JSON)
+    python -m oarcloud_lib.node.agent health [PEER...]           (this node's checks, JSON)
 
 Where each verb's work lives: the coordinator in service.coordinator, create
 and destroy in node.lifecycle, power and saves in node.power, the sweep in
@@ -40,7 +43,7 @@ from dataclasses import dataclass
 
 from oarcloud_lib import commands, config, paths
 from oarcloud_lib.errors import OarcloudError, from_foreign
-from oarcloud_lib.names import DOMAIN_RE
+from oarcloud_lib.names import DOMAIN_RE, HOST_RE
 from oarcloud_lib.tools.oarssh import this_node
 
 LOG = logging.getLogger("oarcloud.nodeagent")
@@ -133,6 +136,20 @@ def _resize(domain, cores, memory):
     return json.dumps(resize.resize(domain, int(cores), int(memory)), sort_keys=True)
 
 
+def _os_update():
+    from oarcloud_lib.node import upkeep
+    out = upkeep.update(sys.stdin.read(upkeep.MAX_SCRIPT + 1))
+    print(upkeep.as_json(out))
+    return 0 if out["exit"] == 0 else 1
+
+
+def _health(*peers):
+    from oarcloud_lib.node import upkeep
+    out = upkeep.health(peers)
+    print(upkeep.as_json(out))
+    return 0 if out["ok"] else 1
+
+
 def _drop_kept(domain):
     from oarcloud_lib.node import power
     power.drop_kept(domain)
@@ -158,6 +175,8 @@ VERBS = {
     "volume-attach": Verb(_volume("attach"), (DOMAIN_RE, VOLUME)),
     "volume-detach": Verb(_volume("detach"), (DOMAIN_RE, VOLUME)),
     "resize": Verb(_resize, (DOMAIN_RE, CORES, BYTES)),
+    "os-update": Verb(_os_update),
+    "health": Verb(_health, extra=HOST_RE),
 }
 
 

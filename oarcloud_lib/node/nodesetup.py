@@ -15,7 +15,7 @@ from pathlib import Path
 
 from oarcloud_lib import daemons, paths, templating
 from oarcloud_lib.names import INTEGRATION_BRIDGE, UNDERLAY_BRIDGE
-from oarcloud_lib.tools import netdev, oarssh, ovs
+from oarcloud_lib.tools import netdev, oar, oarssh, ovs
 from oarcloud_lib.commands import LOCAL, require_commands
 from oarcloud_lib.errors import NotReady, Refused
 from oarcloud_lib.tools.oar import NODE_SSHD_CONFIG, NODE_SSHD_PIDFILE, OarServer
@@ -218,6 +218,19 @@ def ensure_registered(name, cores, runner):
     return changed
 
 
+def ensure_checklogs(path=None):
+    """The directory OAR's node checks (oarnodecheckrun) log failures to,
+    OAR's; True if it was made."""
+    from oarcloud_lib.node import upkeep
+    path = path or upkeep.CHECKLOGS
+    if os.path.isdir(path):
+        return False
+    os.makedirs(path, mode=0o755)
+    pw = pwd.getpwnam("oar")
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+    return True
+
+
 def setup_node(name=None, cores=None, underlay_if=None, progress=None, runner=LOCAL):
     """Bring this machine to a working cloud node.  Returns the changed steps."""
     name = name or socket.gethostname()
@@ -238,6 +251,9 @@ def setup_node(name=None, cores=None, underlay_if=None, progress=None, runner=LO
                       ensure_underlay(underlay_if, datapath, runner))
     progress.step("libvirtd (lxc driver)", ensure_libvirtd(runner))
     progress.step("hooks in %s" % paths.HOOKS_INSTALL_DIR, ensure_hooks())
+    progress.step("OAR account %s for maintenance windows" % oar.MAINT_USER,
+                  oar.ensure_maintenance_account(runner))
+    progress.step("OAR's node checks' log directory", ensure_checklogs())
     progress.step("hook log directory %s" % paths.LOG_DIR, ensure_log_dir())
     progress.step("lxcfs on %s (instances' /proc)" % paths.LXCFS, ensure_lxcfs(runner))
     progress.step("logrotate rule %s" % paths.LOGROTATE, templating.ensure_logrotate())

@@ -100,7 +100,7 @@ from oarcloud_lib.server import imagestore, saves
 from oarcloud_lib.service import fanout, lifecycle
 from oarcloud_lib.tools import oarssh
 from oarcloud_lib.commands import LOCAL
-from oarcloud_lib.errors import NotFound, OarcloudError, Refused, from_foreign
+from oarcloud_lib.errors import Forbidden, NotFound, OarcloudError, Refused, from_foreign
 
 LOG = logging.getLogger("oarcloud.broker")
 SUITE_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}\Z")
@@ -659,6 +659,19 @@ VERBS = {
 }
 
 
+# What a viewer (catalog.accounts.ROLES: sees everything, changes nothing)
+# may ask of the broker: reading, and their own API tokens for the dashboard.
+VIEWER_VERBS = {"lb-show", "lb-list", "token-create", "token-list", "token-revoke"}
+
+
+def check_role(conn, user, verb):
+    """Refuse a viewer's verbs that would change or create something."""
+    row = conn.execute("SELECT role FROM accounts WHERE name = %s", (user,)).fetchone()
+    if row is not None and row[0] == "viewer" and verb not in VIEWER_VERBS:
+        raise Forbidden(detail="%s is a viewer: it reads, it does not %s" % (
+            user, verb.replace("-", " ")))
+
+
 class Done:
     """A verb's answer: a line for people, what it created or changed for
     --json (data), and its exit code."""
@@ -686,6 +699,7 @@ def main(argv):
     try:
         user = caller()
         with db.connect() as conn:
+            check_role(conn, user, verb)
             out = run(conn, user, *argv[1:])
         if isinstance(out, Done):
             out = out.said(as_json), out.code

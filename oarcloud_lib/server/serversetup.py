@@ -11,7 +11,7 @@ from oarcloud_lib import config, paths, templating
 from oarcloud_lib.catalog import db, jobspec
 from oarcloud_lib.server import services, vpnca
 from oarcloud_lib.web import service as web
-from oarcloud_lib.tools import oarssh
+from oarcloud_lib.tools import oar, oarssh
 from oarcloud_lib.commands import LOCAL, require_commands
 from oarcloud_lib.errors import NotReady
 from oarcloud_lib.node.nodesetup import ensure_hooks, ensure_log_dir
@@ -191,6 +191,8 @@ def setup_server(address="127.0.0.1", nodes_cidr="", progress=None, runner=LOCAL
         progress.step("VPN CA keys in %s (root's alone)" % vpnca.CA_DIR, any(done.values()),
                       "%(updated)d moved out of the catalog, %(removed)d of deleted networks "
                       "removed" % done)
+    progress.step("OAR account %s for maintenance windows" % oar.MAINT_USER,
+                  oar.ensure_maintenance_account(runner))
     progress.step("hooks, broker and healer in %s" % paths.HOOKS_INSTALL_DIR, ensure_hooks())
     progress.step("sudo rule for the instance broker", ensure_sudoers(runner))
     progress.step("directory %s" % paths.STATE, paths.ensure_dir(paths.STATE, 0o755))

@@ -202,7 +202,13 @@ def launch_in(conn, owner, name, spec, runner=LOCAL, conf=None, names=None):
     with conn.transaction():
         # One launch into an allocation at a time: its free cores are read here.
         conn.execute("SELECT job_id FROM allocations WHERE job_id = %s FOR UPDATE", (job_id,))
-        placed = place(count, cores, _capacity(conn, job_id))
+        # Never on a drained node (docs/nodes.md).
+        capacity = _capacity(conn, job_id)
+        drained = {r[0] for r in conn.execute("SELECT node FROM node_drains")}
+        if capacity and set(capacity) <= drained:
+            raise Refused(detail="every node of allocation %s is drained (%s): no new instance "
+                                 "lands there" % (name, ", ".join(sorted(capacity))))
+        placed = place(count, cores, {n: c for n, c in capacity.items() if n not in drained})
         start = conn.execute("SELECT coalesce(max(idx) + 1, 0) FROM instances WHERE job_id = %s",
                              (job_id,)).fetchone()[0]
         node_cores = {}

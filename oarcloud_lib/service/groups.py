@@ -21,7 +21,7 @@ import time
 from oarcloud_lib import config, metrics
 from oarcloud_lib.catalog import groups as rows, instances, jobspec, quotas
 from oarcloud_lib.commands import LOCAL
-from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, Refused
+from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, OverQuota, Refused
 from oarcloud_lib.service import allocations, jobs, lifecycle
 from oarcloud_lib.tools import oar
 
@@ -71,6 +71,11 @@ def _check_room(conn, owner, s):
             raise Refused(detail="--max %d x %d core(s) need %d cores: allocation %s holds %d"
                           % (s["max_size"], s["cores"], need_cores, s["alloc"], alloc["cores"]))
     limits = quotas.limits(conn, owner)
+    most = limits["group-size"][0]
+    if most is not None and s["max_size"] > most:
+        raise OverQuota(detail="group-size: --max %d is above your limit of %d members per "
+                               "group (oarcloud quota): lower --max, or ask the site's admins "
+                               "to raise it" % (s["max_size"], most))
     for resource, need in (("instances", s["max_size"]), ("cores", need_cores)):
         limit = limits[resource][0]
         if limit is not None and need > limit:
@@ -421,21 +426,26 @@ class Scaler:
                                  for m, v in sorted(values.items())])
 
     def _expiring(self, conn, group, live, now):
-        """The names of group's members whose own OAR job ends within its
-        replace_before (as OAR's current jobs last said: an extension moves
-        the end); each recorded once as being replaced."""
-        if group["alloc"] or not group["replace_before"]:
-            return set()
+        """The names of group's members to replace before they go: those on
+        a drained node (docs/nodes.md), and those whose own OAR job ends
+        within its replace_before (as OAR's current jobs last said: an
+        extension moves the end); each recorded once as being replaced."""
+        drained = drained_nodes(conn)
         out = set()
         for m in live:
             end = self.job_ends.get(m["job_id"])
-            if end is None or end - now > group["replace_before"]:
+            if m["node"] in drained:
+                why = "member %s: its node %s is drained: replaced elsewhere first" % (
+                    m["name"], m["node"])
+            elif not group["alloc"] and group["replace_before"] and end is not None \
+                    and end - now <= group["replace_before"]:
+                why = "member %s: its job %d ends in %d s: replaced before" % (
+                    m["name"], m["job_id"], max(0, end - now))
+            else:
                 continue
             out.add(m["name"])
             if (group["id"], m["name"]) not in self.replacing:
                 self.replacing.add((group["id"], m["name"]))
-                why = "member %s: its job %d ends in %d s: replaced before" % (
-                    m["name"], m["job_id"], max(0, end - now))
                 rows.record(conn, group["id"], "replace", None, None, why)
                 LOG.info("group %s of %s: %s", group["name"], group["owner"], why)
         return out
@@ -602,6 +612,11 @@ class Scaler:
             rows.update(conn, group["id"], {"unreachable": None})
         LOG.info("group %s of %s: launched %s", group["name"], group["owner"], ", ".join(names))
         return names
+
+
+def drained_nodes(conn):
+    """The nodes an admin drained (node_drains): no new member lands there."""
+    return {r[0] for r in conn.execute("SELECT node FROM node_drains")}
 
 
 def _ts(epoch):

@@ -23,7 +23,7 @@ from oarcloud_lib.catalog import images, instances, jobspec, networks, quotas, v
 from oarcloud_lib.catalog import launchfiles
 from oarcloud_lib.catalog import userdata as user_data
 from oarcloud_lib.commands import LOCAL
-from oarcloud_lib.errors import Conflict, NotFound, Refused
+from oarcloud_lib.errors import Conflict, Forbidden, NotFound, Refused
 from oarcloud_lib.service import fanout, jobs
 from oarcloud_lib.tools import oar
 from oarcloud_lib.tools.oar import job_state
@@ -54,6 +54,9 @@ def admit(conn, owner, spec, nodes, default_image=None, walltime=None, job_id=No
     (OverQuota among them), NotFound, Conflict."""
     if not 1 <= nodes <= 1000:
         raise Refused(detail="--nodes must be between 1 and 1000")
+    role = conn.execute("SELECT role FROM accounts WHERE name = %s", (owner,)).fetchone()
+    if role and role[0] == "viewer":
+        raise Forbidden(detail="%s is a viewer: it reads, it launches nothing" % owner)
     if spec.alloc:  # an allocation: its name only (service.allocations)
         from oarcloud_lib.service import allocations
         if job_id is None:  # the prologue's own row may be there already

@@ -99,11 +99,15 @@ class OarServer:
         """host -> list of resource dicts, from `oarnodes -J`."""
         return resources_by_host(self.runner.out(["oarnodes", "-J"]))
 
-    def add_resource(self, host, props):
-        argv = ["oarnodesetting", "-a", "-h", host]
+    def add_resource(self, host, props, state=None):
+        argv = ["oarnodesetting", "-a", "-h", host] + (["-s", state] if state else [])
         for k, v in props.items():
             argv += ["-p", "%s=%s" % (k, v)]
         self.runner.run(argv)
+
+    def remove_resource(self, resource_id):
+        """Forget a Dead resource (and its history) for good."""
+        self.runner.run(["oarremoveresource", str(int(resource_id))], timeout=60)
 
     def set_state(self, host, state):
         self.runner.run(["oarnodesetting", "-h", host, "-s", state], timeout=60)
@@ -196,6 +200,28 @@ def resources_by_host(oarnodes_json):
         if isinstance(res, dict) and "network_address" in res:
             hosts.setdefault(res["network_address"], []).append(res)
     return hosts
+
+
+# The site's maintenance account (server/nodeops.py): OAR refuses jobs of
+# root and oar, so maintenance reservations are this system account's.  It
+# must exist on the server and on every node (setup server, setup node).
+MAINT_USER = "oarmaint"
+MAINT_HOME = "/var/lib/oarcloud/maint"
+
+
+def ensure_maintenance_account(runner=LOCAL):
+    """The maintenance account (a locked system account, its own home);
+    True if it was made."""
+    import pwd
+    try:
+        pwd.getpwnam(MAINT_USER)
+        return False
+    except KeyError:
+        pass
+    runner.run(["useradd", "--system", "--user-group", "--create-home", "--home-dir",
+                MAINT_HOME, "--shell", "/bin/sh", "--comment", "oarcloud maintenance windows",
+                MAINT_USER])
+    return True
 
 
 # -- jobs: every oarsub, oarstat and oardel of oarcloud is built here -------------

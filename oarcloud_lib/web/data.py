@@ -291,8 +291,11 @@ def overview(conn, who):
     if who.sees_all:
         rows = nodes(conn, who)
         states = {}
+        now_iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
         for r in rows:
-            key = "drained" if r["drain"] == "yes" else r["state"]
+            key = "drained" if r["drain"] == "yes" else "maintenance" if any(
+                w["starts"] <= now_iso < w["ends"] for w in r.get("maintenance", ())) \
+                else r["state"]
             states[key] = states.get(key, 0) + 1
         out["nodes"] = {"count": len(rows), "by_state": states,
                         "cores": sum(r["cores"] for r in rows),

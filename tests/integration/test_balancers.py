@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import run, wait_job
+from conftest import admin, run, wait_job
 from test_groups import alloc, group, running, shown
 from test_instances import node_leftovers, oarcloud
 from test_monitoring import wait_for
@@ -110,6 +110,35 @@ def test_a_balancer_follows_its_group_and_loses_no_request_while_it_scales(serve
                 for d in run(["ls", "/run/oarcloud/lb"]).stdout.split())
     assert run(["curl", "-s", "-m", "3", url]).returncode != 0
     assert len(running(shown(user, "web"))) == 1
+
+
+def test_draining_a_node_replaces_its_members_elsewhere_first_and_loses_no_request(served):
+    """docs/nodes.md: a drained node's group members are replaced on the
+    allocation's other node, behind the balancer, before they go."""
+    user, _ = served
+    address = lb(user, "create", "front", "--group", "web", "--port", "8080", "--check",
+                 "http:/index.html", "--json")["address"]
+    wait_for(lambda: len(up(user, "front")) == 2, 30, "two members up")
+    members = shown(user, "web")["members"]
+    host = members[0]["node"]
+    assert {m["node"] for m in members} == {"node-1", "node-2"}, members
+    url = "http://%s/index.html" % address
+    proc = load(url, 40, 30)
+    time.sleep(2)
+    admin("node", "drain", host, check=True)
+    try:
+        wait_for(lambda: all(m["node"] != host for m in shown(user, "web")["members"])
+                 and len(shown(user, "web")["members"]) == 2 and len(up(user, "front")) == 2,
+                 60, "the drained node's member replaced on the other node")
+    finally:
+        admin("node", "undrain", host, check=True)
+    got = report(proc)
+    print("drain under load: %(total)d requests, %(failed)d failed" % got)
+    assert got["total"] > 400 and got["failed"] == got["errored"] == got["timeout"] == 0, \
+        got["text"]
+    assert got["2xx"] == got["total"]
+    history = shown(user, "web")["history"]
+    assert any("is drained: replaced elsewhere first" in h["reason"] for h in history), history
 
 
 def test_a_dead_member_is_ejected_within_3_s_requests_go_on_and_it_is_replaced(served):

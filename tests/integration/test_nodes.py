@@ -124,3 +124,107 @@ def test_a_drain_deadline_ends_what_still_runs_then_and_never_before(make_user):
         assert daemons.wait_for(lambda: not [r for r in json.loads(oarcloud(
             user, "list", "--json", check=True).stdout) if r["name"] == "late"], timeout=60)
         assert inventory()[host]["deadline"] is not None
+
+
+def oar_hosts():
+    return {r["network_address"]: r for r in json.loads(run(["oarnodes", "-J"],
+                                                            check=True).stdout).values()}
+
+
+def test_node_add_and_remove_idempotent_a_node_not_set_up_stays_out_of_the_schedule(make_user):
+    again = json.loads(node("add", NODES[0], "--cores", "2", "--json", check=True).stdout)
+    assert again == dict(again, added=0, changed=False, reachable=True, state="Alive")
+    for args, message in [(("add", "bad_host!"), "bad host name"),
+                          (("add", "node-9", "--property", "rack=r1"),
+                           "OAR has no property 'rack'"),
+                          (("add", "node-9", "--property", "cloud=NO"), "own"),
+                          (("add", "node-9", "--cores", "0"), "--cores"),
+                          (("remove", "node-9"), "node not found")]:
+        res = node(*args)
+        assert res.returncode != 0 and message in res.stderr, (args, res.stderr)
+    assert "node-9" not in oar_hosts()
+    # A host whose agent does not answer (nothing set it up) is added Absent:
+    # OAR schedules nothing there.
+    out = json.loads(node("add", "node-9", "--cores", "2", "--json", check=True).stdout)
+    try:
+        assert out["added"] == 2 and not out["reachable"] and out["state"] == "Absent"
+        res = [r for r in json.loads(run(["oarnodes", "-J"], check=True).stdout).values()
+               if r["network_address"] == "node-9"]
+        assert len(res) == 2 and {r["state"] for r in res} == {"Absent"}
+        assert {r["cloud"] for r in res} == {"YES"}
+        assert "its agent does not answer" in node("add", "node-9", "--cores", "2",
+                                                   check=True).stdout
+        assert inventory()["node-9"]["state"] == "Absent"
+    finally:
+        gone = json.loads(node("remove", "node-9", "--json", check=True).stdout)
+    assert gone["resources"] == 2 and "node-9" not in oar_hosts()
+    assert node("remove", "node-9").returncode != 0
+
+
+def test_a_node_with_jobs_is_removed_only_by_force(make_user):
+    """Refused while an instance runs; nothing changes.  (--force on the lab's
+    own node would take it away from the other tests: the unit tier and the
+    refusal cover it here.)"""
+    user = make_user()
+    (row,) = launch(user, "--name", "keeps", "--cores", "1")
+    res = node("remove", row["node"])
+    assert res.returncode != 0 and "run there" in res.stderr and "--force" in res.stderr
+    assert oar_hosts()[row["node"]]["state"] == "Alive" and oar_drain(row["node"]) == {"NO"}
+    assert oarcloud(user, "exec", "keeps", "--", "true").returncode == 0
+
+
+def test_a_maintenance_window_keeps_jobs_that_would_overlap_it_off_the_host(make_user):
+    user = make_user()
+    host, other = NODES
+    res = node("maintenance", host, "--at", "2m", "--for", "1h", "--json", check=True)
+    win = json.loads(res.stdout)
+    try:
+        assert win["changed"] and win["node"] == host
+        job = json.loads(run(["oarstat", "-fj", str(win["job_id"]), "-J"],
+                             check=True).stdout)[str(win["job_id"])]
+        assert job["owner"] == "oarmaint" and job["reservation"] in ("Scheduled", "toSchedule")
+        assert inventory()[host]["maintenance"][0]["job_id"] == win["job_id"]
+        assert "already planned" in node("maintenance", host, "--at", win["starts"],
+                                         "--for", "1h", check=True).stdout
+        # A job of 10 minutes may not start there (it would run into the window),
+        # so it lands on the other node; one that may only go there waits.
+        anywhere = submit(user, "-l", "host=1/core=1,walltime=0:10:00")
+        assert wait_job(anywhere, states=("Running",))["assigned_network_address"] == [other]
+        only_there = submit(user, "-l", "core=1,walltime=0:10:00",
+                            "-p", "network_address='%s'" % host)
+        # OAR plans it after the window.
+        ends = datetime.datetime.fromisoformat(win["ends"]).timestamp()
+        planned = daemons.wait_for(lambda: int(json.loads(run(
+            ["oarstat", "-fj", only_there, "-J"], check=True).stdout)[only_there].get(
+                "scheduledStart") or 0), timeout=30, interval=0.5)
+        assert planned >= ends - 1, (planned, ends)
+        assert wait_job(only_there, states=("Waiting", "Running"))["state"] == "Waiting"
+        for args, message in [(("maintenance", host, "--at", "1h"), "both --at and --for"),
+                              (("maintenance", host, "--at", "1h", "--for", "31d"), "--for"),
+                              (("maintenance", "node-9", "--at", "1h", "--for", "1h"),
+                               "not found")]:
+            bad = node(*args)
+            assert bad.returncode != 0 and message in bad.stderr, (args, bad.stderr)
+        as_user(user, ["oardel", anywhere, only_there])
+    finally:
+        cancelled = json.loads(node("maintenance", host, "--cancel", "--json",
+                                    check=True).stdout)
+    assert cancelled["cancelled"] == [win["job_id"]]
+    assert inventory()[host]["maintenance"] == []
+    assert "nothing changed" in node("maintenance", host, "--cancel", check=True).stdout
+
+
+def test_a_viewer_reads_and_changes_nothing(make_user):
+    viewer = make_user("--role", "viewer")
+    assert json.loads(admin("user", "list", "--json", check=True).stdout) and [
+        u["role"] for u in json.loads(admin("user", "list", "--json", check=True).stdout)
+        if u["name"] == viewer] == ["viewer"]
+    res = oarcloud(viewer, "launch", "--name", "no")
+    assert res.returncode != 0 and "viewer" in res.stderr
+    res = as_user(viewer, ["oarsub", "-t", "cloud", "-l", "core=1,walltime=0:05:00", "sleep 60"])
+    assert res.returncode != 0 and "viewer" in res.stdout + res.stderr, res.stdout
+    res = oarcloud(viewer, "net", "create", "n1", "--cidr", "198.18.64.0/24")
+    assert res.returncode != 0 and "viewer" in res.stderr
+    assert oarcloud(viewer, "token", "create", "dash").returncode == 0
+    res = admin("user", "add", viewer, "--role", "chief")
+    assert res.returncode != 0 and "chief" in res.stderr

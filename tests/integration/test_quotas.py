@@ -215,3 +215,20 @@ def test_a_user_reads_only_their_own_limits_and_cannot_change_any(make_user):
         res = as_user(bob, psql + [attack])
         assert res.returncode != 0 and "permission denied" in res.stderr, (attack, res.stderr)
     assert report(bob)["instances"]["limit"] == 1
+
+
+def test_the_group_size_quota_bounds_each_group_s_max_at_create_and_set(make_user):
+    user = make_user()
+    quota("set", user, "--group-size", "2", check=True)
+    res = oarcloud(user, "group", "create", "big", "--min", "0", "--max", "3", "--desired", "0")
+    assert res.returncode == 5 and "group-size: --max 3 is above your limit of 2" in res.stderr
+    assert json.loads(oarcloud(user, "group", "list", "--json", check=True).stdout) == []
+    oarcloud(user, "group", "create", "ok", "--min", "0", "--max", "2", "--desired", "0",
+             check=True)
+    res = oarcloud(user, "group", "set", "ok", "--max", "3")
+    assert res.returncode == 5 and "group-size" in res.stderr
+    shown = report(user)["group-size"]
+    assert shown["used"] == 2 and shown["limit"] == 2
+    [g] = json.loads(oarcloud(user, "group", "list", "--json", check=True).stdout)
+    assert g["max_size"] == 2
+    oarcloud(user, "group", "delete", "ok", check=True)

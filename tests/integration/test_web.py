@@ -17,6 +17,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from conftest import admin, run
 from test_instances import launch, oarcloud
 
+from oarcloud_lib import daemons
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "artifacts" / "web"
 
 
@@ -188,9 +190,14 @@ def test_a_user_sees_neither_another_s_instance_nor_its_metrics_page_or_api(
     assert code == 200 and "nodes" not in over and not over["instances"], over
     assert over["instances_live"] == 0
     assert all(e["job_id"] != a["job_id"] for e in over["events"])
-    # alice's instance still runs.
-    code, mine = Client(web, token_of(alice)).get("/api/v1/instances/" + a["domain"])
+    # alice's instance still runs; she deletes it through the API, by its name.
+    own = Client(web, token_of(alice))
+    code, mine = own.get("/api/v1/instances/" + a["domain"])
     assert code == 200 and mine["state"] == "running"
+    code, gone = own.call("DELETE", "/api/v1/instances/secret")
+    assert code == 200 and gone == dict(gone, domain=a["domain"], deleted=True), gone
+    assert daemons.wait_for(lambda: own.get("/api/v1/instances/" + a["domain"])[1]["state"]
+                            in ("deleted", "deleting"), timeout=60, interval=0.5)
     # In the browser: bob's pages show nothing of alice's.
     drv = browser
     drv.get(web["url"] + "instances?token=" + bob_token)
@@ -201,6 +208,32 @@ def test_a_user_sees_neither_another_s_instance_nor_its_metrics_page_or_api(
     shot(drv, "instance-of-another-user")
     drv.get(web["url"] + "nodes")
     assert "admins, operators and viewers" in drv.find_element(By.ID, "error").text
+
+
+def test_a_group_s_size_set_from_its_page_grows_it_and_the_history_plot_shows_it(
+        web, make_user, browser):
+    from test_groups import alloc, group, running, shown
+    user = make_user()
+    alloc(user, "pool", cores=1, nodes=1)
+    group(user, "create", "web", "--in", "pool", "--min", "0", "--max", "1", "--desired", "0")
+    group_id = next(g["id"] for g in Client(web, token_of(user)).get("/api/v1/groups")[1]
+                    if g["name"] == "web")
+    drv = browser
+    drv.get(web["url"] + "groups/%d?token=%s" % (group_id, token_of(user, "page")))
+    field = drv.find_element(By.NAME, "desired")
+    field.clear()
+    field.send_keys("1")
+    drv.find_element(By.ID, "set-desired").click()
+    assert "desired size 1" in drv.find_element(By.CSS_SELECTOR, ".flash.ok").text
+    assert daemons.wait_for(lambda: len(running(shown(user, "web"))) == 1, timeout=60,
+                            interval=0.5)
+    drv.get(web["url"] + "groups/%d" % group_id)
+    wait_until(drv, lambda d: "running" in d.find_element(By.ID, "members").text)
+    plot = drv.find_element(By.CSS_SELECTOR, "canvas.history")
+    wait_until(drv, lambda d: (plot.get_attribute("data-points") or "0") not in ("", "0"))
+    shot(drv, "group")
+    oarcloud(user, "group", "delete", "web", check=True)
+    oarcloud(user, "alloc", "delete", "pool", check=True)
 
 
 def test_refusals_no_token_a_revoked_token_csrf_and_bad_input_change_nothing(web, make_user):
@@ -284,7 +317,6 @@ def test_the_service_stops_and_starts_and_is_kept_running(web):
     # Killed, it is back (the supervisor), serving again.
     pid = out["pid"]
     os.kill(pid, 9)
-    from oarcloud_lib import daemons
     from oarcloud_lib.web import service
     assert daemons.wait_for(lambda: (service.running_pid() or pid) != pid, timeout=10,
                             interval=0.05)

@@ -44,3 +44,25 @@ def test_hosts_are_checked_against_oar():
                                        ([5, "6"], [5, 6]), ("", [])])
 def test_job_ids_of_oarnodes(value, ids):
     assert nodeops._job_ids(value) == ids
+
+
+@pytest.mark.parametrize("text,seconds", [("1m", 60), ("4h", 14400), ("30d", 2592000)])
+def test_maintenance_spans(text, seconds):
+    assert nodeops.parse_span(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["30s", "31d", "0m", "-1h", "4 h", "", "2h;true"])
+def test_bad_maintenance_spans_are_refused(text):
+    with pytest.raises(Refused, match="--for"):
+        nodeops.parse_span(text)
+
+
+def test_node_properties_are_names_oar_has_and_plain_values():
+    known = {"rack", "gpu", "cloud", "host"}
+    assert nodeops.parse_properties(["rack=r12", "gpu=no"], known) == {"rack": "r12",
+                                                                        "gpu": "no"}
+    for bad, why in (("rack", "NAME=VALUE"), ("Rack=1", "NAME=VALUE"), ("rack=", "NAME=VALUE"),
+                     ("rack=a b", "NAME=VALUE"), ("rack=x';drop", "NAME=VALUE"),
+                     ("cloud=NO", "own"), ("host=other", "own"), ("room=2", "oarproperty -a")):
+        with pytest.raises(Refused, match=why):
+            nodeops.parse_properties([bad], known)

@@ -33,7 +33,7 @@ def test_unknown_resources_are_refused():
     with pytest.raises(Refused, match="unknown quota 'disks': one of instances, cores"):
         quotas.parse_limit("disks", "1")
     with pytest.raises(Refused, match="unknown quota"):
-        quotas.set_limits(None, "alice", {"group-size": 3})
+        quotas.set_limits(None, "alice", {"vm-count": 3})
 
 
 def test_shown():

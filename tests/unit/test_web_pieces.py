@@ -89,7 +89,9 @@ def test_every_page_renders_whole_and_partly_with_representative_rows():
                         "message": "<script>alert(1)</script>"}]}
     node = {"node": "node-1", "state": "Alive", "drain": "no", "deadline": None, "cores": 2,
             "cores_used": 1, "cores_free": 1, "jobs": [12], "instances": ["web-0"],
-            "instance_owners": ["alice"], "memory_used": 3 << 30}
+            "instance_owners": ["alice"], "memory_used": 3 << 30,
+            "maintenance": [{"starts": "2026-12-24T08:00:00+00:00",
+                             "ends": "2026-12-24T12:00:00+00:00", "job_id": 9}]}
     group = {"id": 3, "owner": "alice", "name": "web", "size": 2, "running": 2, "desired": 2,
              "min": 1, "max": 4, "target": "cpu=60", "alloc": None,
              "members": [{"name": "web-1", "state": "running", "node": "node-2",
