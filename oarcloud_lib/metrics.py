@@ -462,6 +462,13 @@ def series(conn, kind, subject, metric, since, now, not_before=None):
     return cur.fetchall()
 
 
+def last_values(conn, kind, subject):
+    """{metric: its last raw value} of subject."""
+    return dict(conn.execute("SELECT DISTINCT ON (metric) metric, value FROM samples WHERE"
+                             " kind = %s AND subject = %s AND step = 0 ORDER BY metric, t DESC",
+                             (kind, str(subject))).fetchall())
+
+
 def period_means(conn, kind, subject, metric, period, periods, now):
     """The mean of each of the last periods periods of period seconds before
     now, oldest first; None for a period without samples."""

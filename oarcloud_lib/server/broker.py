@@ -94,7 +94,7 @@ import socket
 import sys
 import time
 
-from oarcloud_lib import commands, config, paths, progress
+from oarcloud_lib import commands, config, metrics, paths, progress
 from oarcloud_lib.catalog import accounts, db, images, instances, joblog, jobspec, networks, quotas
 from oarcloud_lib.server import imagestore, saves
 from oarcloud_lib.service import fanout, lifecycle
@@ -555,10 +555,7 @@ def _lb_public(conn, lb):
     out = {k: v for k, v in out.items() if k not in ("id", "group_id", "check_kind",
                                                     "check_path")}
     out["created"] = out["created"].isoformat(timespec="seconds")
-    last = conn.execute("SELECT DISTINCT ON (metric) metric, value FROM samples WHERE"
-                        " kind = 'lb' AND subject = %s AND step = 0 ORDER BY metric, t DESC",
-                        (str(lb["id"]),)).fetchall()
-    out["metrics"] = {m: v for m, v in last}
+    out["metrics"] = metrics.last_values(conn, "lb", lb["id"])
     return out
 
 

@@ -31,6 +31,7 @@ import logging
 import math
 import time
 
+from oarcloud_lib.catalog import nodes as catalog_nodes
 from oarcloud_lib.catalog.db import dicts
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, Refused
@@ -244,7 +245,7 @@ def drive(conn, run_id=None, say=print, runner=LOCAL, poll=POLL):
         if run["state"] != "running":   # cancelled meanwhile
             return status(conn, run["id"])
         hosts = oar.OarServer(runner).nodes()
-        drains = {r[0] for r in conn.execute("SELECT node FROM node_drains")}
+        drains = catalog_nodes.drained(conn)
         last = _record(conn, run["id"], hosts, drains, last)
         nodes = _nodes(conn, run["id"])
         failed = [n for n in nodes if n["step"] == "failed"]

@@ -20,6 +20,7 @@ import logging
 
 from oarcloud_lib import config
 from oarcloud_lib.catalog import instances, jobspec, joblog, networks, volumes
+from oarcloud_lib.catalog import nodes as catalog_nodes
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, Refused
 from oarcloud_lib.service import fanout, jobs, lifecycle
@@ -204,7 +205,7 @@ def launch_in(conn, owner, name, spec, runner=LOCAL, conf=None, names=None):
         conn.execute("SELECT job_id FROM allocations WHERE job_id = %s FOR UPDATE", (job_id,))
         # Never on a drained node (docs/nodes.md).
         capacity = _capacity(conn, job_id)
-        drained = {r[0] for r in conn.execute("SELECT node FROM node_drains")}
+        drained = catalog_nodes.drained(conn)
         if capacity and set(capacity) <= drained:
             raise Refused(detail="every node of allocation %s is drained (%s): no new instance "
                                  "lands there" % (name, ", ".join(sorted(capacity))))

@@ -20,6 +20,7 @@ import time
 
 from oarcloud_lib import config, metrics
 from oarcloud_lib.catalog import groups as rows, instances, jobspec, quotas
+from oarcloud_lib.catalog import nodes as catalog_nodes
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, OverQuota, Refused
 from oarcloud_lib.service import allocations, jobs, lifecycle
@@ -302,6 +303,7 @@ class Scaler:
         self.down_since = {}   # (balancer id, member) -> when its balancer first saw it down
         self.job_ends = {}     # job id -> when its walltime ends (OAR's current jobs)
         self.replacing = set()  # (group id, member) told to be replaced before its end
+        self.drained = set()    # the drained nodes, read once a pass (catalog.nodes)
 
     def tick(self, conn, now=None, domains=None):
         """Scale every group (domains: only those with a target and a member
@@ -310,6 +312,7 @@ class Scaler:
         now = time.time() if now is None else now
         from oarcloud_lib.server import balancers
         groups = rows.owned(conn)
+        self.drained = catalog_nodes.drained(conn)
         if domains is not None:
             targeted = {r[0] for r in conn.execute(
                 "SELECT DISTINCT m.group_id FROM group_members m JOIN scaling_groups g ON"
@@ -430,11 +433,10 @@ class Scaler:
         a drained node (docs/nodes.md), and those whose own OAR job ends
         within its replace_before (as OAR's current jobs last said: an
         extension moves the end); each recorded once as being replaced."""
-        drained = drained_nodes(conn)
         out = set()
         for m in live:
             end = self.job_ends.get(m["job_id"])
-            if m["node"] in drained:
+            if m["node"] in self.drained:
                 why = "member %s: its node %s is drained: replaced elsewhere first" % (
                     m["name"], m["node"])
             elif not group["alloc"] and group["replace_before"] and end is not None \
@@ -612,11 +614,6 @@ class Scaler:
             rows.update(conn, group["id"], {"unreachable": None})
         LOG.info("group %s of %s: launched %s", group["name"], group["owner"], ", ".join(names))
         return names
-
-
-def drained_nodes(conn):
-    """The nodes an admin drained (node_drains): no new member lands there."""
-    return {r[0] for r in conn.execute("SELECT node FROM node_drains")}
 
 
 def _ts(epoch):

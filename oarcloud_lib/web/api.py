@@ -17,10 +17,6 @@ bp = Blueprint("api", __name__)
 STREAM_SECONDS = 55   # one event stream, then the client reconnects (EventSource does)
 
 
-def _json(value):
-    return jsonify(value)
-
-
 def _body():
     if not request.data:
         return {}
@@ -35,31 +31,27 @@ def _body():
 
 def _operator():
     if not g.who.operates:
-        raise_forbidden("node operations are for admins and operators")
-
-
-def raise_forbidden(why):
-    raise Forbidden(detail=why)
+        raise Forbidden(detail="node operations are for admins and operators")
 
 
 @bp.get("/whoami")
 def whoami():
-    return _json(g.who.public())
+    return jsonify(g.who.public())
 
 
 @bp.get("/overview")
 def overview():
-    return _json(data.overview(web.conn(), g.who))
+    return jsonify(data.overview(web.conn(), g.who))
 
 
 @bp.get("/nodes")
 def nodes():
-    return _json(data.nodes(web.conn(), g.who))
+    return jsonify(data.nodes(web.conn(), g.who))
 
 
 @bp.get("/nodes/<host>")
 def node(host):
-    return _json(data.node(web.conn(), g.who, host))
+    return jsonify(data.node(web.conn(), g.who, host))
 
 
 @bp.post("/nodes/<host>/drain")
@@ -70,7 +62,7 @@ def drain(host):
     deadline = nodeops.parse_deadline(str(when), time.time()) if when else None
     out = nodeops.drain(web.site_conn(), host, deadline)
     data.forget_nodes()
-    return _json(out)
+    return jsonify(out)
 
 
 @bp.post("/nodes/<host>/undrain")
@@ -79,19 +71,19 @@ def undrain(host):
     _operator()
     was = nodeops.undrain(web.site_conn(), host)
     data.forget_nodes()
-    return _json({"node": host, "drained": False, "changed": bool(was)})
+    return jsonify({"node": host, "drained": False, "changed": bool(was)})
 
 
 @bp.get("/instances")
 def instances():
     a = request.args
-    return _json(data.instance_list(web.conn(), g.who, a.get("state"), a.get("owner"),
+    return jsonify(data.instance_list(web.conn(), g.who, a.get("state"), a.get("owner"),
                                     a.get("q")))
 
 
 @bp.get("/instances/<ref>")
 def instance(ref):
-    return _json(data.instance(web.conn(), g.who, ref))
+    return jsonify(data.instance(web.conn(), g.who, ref))
 
 
 @bp.delete("/instances/<ref>")
@@ -101,7 +93,7 @@ def instance_delete(ref):
     from oarcloud_lib.service import allocations, jobs
     row = data.instance(web.conn(), g.who, ref)
     if row["owner"] != g.who.account and g.who.role != "admin":
-        raise_forbidden("only its owner or an admin deletes an instance")
+        raise Forbidden(detail="only its owner or an admin deletes an instance")
     if row["state"] in ("deleted", "failed"):
         raise NotFound(what="instance", name=ref)
     conn = web.site_conn()
@@ -112,39 +104,39 @@ def instance_delete(ref):
         allocations.remove(conn, full["owner"], full)
     else:
         jobs.delete(full["job_id"], user=full["owner"])
-    return _json({"name": row["name"], "domain": row["domain"], "owner": row["owner"],
+    return jsonify({"name": row["name"], "domain": row["domain"], "owner": row["owner"],
                   "job_id": row["job_id"], "allocation": alloc, "deleted": True})
 
 
 @bp.get("/networks")
 def networks():
-    return _json(data.network_list(web.conn(), g.who))
+    return jsonify(data.network_list(web.conn(), g.who))
 
 
 @bp.get("/networks/<ref>")
 def network(ref):
     """A network by id, or your own by name, with its addresses in use."""
-    return _json(data.pick(data.network_list(web.conn(), g.who), g.who, ref, "network"))
+    return jsonify(data.pick(data.network_list(web.conn(), g.who), g.who, ref, "network"))
 
 
 @bp.get("/images")
 def images():
-    return _json(data.image_list(web.conn(), g.who))
+    return jsonify(data.image_list(web.conn(), g.who))
 
 
 @bp.get("/images/<name>")
 def image(name):
-    return _json(data.pick(data.image_list(web.conn(), g.who), g.who, name, "image", "name"))
+    return jsonify(data.pick(data.image_list(web.conn(), g.who), g.who, name, "image", "name"))
 
 
 @bp.get("/groups")
 def groups():
-    return _json(data.group_list(web.conn(), g.who))
+    return jsonify(data.group_list(web.conn(), g.who))
 
 
 @bp.get("/groups/<group_id>")
 def group(group_id):
-    return _json(data.group(web.conn(), g.who, group_id))
+    return jsonify(data.group(web.conn(), g.who, group_id))
 
 
 @bp.post("/groups/<group_id>/desired")
@@ -153,50 +145,50 @@ def group_desired(group_id):
     from oarcloud_lib.service import groups as service
     shown = data.group(web.conn(), g.who, group_id)
     if shown["owner"] != g.who.account and g.who.role != "admin":
-        raise_forbidden("only its owner or an admin sets a group's size")
+        raise Forbidden(detail="only its owner or an admin sets a group's size")
     desired = _body().get("desired", request.form.get("desired"))
     if not str(desired).isdigit():
         raise Refused(detail="desired must be a whole number")
     row = service.change(web.site_conn(), shown["owner"], shown["name"],
                          {"desired": int(desired)})
-    return _json({"id": row["id"], "name": row["name"], "owner": row["owner"],
+    return jsonify({"id": row["id"], "name": row["name"], "owner": row["owner"],
                   "desired": row["desired"], "min": row["min_size"], "max": row["max_size"]})
 
 
 @bp.get("/balancers")
 def balancers():
-    return _json(data.balancer_list(web.conn(), g.who))
+    return jsonify(data.balancer_list(web.conn(), g.who))
 
 
 @bp.get("/balancers/<ref>")
 def balancer(ref):
-    return _json(data.pick(data.balancer_list(web.conn(), g.who), g.who, ref, "balancer"))
+    return jsonify(data.pick(data.balancer_list(web.conn(), g.who), g.who, ref, "balancer"))
 
 
 @bp.get("/alarms")
 def alarms():
-    return _json(data.alarm_list(web.conn(), g.who))
+    return jsonify(data.alarm_list(web.conn(), g.who))
 
 
 @bp.get("/alarms/<ref>")
 def alarm(ref):
-    return _json(data.pick(data.alarm_list(web.conn(), g.who), g.who, ref, "alarm"))
+    return jsonify(data.pick(data.alarm_list(web.conn(), g.who), g.who, ref, "alarm"))
 
 
 @bp.get("/notifications")
 def notifications():
-    return _json(data.notification_list(web.conn(), g.who))
+    return jsonify(data.notification_list(web.conn(), g.who))
 
 
 @bp.get("/quota")
 def quota():
-    return _json(data.quota(web.conn(), g.who))
+    return jsonify(data.quota(web.conn(), g.who))
 
 
 @bp.get("/metrics")
 def metric_series():
     a = request.args
-    return _json(data.series(web.conn(), g.who, a.get("kind", ""), a.get("subject", ""),
+    return jsonify(data.series(web.conn(), g.who, a.get("kind", ""), a.get("subject", ""),
                              a.get("metric", ""), a.get("range", "1h")))
 
 
@@ -205,7 +197,7 @@ def events():
     since = request.args.get("since", "0")
     if not since.isdigit():
         raise Refused(detail="since must be an event id")
-    return _json(data.events(web.conn(), g.who, int(since)))
+    return jsonify(data.events(web.conn(), g.who, int(since)))
 
 
 @bp.get("/events/stream")

@@ -232,10 +232,7 @@ def balancer_list(conn, who):
             " ON g.id = b.group_id" + w + " ORDER BY b.owner, b.name", a)):
         r["address"] = balancers.address(r)
         r["members"] = balancers.health(r)
-        last = conn.execute("SELECT DISTINCT ON (metric) metric, value FROM samples WHERE"
-                            " kind = 'lb' AND subject = %s AND step = 0 ORDER BY metric, t DESC",
-                            (str(r["id"]),)).fetchall()
-        r["metrics"] = dict(last)
+        r["metrics"] = metrics.last_values(conn, "lb", r["id"])
         out.append(_iso(r))
     return out
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -86,10 +87,7 @@ def browser():
         opts.add_argument(arg)
     opts.binary_location = "/usr/bin/chromium"
     opts.accept_insecure_certs = True   # the service's self-signed certificate
-    service = webdriver.ChromeService(executable_path="/usr/bin/chromedriver") \
-        if hasattr(webdriver, "ChromeService") else None
-    from selenium.webdriver.chrome.service import Service
-    drv = webdriver.Chrome(options=opts, service=service or Service("/usr/bin/chromedriver"))
+    drv = webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
     drv.set_page_load_timeout(30)
     yield drv
     drv.quit()
