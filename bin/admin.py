@@ -4,7 +4,8 @@ import sys
 from plumbum import cli
 
 from oarcloud_cli.common import (VERSION, Changes, Command, Group, deletes, is_root, iso,
-                                 machine, print_fields, print_json, print_quota, print_table,
+                                 machine, print_json, print_node, print_nodes,
+                                 print_quota, print_table,
                                  run_quietly_piped, said, setup_steps)
 from oarcloud_cli.monitoring import (AlarmCreate, AlarmList, AlarmShow, NotifyList, NotifyLog,
                                      read_url, show_metrics)
@@ -207,7 +208,8 @@ def _limit_switch(resource, unit):
 
 @QuotaCmd.subcommand("set")
 class QuotaSet(Command):
-    """Set limits of USER, or with --default every account's default (an
+    """Set limits of USER, of @GROUP (what its members hold together, on top of
+    each one's own limits), or with --default every account's default (an
     account's own limit wins).  Sizes take K, M, G or T; `none` clears a
     limit.  Idempotent: says what changed.  Lowering a limit below what is used
     ends nothing; it refuses new creations until use falls below it."""
@@ -230,7 +232,7 @@ class QuotaSet(Command):
     def run_command(self, *user):
         from oarcloud_lib.catalog import db, quotas
         if len(user) != (0 if self.default else 1):
-            print("oarcloud-admin: give either USER or --default (see --help)",
+            print("oarcloud-admin: give either USER, @GROUP or --default (see --help)",
                   file=sys.stderr)
             return 2
         account = user[0] if user else None
@@ -256,13 +258,18 @@ class QuotaSet(Command):
 
 @QuotaCmd.subcommand("show")
 class QuotaShow(Command):
-    """What USER uses next to their limits, and who set each limit."""
+    """What USER uses next to their limits, and who set each limit; for @GROUP,
+    what its members use together next to the group's limits."""
 
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self, user):
         from oarcloud_lib.catalog import accounts, db, quotas
         from oarcloud_lib.errors import NotFound
+        if user.startswith("@"):
+            with db.connect() as conn:
+                print_quota(quotas.group_report(conn, user[1:]), self.json)
+            return
         accounts.check_name(user)
         with db.connect() as conn:
             if conn.execute("SELECT 1 FROM accounts WHERE name = %s", (user,)).fetchone() is None:
@@ -272,7 +279,8 @@ class QuotaShow(Command):
 
 @QuotaCmd.subcommand("list")
 class QuotaList(Command):
-    """Every limit set: the site's defaults (account *) and each account's own."""
+    """Every limit set: the site's defaults (account *), each account's own and
+    each group's (@GROUP)."""
 
     json = cli.Flag(["--json"], help="machine-readable output")
 
@@ -285,6 +293,10 @@ class QuotaList(Command):
         else:
             print_table(rows, [("account", "ACCOUNT"), ("resource", "RESOURCE"),
                                ("max_h", "LIMIT")])
+
+
+Admin.subcommand("usergroup", "oarcloud_cli.admin_access.UsergroupCmd")
+Admin.subcommand("nodeset", "oarcloud_cli.admin_access.NodesetCmd")
 
 
 # -- nodes ------------------------------------------------------------------------
@@ -316,10 +328,6 @@ class NodeHeal(Command):
         return 0 if not any(out.values()) else 1
 
 
-def _mib(value):
-    return "-" if value is None else "%d" % (value >> 20)
-
-
 @NodeCmd.subcommand("list")
 class NodeList(Command):
     """Every node in OAR: its state, drain (and deadline), cores used and free,
@@ -332,19 +340,7 @@ class NodeList(Command):
         from oarcloud_lib.server import nodeops
         with db.connect() as conn:
             rows = nodeops.inventory(conn)
-        if self.json:
-            print_json(rows)
-            return 0
-        print_table([dict(r, drain=r["drain"] + (" by %s" % r["deadline"][:16]
-                                                 if r["deadline"] else ""),
-                          instances=len(r["instances"]), memory=_mib(r["memory_used"]),
-                          cache=_mib(r["cache_bytes"]),
-                          maintenance=r["maintenance"][0]["starts"][:16]
-                          if r["maintenance"] else "-") for r in rows],
-                    [("node", "NODE"), ("state", "STATE"), ("drain", "DRAIN"),
-                     ("cores", "CORES"), ("cores_used", "USED"), ("cores_free", "FREE"),
-                     ("instances", "INSTANCES"), ("memory", "MEM MiB"),
-                     ("cache", "CACHE MiB"), ("maintenance", "MAINTENANCE")])
+        print_nodes(rows, self.json)
         return 0
 
 
@@ -362,16 +358,7 @@ class NodeShow(Command):
         nodeops.check_host(host, hosts)
         with db.connect() as conn:
             (row,) = nodeops.inventory(conn, {host: hosts[host]})
-        if self.json:
-            print_json(row)
-            return 0
-        out = dict(row, jobs=[str(j) for j in row["jobs"]], cloud=row["cloud"],
-                   memory_used=_mib(row["memory_used"]) + " MiB",
-                   cache="%s MiB in %s image(s)" % (_mib(row["cache_bytes"]),
-                                                    row["cache_entries"]))
-        print_fields(out, ("node", "state", "drain", "deadline", "cloud", "cores",
-                           "cores_used", "cores_free", "jobs", "instances",
-                           "instance_owners", "memory_used", "cache"), width=16)
+        print_node(row, self.json)
         return 0
 
 

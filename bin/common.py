@@ -158,6 +158,40 @@ def print_quota(rows, as_json):
                  ("source", "SET BY"), ("counts", "COUNTS")])
 
 
+def _mib(value):
+    return "-" if value is None else "%d" % (value >> 20)
+
+
+def print_nodes(rows, as_json):
+    """Nodes as server.nodeops.inventory gives them (node list)."""
+    if as_json:
+        print_json(rows)
+        return
+    print_table([dict(r, drain=r["drain"] + (" by %s" % r["deadline"][:16]
+                                             if r["deadline"] else ""),
+                      instances=len(r["instances"]), memory=_mib(r["memory_used"]),
+                      cache=_mib(r["cache_bytes"]),
+                      maintenance=r["maintenance"][0]["starts"][:16]
+                      if r["maintenance"] else "-") for r in rows],
+                [("node", "NODE"), ("state", "STATE"), ("drain", "DRAIN"),
+                 ("cores", "CORES"), ("cores_used", "USED"), ("cores_free", "FREE"),
+                 ("instances", "INSTANCES"), ("memory", "MEM MiB"),
+                 ("cache", "CACHE MiB"), ("maintenance", "MAINTENANCE")])
+
+
+def print_node(row, as_json):
+    """One node of server.nodeops.inventory (node show)."""
+    if as_json:
+        print_json(row)
+        return
+    out = dict(row, jobs=[str(j) for j in row["jobs"]], cloud=row["cloud"],
+               memory_used=_mib(row["memory_used"]) + " MiB",
+               cache="%s MiB in %s image(s)" % (_mib(row["cache_bytes"]), row["cache_entries"]))
+    print_fields(out, ("node", "state", "drain", "deadline", "cloud", "cores", "cores_used",
+                       "cores_free", "jobs", "instances", "instance_owners", "memory_used",
+                       "cache"), width=16)
+
+
 def broker_argv(verb, *args, as_json=False):
     """The instance and image broker, as root through sudo: it checks who asks
     (as_json: it answers with what it created or changed, in JSON)."""

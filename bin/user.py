@@ -213,21 +213,24 @@ User.subcommand("alloc", "oarcloud_cli.user_allocs.AllocCmd")
 User.subcommand("group", "oarcloud_cli.user_groups.GroupCmd")
 User.subcommand("lb", "oarcloud_cli.user_balancers.LbCmd")
 User.subcommand("token", "oarcloud_cli.user_tokens.TokenCmd")
+User.subcommand("node", "oarcloud_cli.user_nodes.NodeCmd")
 
 
 @User.subcommand("quota")
 class Quota(Command):
     """What you use next to your limits (set by the site's admins).  A limit
     set by `account` is yours, by `site` every account's default, by
-    `built-in` oarcloud's own; `none` is no limit."""
+    `built-in` oarcloud's own, by @GROUP one that you and the other members of
+    that group share (its USED is what you all hold together); `none` is no
+    limit."""
 
     json = cli.Flag(["--json"], help="machine-readable output")
 
     def run_command(self):
-        from oarcloud_lib.catalog import quotas
-        from oarcloud_lib.service import jobs
-        with jobs.connect_as_user() as conn:
-            print_quota(quotas.report(conn, jobs.current_user()), self.json)
+        code, out = broker_json("quota")
+        if out is None:
+            return code
+        print_quota(out, self.json)
 
 
 @User.subcommand("list")

@@ -180,10 +180,14 @@ class ImageSave(Changes, Command):
 
 @ImageCmd.subcommand("share")
 class ImageShare(Changes, Command):
-    """Let another user launch (and save from) your image."""
+    """Let USER, or each member of @GROUP, launch (and save from) your image;
+    --off stops it (what runs keeps running)."""
+
+    off = cli.Flag(["--off"], help="stop sharing it")
 
     def run_command(self, name, user):
-        exec_broker("image-share", name, user, as_json=self.json)
+        exec_broker("image-share", name, user, *(["off"] if self.off else []),
+                    as_json=self.json)
 
 
 @ImageCmd.subcommand("publish")

@@ -1,7 +1,7 @@
 """oarcloud net ...: the user's private networks (F.u.8).
 
-Listing reads the catalog as the user (row-level security: only their own
-networks); every change goes through the broker, which checks who asks and
+Listing reads the catalog as the user (row-level security: their own networks
+and those shared with them); every change goes through the broker, which checks who asks and
 has the nodes hosting the network follow at once.
 """
 from plumbum import cli
@@ -59,7 +59,8 @@ class NetCreate(Changes, Command):
 
 @NetCmd.subcommand("list")
 class NetList(Command):
-    """Your networks, with the number of addresses in use in each."""
+    """Your networks, with the number of addresses in use in each, then those
+    shared with you (OWNER/NAME)."""
 
     json = cli.Flag(["--json"], help="machine-readable output")
 
@@ -67,7 +68,10 @@ class NetList(Command):
         from oarcloud_lib.catalog import networks
         from oarcloud_lib.service import jobs
         with jobs.connect_as_user() as conn:
-            rows = [_public(r) for r in networks.owned(conn, jobs.current_user())]
+            me = jobs.current_user()
+            rows = [_public(r) for r in networks.owned(conn, me)]
+            rows += [dict(_public(r), name=r["ref"], in_use="-")
+                     for r in networks.shared_with(conn, me)]
         if self.json:
             print_json([machine(r) for r in rows])
         else:
@@ -76,7 +80,9 @@ class NetList(Command):
 
 @NetCmd.subcommand("show")
 class NetShow(Command):
-    """One network: its range, members (instances, VPN clients), rules, published ports."""
+    """One network: its range, members (instances, VPN clients), rules, published
+    ports, whom it is shared with.  OWNER/NAME: one shared with you (its
+    members you see are your own instances)."""
 
     json = cli.Flag(["--json"], help="machine-readable output")
 
@@ -84,15 +90,19 @@ class NetShow(Command):
         from oarcloud_lib.catalog import networks
         from oarcloud_lib.service import jobs
         with jobs.connect_as_user() as conn:
-            row = networks.get(conn, jobs.current_user(), name)
-            out = machine(_public(row))
+            me = jobs.current_user()
+            row = networks.attachable(conn, me, name)
+            out = machine(dict(_public(row), name=networks.ref(row, me), owner=row["owner"]))
+            out["shared_with"] = networks.shares(conn, row["id"]) if row["owner"] == me else []
             out["members"] = networks.members(conn, row["id"])
             out["rules"] = networks.rules(conn, [row["id"]])[row["id"]]
             out["published"] = networks.exposures(conn, row["id"])
         if self.json:
             print_json(out)
             return
-        print_fields(out, ("name", "cidr", "gateway", "vni", "created"), width=10)
+        print_fields(dict(out, shared_with=", ".join(out["shared_with"]) or "-"),
+                     ("name", "owner", "cidr", "gateway", "vni", "created", "shared_with"),
+                     width=12)
         print("\nmembers:")
         print_table(out["members"], MEMBER_COLUMNS)
         print("\nrules:")
@@ -102,6 +112,18 @@ class NetShow(Command):
             print_table(out["published"], [("instance", "INSTANCE"), ("proto", "PROTO"),
                                            ("port", "PORT"), ("node", "NODE"),
                                            ("node_port", "NODE PORT")])
+
+
+@NetCmd.subcommand("share")
+class NetShare(Changes, Command):
+    """Let USER, or each member of @GROUP, attach instances to a network of yours
+    (they name it YOU/NAME); --off stops new attachments (what runs keeps its
+    address until it ends).  The rules, VPN and deletion stay yours."""
+
+    off = cli.Flag(["--off"], help="stop sharing it")
+
+    def run_command(self, name, user):
+        exec_broker("net-share", name, user, *(["off"] if self.off else []), as_json=self.json)
 
 
 @NetCmd.subcommand("delete")

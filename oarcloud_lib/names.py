@@ -13,6 +13,10 @@ from oarcloud_lib.errors import Refused
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
 # A node as OAR names it (its network_address).
 HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}\Z")
+# An OAR resource property an admin sets, and its value: plain enough to go
+# into an OAR property expression as they are (a column, a quoted literal).
+OAR_PROPERTY_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}\Z")
+OAR_VALUE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 # An instance's libvirt domain, its first port and its directory on a node.
 DOMAIN_RE = re.compile(r"^oc[0-9]{1,9}-[0-9]{1,3}\Z")
 DOMAIN_PREFIX = "oc"

@@ -139,6 +139,12 @@ def del_key(conn, owner, ident):
     return rows[0]
 
 
+def role(conn, name):
+    """The account's role, or None when there is no such account."""
+    row = conn.execute("SELECT role FROM accounts WHERE name = %s", (name,)).fetchone()
+    return row[0] if row else None
+
+
 def get(conn, name):
     row = conn.execute("SELECT name, uid, role, ssh_pubkey, unix_created, created FROM accounts"
                        " WHERE name = %s", (name,)).fetchone()

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from oarcloud_lib.catalog import jobspec, quotas
+from oarcloud_lib.catalog import jobspec, quotas, usergroups
 from oarcloud_lib.server import imagestore
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, NotReady, Refused
@@ -132,6 +132,11 @@ def get(conn, name):
     return rows[0] if rows else None
 
 
+# An image row i that user (given three times) may launch or save from.
+_USABLE = ("(i.visibility = 'public' OR i.owner = %%s OR EXISTS (SELECT 1 FROM image_shares s"
+           " WHERE s.image = i.name AND %s))" % usergroups.granted("s"))
+
+
 def usable(conn, name, user=None):
     """The image row if user may launch or save from it (user None: a user's own
     connection, where row-level security already hides the rest).  Raises NotFound."""
@@ -139,9 +144,8 @@ def usable(conn, name, user=None):
     sql = "SELECT %s FROM images i WHERE i.name = %%s" % ", ".join("i." + c for c in COLUMNS)
     args = [name]
     if user is not None:
-        sql += (" AND (i.visibility = 'public' OR i.owner = %s OR EXISTS (SELECT 1 FROM"
-                " image_shares s WHERE s.image = i.name AND s.account = %s))")
-        args += [user, user]
+        sql += " AND " + _USABLE
+        args += [user, user, user]
     rows = _rows(conn.execute(sql, args))
     if not rows:
         raise NotFound(what="image", name=name)
@@ -152,15 +156,16 @@ def list_usable(conn, user=None):
     sql = "SELECT %s FROM images i" % ", ".join("i." + c for c in COLUMNS)
     args = []
     if user is not None:
-        sql += (" WHERE i.visibility = 'public' OR i.owner = %s OR EXISTS (SELECT 1 FROM"
-                " image_shares s WHERE s.image = i.name AND s.account = %s)")
-        args = [user, user]
+        sql += " WHERE " + _USABLE
+        args = [user, user, user]
     return _rows(conn.execute(sql + " ORDER BY i.name", args))
 
 
 def shares(conn, name):
-    return [r[0] for r in conn.execute("SELECT account FROM image_shares WHERE image = %s"
-                                       " ORDER BY account", (name,))]
+    """Whom the image is shared with: users, then @GROUPs."""
+    return [r[0] for r in conn.execute(
+        "SELECT coalesce(account, '@' || usergroup) FROM image_shares WHERE image = %s"
+        " ORDER BY usergroup NULLS FIRST, account", (name,))]
 
 
 def chain(conn, top):
@@ -240,17 +245,25 @@ def owned(conn, name, user, admin=False):
     return row
 
 
-def share(conn, name, user, account, admin=False):
-    """Let account use the image; True if it could not before."""
+def share(conn, name, user, grantee, admin=False, on=True):
+    """Let grantee (a user, or @GROUP: each of its members) use the image, or
+    stop it (on False); True if that changed anything.  An image shared with
+    nobody any more is private again.  Raises NotFound, Refused."""
     owned(conn, name, user, admin)
-    if conn.execute("SELECT 1 FROM accounts WHERE name = %s", (account,)).fetchone() is None:
-        raise NotFound(what="oarcloud user", name=account)
     with conn.transaction():
-        added = conn.execute("INSERT INTO image_shares (image, account) VALUES (%s, %s)"
-                             " ON CONFLICT DO NOTHING", (name, account)).rowcount == 1
-        conn.execute("UPDATE images SET visibility = 'shared' WHERE name = %s"
-                     " AND visibility = 'private'", (name,))
-    return added
+        kind, who = usergroups.require_grantee(conn, grantee)
+        if on:
+            changed = conn.execute("INSERT INTO image_shares (image, %s) VALUES (%%s, %%s)"
+                                   " ON CONFLICT DO NOTHING" % kind, (name, who)).rowcount == 1
+            conn.execute("UPDATE images SET visibility = 'shared' WHERE name = %s"
+                         " AND visibility = 'private'", (name,))
+        else:
+            changed = conn.execute("DELETE FROM image_shares WHERE image = %%s AND %s = %%s"
+                                   % kind, (name, who)).rowcount == 1
+            conn.execute("UPDATE images SET visibility = 'private' WHERE name = %s AND"
+                         " visibility = 'shared' AND NOT EXISTS (SELECT 1 FROM image_shares"
+                         " WHERE image = %s)", (name, name))
+    return changed
 
 
 def publish(conn, name, user, admin=False, policy="owner"):

@@ -88,10 +88,11 @@ def needs(rows):
 
 def resolve_networks(conn, owner, names, default_cidr, reserved=()):
     """The network rows an instance of owner's attaches to, in order: the named
-    ones (the owner's own: another user's network is not found), or the owner's
-    default network (also when named), created on first use.  Raises NotFound, Refused."""
+    ones (the owner's own, or OWNER/NAME shared with them: any other network is
+    not found), or the owner's default network (also when named), created on
+    first use.  Raises NotFound, Refused."""
     return [networks.ensure_default(conn, owner, default_cidr, reserved)
-            if name == networks.DEFAULT_NAME else networks.get(conn, owner, name)
+            if name == networks.DEFAULT_NAME else networks.attachable(conn, owner, name)
             for name in names or [networks.DEFAULT_NAME]]
 
 

@@ -25,7 +25,8 @@ KEYS = {
     "cores": r"[1-9][0-9]{0,2}",
     "memory": r"[1-9][0-9]{0,6}[KMGT]?",
     "disk": r"[1-9][0-9]{0,6}[KMGT]?",
-    "network": NAME_RE,
+    # NAME, or OWNER/NAME: one shared with the submitter
+    "network": r"(?:[a-z_][a-z0-9_-]{0,31}\/)?" + NAME_RE,
     "ip": r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}",
     "save": IMAGE_RE,
     "userdata": r"[1-9][0-9]{0,9}",
@@ -44,7 +45,8 @@ DESCRIPTIONS = {
     "cores": "cores per instance (default: the job's cores on the node, split)",
     "memory": "memory per instance, e.g. 512M or 2G (default: site default)",
     "disk": "disk per instance: what its root may hold, e.g. 512M or 20G (default: site default)",
-    "network": "private network to attach (repeatable; default: the user's default)",
+    "network": "private network to attach, NAME or OWNER/NAME for one shared with you "
+               "(repeatable; default: the user's default)",
     "ip": "fixed IPv4 address in the first network (one instance only)",
     "save": "image name to save the instance to when the job ends",
     "userdata": "first-boot user data stored by `oarcloud launch --user-data FILE` (its id)",

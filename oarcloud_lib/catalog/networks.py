@@ -10,9 +10,9 @@ into Open vSwitch flows, tunnels and gateways.
 import ipaddress
 import re
 
-from oarcloud_lib.catalog import quotas
+from oarcloud_lib.catalog import quotas, usergroups
 from oarcloud_lib.errors import Conflict, NotFound, Refused
-from oarcloud_lib.names import port_name
+from oarcloud_lib.names import USER_RE, port_name
 
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?\Z")
 # Smallest and largest private network a user may create.
@@ -216,11 +216,74 @@ def _select(where):
 
 def get(conn, owner, name):
     """The owner's network called name.  Another user's network is not found."""
+    if isinstance(name, str) and "/" in name and not name.startswith(owner + "/"):
+        raise Refused(detail="%s is another user's network: only its owner changes it (you "
+                             "may attach instances to it if it is shared with you)" % name[:80])
+    name = name.rpartition("/")[2] if isinstance(name, str) else name
     check_name(name)
     row = conn.execute(_select("owner = %s AND name = %s"), (owner, name)).fetchone()
     if row is None:
         raise NotFound(what="network", name=name)
     return _row(row)
+
+
+def attachable(conn, user, ref):
+    """The network ref names for an instance of user's: NAME (user's own) or
+    OWNER/NAME, one shared with user or a group of theirs.  Anything else is
+    not found, exactly like a missing one.  Raises NotFound, Refused."""
+    owner, _, name = ref.rpartition("/")
+    if not owner or owner == user:
+        return get(conn, user, ref)
+    if not USER_RE.match(owner):
+        raise Refused(detail="bad network %r: NAME, or OWNER/NAME for one shared with you"
+                      % ref[:80])
+    check_name(name)
+    row = conn.execute(_select("owner = %%s AND name = %%s AND id IN (SELECT network FROM"
+                               " network_shares s WHERE %s)" % usergroups.granted("s")),
+                       (owner, name, user, user)).fetchone()
+    if row is None:
+        raise NotFound(what="network", name=ref)
+    return _row(row)
+
+
+def ref(row, user):
+    """How user names the network row: NAME if theirs, else OWNER/NAME."""
+    return row["name"] if row["owner"] == user else "%s/%s" % (row["owner"], row["name"])
+
+
+def shared_with(conn, user):
+    """Networks of others that user may attach to, with ref OWNER/NAME."""
+    rows = [_row(r) for r in conn.execute(_select(
+        "owner <> %%s AND id IN (SELECT network FROM network_shares s WHERE %s)"
+        " ORDER BY owner, name" % usergroups.granted("s")), (user, user, user))]
+    for r in rows:
+        r["ref"] = ref(r, user)
+    return rows
+
+
+def shares(conn, network_id):
+    """Whom the network is shared with: users, then @GROUPs."""
+    return [r[0] for r in conn.execute(
+        "SELECT coalesce(account, '@' || usergroup) FROM network_shares WHERE network = %s"
+        " ORDER BY usergroup NULLS FIRST, account", (network_id,))]
+
+
+def share(conn, owner, name, grantee, on=True):
+    """Let grantee (a user or @GROUP) attach instances to the owner's network,
+    or stop it (on False: what runs keeps its address until it ends); returns
+    (network row, changed?).  Raises NotFound, Refused."""
+    row = get(conn, owner, name)
+    with conn.transaction():
+        kind, who = usergroups.require_grantee(conn, grantee)
+        if kind == "account" and who == owner:
+            raise Refused(detail="network %s is yours already" % name)
+        if on:
+            changed = conn.execute("INSERT INTO network_shares (network, %s) VALUES (%%s, %%s)"
+                                   " ON CONFLICT DO NOTHING" % kind, (row["id"], who)).rowcount
+        else:
+            changed = conn.execute("DELETE FROM network_shares WHERE network = %%s AND %s = %%s"
+                                   % kind, (row["id"], who)).rowcount
+    return row, changed == 1
 
 
 def exists(conn, owner, name):
@@ -282,12 +345,14 @@ def delete(conn, owner, name):
     row = get(conn, owner, name)
     with conn.transaction():
         conn.execute("SELECT 1 FROM networks WHERE id = %s FOR UPDATE", (row["id"],))
-        users = [r[0] for r in conn.execute(
-            "SELECT DISTINCT coalesce(i.name, c.domain) FROM nics c LEFT JOIN instances i"
-            " ON i.domain = c.domain WHERE c.network = %s AND c.kind = 'instance'", (row["id"],))]
+        users = [r[0] if r[1] in (owner, None) else "an instance of %s's" % r[1]
+                 for r in conn.execute(
+                     "SELECT DISTINCT coalesce(i.name, c.domain), i.owner FROM nics c LEFT JOIN"
+                     " instances i ON i.domain = c.domain WHERE c.network = %s"
+                     " AND c.kind = 'instance'", (row["id"],))]
         if users:
             raise Conflict(what="network", detail="%s is in use by %s" % (
-                name, ", ".join(sorted(users))))
+                name, ", ".join(sorted(set(users)))))
         vpn = conn.execute("SELECT node FROM net_vpns WHERE network = %s",
                            (row["id"],)).fetchone()
         conn.execute("DELETE FROM nics WHERE network = %s", (row["id"],))
@@ -395,11 +460,11 @@ def nics_of(conn, domains):
     out = {d: [] for d in domains}
     for r in conn.execute(
             "SELECT c.domain, c.idx, host(c.ip), c.mac, c.port, masklen(n.cidr), host(n.gateway),"
-            " n.name, n.vni FROM nics c JOIN networks n ON n.id = c.network"
+            " n.name, n.vni, n.owner FROM nics c JOIN networks n ON n.id = c.network"
             " WHERE c.domain = ANY(%s) ORDER BY c.domain, c.idx", (list(domains),)):
         out[r[0]].append({"idx": r[1], "ip": r[2], "mac": r[3], "port": r[4], "prefix": r[5],
                           "gateway": r[6] if r[1] == 0 else None, "network": r[7],
-                          "vni": r[8]})
+                          "vni": r[8], "network_owner": r[9]})
     return out
 
 
@@ -436,6 +501,9 @@ def expose(conn, instance, port, proto="tcp", network=None):
         if not nics:
             raise NotFound(what="network", name="%s on instance %s" % (network, instance["name"]))
     nic = nics[0]
+    if nic["network_owner"] != instance["owner"]:
+        raise Refused(detail="network %s/%s is shared with you: publish ports from a network "
+                             "of your own" % (nic["network_owner"], nic["network"]))
     with conn.transaction():
         conn.execute("LOCK TABLE exposures IN SHARE ROW EXCLUSIVE MODE")
         nic_id = conn.execute("SELECT id FROM nics WHERE domain = %s AND idx = %s",
@@ -516,7 +584,7 @@ def named(conn, owner, names):
     out = []
     for name in names:
         try:
-            out.append(get(conn, owner, name))
+            out.append(attachable(conn, owner, name))
         except NotFound:
             if name != DEFAULT_NAME:
                 raise

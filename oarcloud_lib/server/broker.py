@@ -38,7 +38,8 @@ catalog read-only to them):
                                               the user's own `oarcloud image import`)
     broker image-save INSTANCE NAME [flatten]
     broker image-save-retry SAVE_ID [NAME]   broker image-save-discard SAVE_ID
-    broker image-share NAME USER     broker image-publish NAME     broker image-delete NAME
+    broker image-share NAME USER|@GROUP [off]
+    broker image-publish NAME     broker image-delete NAME
     broker image-build SUITE NAME    (admins: debootstrap)
 
 and of private networks (the nodes that host a network follow each change):
@@ -47,7 +48,7 @@ and of private networks (the nodes that host a network follow each change):
     broker net-rule-add NAME DIRECTION PROTO PORT|- REMOTE|-    broker net-rule-del NAME ID
     broker net-expose INSTANCE PORT PROTO [NETWORK]    broker net-unexpose INSTANCE PORT PROTO
     broker net-vpn NAME CLIENT [DAYS]   (the client's OpenVPN file on stdout)
-    broker net-vpn-revoke NAME CLIENT
+    broker net-vpn-revoke NAME CLIENT    broker net-share NAME USER|@GROUP [off]
 
 and of volumes (server.volumestore; the node mounts one in a running instance):
 
@@ -69,6 +70,15 @@ stdin; its id out, for the launch's cloud.files=ID):
 and of the user's SSH keys (every new instance gets them all):
 
     broker key-add   (one public key on stdin; JSON out)    broker key-del FINGERPRINT|COMMENT
+
+and of the user's quotas (JSON out: their groups' use is counted as root):
+
+    broker quota
+
+and, for operators (viewers and admins may list), of the site's nodes (JSON out):
+
+    broker node-list    broker node-show HOST
+    broker node-drain HOST [DEADLINE]    broker node-undrain HOST
 
 and of the user's alarms and notification targets (URLs and alarm specs come
 on stdin: they may hold secrets, which the command line shows to everyone):
@@ -95,10 +105,11 @@ import sys
 import time
 
 from oarcloud_lib import commands, config, metrics, paths, progress
-from oarcloud_lib.catalog import accounts, db, images, instances, joblog, jobspec, networks, quotas
+from oarcloud_lib.catalog import (accounts, db, images, instances, joblog, jobspec, networks,
+                                  nodesets, quotas)
 from oarcloud_lib.server import imagestore, saves
 from oarcloud_lib.service import fanout, lifecycle
-from oarcloud_lib.tools import oarssh
+from oarcloud_lib.tools import oar, oarssh
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Forbidden, NotFound, OarcloudError, Refused, from_foreign
 
@@ -121,11 +132,23 @@ def caller(environ=os.environ):
     return name
 
 
-def is_admin(conn, user):
-    row = conn.execute("SELECT role FROM accounts WHERE name = %s", (user,)).fetchone()
-    if row is None:
+def _role(conn, user):
+    role = accounts.role(conn, user)
+    if role is None:
         raise Refused(detail="%s has no oarcloud account (oarcloud-admin user add)" % user)
-    return row[0] == "admin"
+    return role
+
+
+def is_admin(conn, user):
+    return _role(conn, user) == "admin"
+
+
+def require_role(conn, user, roles, doing):
+    """Refuse (Forbidden) unless user's role is one of roles."""
+    role = _role(conn, user)
+    if role not in roles:
+        raise Forbidden(detail="%s is a %s: only %s may %s" % (
+            user, role, " and ".join(r + "s" for r in roles), doing))
 
 
 # -- images ---------------------------------------------------------------------------
@@ -177,10 +200,24 @@ def image_save_discard(conn, user, save_id):
         row["id"], row["domain"], row["node"]), save=row["id"], discarded=True)
 
 
-def image_share(conn, user, name, other):
-    added = images.share(conn, name, user, other, is_admin(conn, user))
-    return Done("image %s %s with %s" % (name, "shared" if added else "already shared", other),
-                name=name, shared_with=other, changed=bool(added))
+def _on_off(verb, args):
+    """True for a share, False for `off` (the one optional word)."""
+    if args not in ((), ("off",)):
+        raise Refused(detail="%s: NAME USER|@GROUP [off]" % verb)
+    return args != ("off",)
+
+
+def _shared(what, name, other, on, changed):
+    said = {(True, True): "shared with", (True, False): "was already shared with",
+            (False, True): "no longer shared with", (False, False): "was not shared with"}
+    return Done("%s %s %s %s" % (what, name, said[on, bool(changed)], other), name=name,
+                shared_with=other, shared=on, changed=bool(changed))
+
+
+def image_share(conn, user, name, other, *off):
+    on = _on_off("image share", off)
+    return _shared("image", name, other, on,
+                   images.share(conn, name, user, other, is_admin(conn, user), on))
 
 
 def image_publish(conn, user, name):
@@ -230,6 +267,19 @@ def net_create(conn, user, name, cidr, gateway=None):
         row["name"], row["cidr"], row["gateway"], row["vni"]),
         **{k: str(row[k]) if k in ("cidr", "gateway") else row[k]
            for k in ("name", "cidr", "gateway", "vni")})
+
+
+def quota(conn, user):
+    """The user's quota report, with their groups' limits and what the members
+    use together (which the user's own catalog role may not count)."""
+    is_admin(conn, user)  # an account, or Refused
+    return json.dumps(quotas.report(conn, user), default=str)
+
+
+def net_share(conn, user, name, other, *off):
+    on = _on_off("net share", off)
+    row, changed = networks.share(conn, user, name, other, on)
+    return _shared("network", row["name"], other, on, changed)
 
 
 def net_delete(conn, user, name):
@@ -387,12 +437,10 @@ def _volume(name):
         is_admin(conn, user)  # an account, or Refused
         if name == "attach" and args[3:] not in ((), ("ro",)):
             raise Refused(detail="volume attach: NAME INSTANCE PATH [ro]")
-        if name == "share" and args[2:] not in ((), ("off",)):
-            raise Refused(detail="volume share: NAME USER [off]")
         if name == "attach":
             args = args[:3] + (args[3:] == ("ro",),)
         if name == "share":
-            args = args[:2] + (args[2:] != ("off",),)
+            args = args[:2] + (_on_off("volume share", args[2:]),)
         return json.dumps(getattr(volumes, name)(conn, user, *args), default=str)
     return run
 
@@ -414,7 +462,9 @@ def admit(conn, user, owner, nodes, *types):
         return "not a cloud job"
     conf = config.load()
     lifecycle.admit(conn, owner, spec, max(1, int(nodes)), conf.default_image, conf=conf)
-    return "admitted"
+    keep_off = nodesets.clause(nodesets.barred(conn, owner))
+    # The admission rule adds the clause to the job's properties.
+    return "admitted" + ("\nproperties: " + keep_off if keep_off else "")
 
 
 def _interactive(verb):
@@ -588,6 +638,44 @@ def lb_list(conn, user):
                       sort_keys=True, default=str)
 
 
+# -- nodes, for operators (server.nodeops; admins have oarcloud-admin node) ---------------
+
+def node_list(conn, user):
+    from oarcloud_lib.server import nodeops
+    require_role(conn, user, accounts.SEE_ALL, "see the site's nodes")
+    return json.dumps(nodeops.inventory(conn), sort_keys=True, default=str)
+
+
+def node_show(conn, user, host):
+    from oarcloud_lib.server import nodeops
+    require_role(conn, user, accounts.SEE_ALL, "see the site's nodes")
+    hosts = oar.OarServer().nodes()
+    nodeops.check_host(host, hosts)
+    return json.dumps(nodeops.inventory(conn, {host: hosts[host]})[0], sort_keys=True,
+                      default=str)
+
+
+def node_drain(conn, user, host, deadline=None):
+    from oarcloud_lib.server import nodeops
+    require_role(conn, user, accounts.OPERATE, "drain nodes")
+    when = nodeops.parse_deadline(deadline, time.time()) if deadline else None
+    out = nodeops.drain(conn, host, when)
+    LOG.info("node %s drained by %s (deadline %s)", host, user, out["deadline"])
+    return Done("node %s %s%s; %d instance(s) there, %d owner notification(s)" % (
+        host, "drained" if out["changed"] else "already drained, nothing changed",
+        ", jobs there end at %s" % out["deadline"] if out["deadline"] else "",
+        len(out["instances"]), out["told"]), **out)
+
+
+def node_undrain(conn, user, host):
+    from oarcloud_lib.server import nodeops
+    require_role(conn, user, accounts.OPERATE, "undrain nodes")
+    was = nodeops.undrain(conn, host)
+    LOG.info("node %s undrained by %s", host, user)
+    return Done("node %s %s" % (host, "back in service" if was else "was not drained"),
+                node=host, drained=False, changed=bool(was))
+
+
 # -- API tokens (catalog.tokens; the web service and HTTP API) ----------------------------
 
 def _token_public(row):
@@ -625,12 +713,15 @@ EXEC_FAILED = 125
 VERBS = {
     "image-import": (image_import, 1, 2), "image-save": (image_save, 2, 3),
     "image-save-retry": (image_save_retry, 1, 2), "image-save-discard": (image_save_discard, 1, 1),
-    "image-share": (image_share, 2, 2), "image-publish": (image_publish, 1, 1),
+    "image-share": (image_share, 2, 3), "image-publish": (image_publish, 1, 1),
     "image-delete": (image_delete, 1, 1), "image-build": (image_build, 2, 2),
     "net-create": (net_create, 2, 3), "net-delete": (net_delete, 1, 1),
     "net-rule-add": (net_rule_add, 5, 5), "net-rule-del": (net_rule_del, 2, 2),
     "net-expose": (net_expose, 3, 4), "net-unexpose": (net_unexpose, 3, 3),
     "net-vpn": (net_vpn, 2, 3), "net-vpn-revoke": (net_vpn_revoke, 2, 2),
+    "net-share": (net_share, 2, 3), "quota": (quota, 0, 0),
+    "node-list": (node_list, 0, 0), "node-show": (node_show, 1, 1),
+    "node-drain": (node_drain, 1, 2), "node-undrain": (node_undrain, 1, 1),
     "key-add": (key_add, 0, 0), "key-del": (key_del, 1, 1),
     "user-data-put": (user_data_put, 0, 0), "files-put": (files_put, 0, 0),
     "volume-create": (_volume("create"), 2, 3), "volume-delete": (_volume("delete"), 1, 1),
@@ -658,13 +749,12 @@ VERBS = {
 
 # What a viewer (catalog.accounts.ROLES: sees everything, changes nothing)
 # may ask of the broker: reading, and their own API tokens for the dashboard.
-VIEWER_VERBS = {"lb-show", "lb-list", "token-create", "token-list", "token-revoke"}
+VIEWER_VERBS = {"quota", "node-list", "node-show", "lb-show", "lb-list", "token-create", "token-list", "token-revoke"}
 
 
 def check_role(conn, user, verb):
     """Refuse a viewer's verbs that would change or create something."""
-    row = conn.execute("SELECT role FROM accounts WHERE name = %s", (user,)).fetchone()
-    if row is not None and row[0] == "viewer" and verb not in VIEWER_VERBS:
+    if accounts.role(conn, user) == "viewer" and verb not in VIEWER_VERBS:
         raise Forbidden(detail="%s is a viewer: it reads, it does not %s" % (
             user, verb.replace("-", " ")))
 

@@ -22,7 +22,7 @@ import re
 from oarcloud_lib.catalog import instances
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, Refused
-from oarcloud_lib.names import HOST_RE
+from oarcloud_lib.names import HOST_RE, OAR_PROPERTY_RE, OAR_VALUE_RE
 from oarcloud_lib.server import notify
 from oarcloud_lib.service import fanout
 from oarcloud_lib.tools import oar, oarssh
@@ -35,8 +35,6 @@ MAINT_JOB_NAME = "oarcloud-maintenance"
 MAINT_MAX = 30 * 86400
 # Properties an admin may set with `node add --property` (OAR's own and
 # oarcloud's are not theirs to set there).
-PROPERTY_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}\Z")
-VALUE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 OWN_PROPERTIES = {"host", "cpu", "core", "cloud", "state", "network_address", "resource_id",
                   "drain", "available_upto", "last_available_upto", "besteffort", "deploy",
                   "desktop_computing", "expiry_date", "type", "cpuset", "state_num",
@@ -209,7 +207,7 @@ def parse_properties(items, known):
     out = {}
     for item in items:
         key, sep, value = str(item).partition("=")
-        if not sep or not PROPERTY_RE.match(key) or not VALUE_RE.match(value):
+        if not sep or not OAR_PROPERTY_RE.match(key) or not OAR_VALUE_RE.match(value):
             raise Refused(detail="bad --property %r: NAME=VALUE, a lower-case name and a value "
                                  "of letters, digits, . _ -" % str(item)[:80])
         if key in OWN_PROPERTIES:

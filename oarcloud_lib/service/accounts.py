@@ -125,7 +125,8 @@ def _images_to_keep(conn, name):
     those): they go to the site instead of being deleted."""
     keep = {r[0] for r in conn.execute(
         "SELECT i.name FROM images i WHERE i.owner = %s AND (i.visibility = 'public'"
-        " OR EXISTS (SELECT 1 FROM image_shares s WHERE s.image = i.name AND s.account <> %s)"
+        " OR EXISTS (SELECT 1 FROM image_shares s WHERE s.image = i.name"
+        "            AND s.account IS DISTINCT FROM %s)"
         " OR EXISTS (SELECT 1 FROM instances n WHERE n.image = i.name AND n.owner <> %s"
         "            AND n.state NOT IN ('deleted', 'failed'))"
         " OR EXISTS (SELECT 1 FROM images c WHERE c.parent = i.name"
@@ -153,6 +154,21 @@ def _end_vpns(name, vpns):
                     name, ", ".join(sorted(errors)))
 
 
+def _refuse_shared_networks_in_use(conn, name):
+    """A network goes with its owner: refuse while another user's instance is
+    on one of the account's networks (their instance would lose its network)."""
+    used = conn.execute(
+        "SELECT n.name, string_agg(DISTINCT i.owner, ', ' ORDER BY i.owner) FROM nics c"
+        " JOIN networks n ON n.id = c.network JOIN instances i ON i.domain = c.domain"
+        " WHERE n.owner = %s AND i.owner <> %s AND i.state NOT IN ('deleted', 'failed')"
+        " GROUP BY n.name ORDER BY n.name", (name, name)).fetchall()
+    if used:
+        others = sorted({u for _, us in used for u in us.split(", ")})
+        raise Conflict(what="user %s" % name, detail="instances of %s are on its %s; nothing "
+                       "changed: they must end first, then delete the user" % (
+                           ", ".join(others), ", ".join("network " + n for n, _ in used)))
+
+
 def delete(name, conn=None, runner=LOCAL):
     """Delete the account: its OAR jobs, its catalog rows, its Unix account if ours."""
     check_name(name)
@@ -160,6 +176,7 @@ def delete(name, conn=None, runner=LOCAL):
         row = get(conn, name)
         if row is None:
             raise NotFound(what="oarcloud user", name=name)
+        _refuse_shared_networks_in_use(conn, name)
         groups.forget_owner(conn, name)   # nothing relaunches what ends below
         _end_jobs(name, runner)
         with conn.transaction():

@@ -87,6 +87,7 @@ def prologue(job_id, nodefile):
                 return 0
             lifecycle.admit(conn, owner, spec, len(node_cores), conf.default_image,
                             job_id=job_id, conf=conf)
+            lifecycle.check_nodes(conn, owner, sorted(node_cores))
             if spec.alloc:
                 from oarcloud_lib.service import allocations
                 allocations.record(conn, job_id, owner, spec, node_cores)

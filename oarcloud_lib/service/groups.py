@@ -71,14 +71,14 @@ def _check_room(conn, owner, s):
         if need_cores > alloc["cores"]:
             raise Refused(detail="--max %d x %d core(s) need %d cores: allocation %s holds %d"
                           % (s["max_size"], s["cores"], need_cores, s["alloc"], alloc["cores"]))
-    limits = quotas.limits(conn, owner)
-    most = limits["group-size"][0]
+    most, source = quotas.tightest(conn, owner, "group-size")
     if most is not None and s["max_size"] > most:
-        raise OverQuota(detail="group-size: --max %d is above your limit of %d members per "
+        raise OverQuota(detail="group-size: --max %d is above %s limit of %d members per "
                                "group (oarcloud quota): lower --max, or ask the site's admins "
-                               "to raise it" % (s["max_size"], most))
+                               "to raise it" % (s["max_size"], "your" if source[0] != "@"
+                                                else "group %s's" % source, most))
     for resource, need in (("instances", s["max_size"]), ("cores", need_cores)):
-        limit = limits[resource][0]
+        limit = quotas.tightest(conn, owner, resource)[0]
         if limit is not None and need > limit:
             raise Refused(detail="--max %d needs %d %s: your quota is %d (oarcloud quota)"
                           % (s["max_size"], need, resource, limit))

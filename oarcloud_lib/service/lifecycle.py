@@ -19,7 +19,8 @@ import logging
 import re
 
 from oarcloud_lib import daemons
-from oarcloud_lib.catalog import images, instances, jobspec, networks, quotas, volumes
+from oarcloud_lib.catalog import (accounts, images, instances, jobspec, networks, nodesets,
+                                  quotas, volumes)
 from oarcloud_lib.catalog import launchfiles
 from oarcloud_lib.catalog import userdata as user_data
 from oarcloud_lib.commands import LOCAL
@@ -43,6 +44,21 @@ def save_names(spec, count):
     return [instances.instance_name(spec.save, count, i) for i in range(count)]
 
 
+def check_nodes(conn, owner, hosts):
+    """Refuse a job of owner's placed on hosts in a node set owner is not
+    granted (the prologue's check of what OAR gave; admission keeps jobs off
+    them).  Raises Refused."""
+    barred = nodesets.barred(conn, owner)
+    if not barred:
+        return
+    props = oar.node_properties(hosts, {p for _, p, _ in barred})
+    bad = nodesets.refused_nodes(barred, props)
+    if bad:
+        raise Refused(detail="%s: node set %s is kept for other users (ask the site's admins "
+                             "for it: oarcloud-admin nodeset grant)" % (
+                                 ", ".join(sorted(bad)), ", ".join(sorted(set(bad.values())))))
+
+
 def admit(conn, owner, spec, nodes, default_image=None, walltime=None, job_id=None, conf=None):
     """Check a launch of spec on `nodes` nodes by owner before anything is
     created: the image is one owner may use, the networks are owner's, a fixed
@@ -54,8 +70,7 @@ def admit(conn, owner, spec, nodes, default_image=None, walltime=None, job_id=No
     (OverQuota among them), NotFound, Conflict."""
     if not 1 <= nodes <= 1000:
         raise Refused(detail="--nodes must be between 1 and 1000")
-    role = conn.execute("SELECT role FROM accounts WHERE name = %s", (owner,)).fetchone()
-    if role and role[0] == "viewer":
+    if accounts.role(conn, owner) == "viewer":
         raise Forbidden(detail="%s is a viewer: it reads, it launches nothing" % owner)
     if spec.alloc:  # an allocation: its name only (service.allocations)
         from oarcloud_lib.service import allocations

@@ -440,6 +440,32 @@ def resource_states(conf_path=paths.OAR_CONF, runner=LOCAL):
     return out
 
 
+def node_properties(hosts, props, conf_path=paths.OAR_CONF, runner=LOCAL):
+    """{host: {property: value}} of props on hosts' resources, from OAR's
+    database (values as text; a host's resources agree on them), else from
+    oarnodes."""
+    import psycopg
+    from psycopg import sql
+    props, hosts = sorted(set(props)), sorted(set(hosts))
+    if not props or not hosts:
+        return {h: {} for h in hosts}
+    try:
+        with _read_only_db(conf_path) as db:
+            rows = db.execute(sql.SQL("SELECT DISTINCT network_address, {} FROM resources"
+                                      " WHERE network_address = ANY(%s)").format(
+                sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(p))
+                                   for p in props)), (hosts,)).fetchall()
+        out = {h: {} for h in hosts}
+        for row in rows:
+            out[row[0]].update({p: v for p, v in zip(props, row[1:]) if v is not None})
+        return out
+    except (OSError, psycopg.Error) as e:
+        LOG.debug("OAR database unreadable (%s): asking oarnodes", e)
+    nodes = OarServer(runner).nodes()
+    return {h: {p: str(r[p]) for r in nodes.get(h, []) for p in props if r.get(p) is not None}
+            for h in hosts}
+
+
 def job_info(jobs_json, job_id):
     """The job dict of `oarstat -fj ID -J` output.  Raises NotFound."""
     data = json.loads(jobs_json or "{}")

@@ -269,9 +269,18 @@ def events(conn, who, since_id=0, limit=100):
 
 
 def quota(conn, who):
+    """who's quota report.  Their groups' lines count the other members'
+    objects, which who's own role may not read: counted as the site (as the
+    broker's `quota` is), about who alone, then back to who's role."""
     if who.owner is None:
         return []
-    return quotas.report(conn, who.owner)
+    from psycopg import sql
+    role = conn.execute("SELECT current_user").fetchone()[0]
+    conn.execute("RESET ROLE")
+    try:
+        return quotas.report(conn, who.owner)
+    finally:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
 
 
 def overview(conn, who):

@@ -228,3 +228,31 @@ def test_a_viewer_reads_and_changes_nothing(make_user):
     assert oarcloud(viewer, "token", "create", "dash").returncode == 0
     res = admin("user", "add", viewer, "--role", "chief")
     assert res.returncode != 0 and "chief" in res.stderr
+
+
+def test_operators_drain_nodes_with_their_own_command_and_users_may_not(make_user):
+    operator, viewer, user = (make_user("--role", "operator"), make_user("--role", "viewer"),
+                              make_user())
+    listed = json.loads(oarcloud(operator, "node", "list", "--json", check=True).stdout)
+    assert {n["node"] for n in listed} >= {"node-1", "node-2"}
+    assert json.loads(oarcloud(viewer, "node", "show", "node-2", "--json",
+                               check=True).stdout)["node"] == "node-2"
+    for who, args in ((user, ["node", "list"]), (user, ["node", "drain", "node-2"]),
+                      (viewer, ["node", "drain", "node-2"]), (user, ["node", "undrain", "node-2"])):
+        res = oarcloud(who, *args)
+        assert res.returncode == 2 and "forbidden" in res.stderr, (who, args, res.stderr)
+    assert not [n for n in json.loads(admin("node", "list", "--json", check=True).stdout)
+                if n["node"] == "node-2" and n["drain"] != "no"]
+    try:
+        out = json.loads(oarcloud(operator, "node", "drain", "node-2", "--json",
+                                  check=True).stdout)
+        assert out["changed"] and out["node"] == "node-2"
+        shown = json.loads(admin("node", "show", "node-2", "--json", check=True).stdout)
+        assert shown["drain"] != "no"
+        res = oarcloud(operator, "node", "drain", "nosuch-9")
+        assert res.returncode == 3 and "not found" in res.stderr
+    finally:
+        out = json.loads(oarcloud(operator, "node", "undrain", "node-2", "--json",
+                                  check=True).stdout)
+    assert out["changed"] and json.loads(admin("node", "show", "node-2", "--json",
+                                               check=True).stdout)["drain"] == "no"

@@ -97,31 +97,45 @@ def test_instance_quotas_are_refused_by_the_cli_and_by_plain_oarsub(make_user):
     launch(user, "--name", "two", "--cores", "1")
 
 
+def submit_at_once(users):
+    """One plain cloud job (1 core) per entry of users, all submitted at once;
+    their job ids."""
+    procs = []
+    for user in users:
+        home = os.path.expanduser("~%s" % user)
+        procs.append(subprocess.Popen(
+            ["runuser", "-u", user, "--", "oarsub", "-t", "cloud", "-t", "cloud.cores=1",
+             "-l", "nodes=1,walltime=0:05:00", "sleep 300"], cwd=home, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+            env=dict(os.environ, HOME=home, PWD=home, USER=user, LOGNAME=user)))
+    outs = [p.communicate(timeout=60)[0] for p in procs]
+    return [l.split("=")[1] for out in outs for l in out.splitlines()
+            if l.startswith("OAR_JOB_ID=")]
+
+
+def settle(ids, ending, timeout=90):
+    """{job id: state} of the jobs that ended, once `ending` of them have (or
+    at the timeout); the others run."""
+    ended = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(ended) < ending:
+        for job_id in ids:
+            state = wait_job(job_id, states=("Running", "Terminated", "Error"))["state"]
+            if state != "Running":
+                ended[job_id] = state
+        time.sleep(0.5)
+    return ended
+
+
 def test_concurrent_launches_at_a_limit_of_one_let_exactly_one_pass(make_user):
     """Every submission passes admission (no instance exists yet); the
     prologues allocate one after the other under the account's quota lock:
     one instance, the other jobs refused and gone, their nodes in service."""
     user = make_user()
     quota("set", user, "--instances", "1", check=True)
-    home = os.path.expanduser("~%s" % user)
-    argv = ["runuser", "-u", user, "--", "oarsub", "-t", "cloud", "-t", "cloud.cores=1",
-            "-l", "nodes=1,walltime=0:05:00", "sleep 300"]
-    procs = [subprocess.Popen(argv, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env=dict(os.environ, HOME=home, PWD=home, USER=user,
-                                                  LOGNAME=user))
-             for _ in range(3)]
-    outs = [p.communicate(timeout=60)[0] for p in procs]
-    ids = [l.split("=")[1] for out in outs for l in out.splitlines()
-           if l.startswith("OAR_JOB_ID=")]
-    assert len(ids) == 3, outs                           # all admitted
-    ended = {}
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and len(ended) < 2:
-        for job_id in ids:
-            state = wait_job(job_id, states=("Running", "Terminated", "Error"))["state"]
-            if state != "Running":
-                ended[job_id] = state
-        time.sleep(0.5)
+    ids = submit_at_once([user] * 3)
+    assert len(ids) == 3                                 # all admitted
+    ended = settle(ids, 2)
     assert len(ended) == 2, ended
     (running,) = set(ids) - set(ended)
     live = _live(user)

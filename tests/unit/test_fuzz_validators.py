@@ -202,7 +202,9 @@ def test_fuzz_job_types_give_a_safe_spec_or_refused(types):
     for key in ("image", "name", "save", "ip"):
         value = getattr(spec, key)
         assert value is None or (safe(value) and re.fullmatch(jobspec.KEYS[key], value))
-    assert all(safe(n) and re.fullmatch(jobspec.NAME_RE, n) for n in spec.networks)
+    # NAME or OWNER/NAME: never a path (node-side names come from job ids)
+    assert all(all(map(safe, n.split("/"))) and re.fullmatch(jobspec.KEYS["network"], n)
+               for n in spec.networks)
     for key in ("count", "cores"):
         assert getattr(spec, key) is None or 1 <= getattr(spec, key) <= jobspec.MAX_COUNT
     assert spec.memory is None or (spec.memory > 0 and spec.memory % 1024 == 0)

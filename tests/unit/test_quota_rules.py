@@ -75,6 +75,9 @@ class _Cur:
     def fetchall(self):
         return self.rows
 
+    def __iter__(self):
+        return iter(self.rows)
+
 
 def test_an_accounts_own_limit_wins_over_the_sites_default_then_the_built_in_caps():
     conn = _Conn([(None, "instances", 4), ("alice", "instances", 1), (None, "alarms", 5),
@@ -128,3 +131,63 @@ def test_set_limits_refuses_negative_values_before_touching_the_catalog():
     with pytest.raises(Refused, match="bad instances quota -1"):
         quotas.set_limits(conn, "alice", {"instances": -1})
     assert conn.calls == []
+
+
+class _GroupConn(_Conn):
+    """_Conn with groups of users: {group: (members, {resource: max})}, and use
+    per owner ({resource: {owner: n}})."""
+
+    def __init__(self, rows=(), used=None, groups=None):
+        super().__init__(rows)
+        self.by_owner, self.groups = used or {}, groups or {}
+
+    def execute(self, sql, args=None):
+        if sql.startswith("SELECT usergroup, resource, max FROM quotas"):
+            self.calls.append((sql, args))
+            return _Cur([(g, r, m) for g, (members, caps) in sorted(self.groups.items())
+                         if args[0] in members for r, m in caps.items()])
+        if sql.startswith("SELECT account FROM usergroup_members"):
+            self.calls.append((sql, args))
+            return _Cur([(m,) for m in self.groups[args[0]][0]])
+        for r, (_, query, _) in quotas.RESOURCES.items():
+            if sql == query:
+                self.calls.append((sql, args))
+                return _Cur([(sum(self.by_owner.get(r, {}).get(o, 0) for o in args[0]),)])
+        return super().execute(sql, args)
+
+
+def test_a_groups_limit_holds_for_what_its_members_hold_together():
+    conn = _GroupConn([("bob", "instances", 5)], used={"instances": {"alice": 2, "bob": 1}},
+                      groups={"devs": (["alice", "bob"], {"instances": 3}),
+                              "ops": (["bob", "carol"], {"cores": 8})})
+    with pytest.raises(OverQuota) as e:
+        quotas.require(conn, "bob", {"instances": 1})       # his own 5 allows it, @devs not
+    assert str(e.value) == ("quota: instances: 3 used of 3 by group @devs together, this asks"
+                            " 1 more (live instances): free some, or ask the site's admins to"
+                            " raise it")
+    locks = [a[0] for s, a in conn.calls if "advisory" in s]
+    assert locks == ["oarcloud.quota:bob", "oarcloud.quota:@devs"]   # the account's first
+    conn.by_owner["instances"]["alice"] = 1
+    quotas.require(conn, "bob", {"instances": 1, "cores": 8})         # 3 of 3, 8 of 8
+    with pytest.raises(OverQuota, match="cores: 0 used of 8 by group @ops together"):
+        quotas.require(conn, "carol", {"cores": 9})
+    quotas.require(conn, "dave", {"instances": 100})                   # in no group
+
+
+def test_the_tightest_limit_and_a_report_line_per_group_limit():
+    conn = _GroupConn([(None, "group-size", 10)], used={"instances": {"alice": 2, "bob": 1}},
+                      groups={"devs": (["alice", "bob"], {"group-size": 4, "instances": 3})})
+    assert quotas.tightest(conn, "alice", "group-size") == (4, "@devs")
+    assert quotas.tightest(conn, "carol", "group-size") == (10, "site")
+    lines = [r for r in quotas.report(conn, "alice") if r["source"] == "@devs"]
+    assert [(r["resource"], r["used"], r["limit"]) for r in lines] == [
+        ("group-size", 0, 4), ("instances", 3, 3)]
+
+
+def test_quota_targets_are_a_user_a_group_or_the_site():
+    assert quotas._scope(None) == (None, None)
+    assert quotas._scope("alice") == ("alice", None)
+    assert quotas._scope("@devs") == (None, "devs")
+    for bad in ("@", "@Devs", "al ice", "@a;b"):
+        with pytest.raises(Refused):
+            quotas._scope(bad)
