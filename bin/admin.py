@@ -963,7 +963,7 @@ class AlarmAdminCreate(Changes, Admins, AlarmCreate):
         from oarcloud_lib import config
         from oarcloud_lib.catalog import alarms, db
         from oarcloud_lib.tools import oar
-        subjects = set(oar.resource_states())
+        subjects = {"node": set(oar.resource_states())}
         with db.connect() as conn:
             row = alarms.create_from_spec(conn, None, self.spec(name, self.node),
                                           config.load().monitor_interval, subjects)

@@ -137,6 +137,7 @@ class AlarmBase:
 class AlarmCreate(Command, AlarmBase):
     metric = cli.SwitchAttr(["--metric"], str, mandatory=True,
                             help="instance: cpu, memory, net_rx, net_tx, procs, rootfs; "
+                                 "balancer: rate, errors, latency, up; "
                                  "node: cpu, memory, load, net_rx, net_tx, disk, alive")
     op = cli.SwitchAttr(["--op"], cli.Set("gt", "ge", "lt", "le"), default="gt",
                         help="breach when the value is gt, ge, lt or le the threshold")

@@ -58,7 +58,9 @@ class _Settings:
                              help="members now (default: --min); the target moves it")
     target = cli.SwitchAttr(["--target"], str, argname="METRIC=VALUE",
                             help="target tracking on the members' mean metric, e.g. cpu=60 "
-                                 "(cpu in %% of their cores); `none` removes it (set)")
+                                 "(cpu in %% of their cores), or on the group's balancer: "
+                                 "lb.rate=N or lb.errors=N (a second, per member), "
+                                 "lb.latency=MS; `none` removes it (set)")
     period = cli.SwitchAttr(["--period"], str, argname="DURATION",
                             help="how long the metric is averaged (default 60s)")
     cooldown_out = cli.SwitchAttr(["--cooldown-out"], str, argname="DURATION",
@@ -76,8 +78,10 @@ class _Settings:
                                     help="vertical first: a scale-out grows running members "
                                          "up to C cores each (live) before it adds members; "
                                          "`none` turns it off (set)")
-    deletion = cli.SwitchAttr(["--deletion"], cli.Set("oldest", "newest"),
-                              help="which members a scale-in removes first (default oldest)")
+    deletion = cli.SwitchAttr(["--deletion"], cli.Set("oldest", "newest", "old-image"),
+                              help="which members a scale-in removes first (default oldest; "
+                                   "old-image: those not on the group's image, oldest first); "
+                                   "protected members never")
 
     def settings(self):
         from oarcloud_lib.catalog import groups
@@ -138,10 +142,26 @@ class GroupCreate(Changes, _Settings, Command):
 @GroupCmd.subcommand("set")
 class GroupSet(Changes, _Settings, Command):
     """Change a group's bounds, desired size, target or timings; the monitor
-    follows within a cycle."""
+    follows within a cycle.  A new --image renews the members one at a time
+    (the new one serves before the old one goes, drained out of the
+    balancer); protected members keep theirs."""
+
+    image = cli.SwitchAttr(["--image"], str, help="the members' image from now on")
 
     def run_command(self, name):
-        return run_broker("group-set", name, data=json.dumps(self.settings()),
+        spec = dict(self.settings(), **({"image": self.image} if self.image else {}))
+        return run_broker("group-set", name, data=json.dumps(spec), as_json=self.json)
+
+
+@GroupCmd.subcommand("protect")
+class GroupProtect(Changes, Command):
+    """Keep MEMBER out of scale-in and image renewal (a member that dies, or
+    whose node is drained, is still replaced); --off lifts it."""
+
+    off = cli.Flag(["--off"], help="no longer protected")
+
+    def run_command(self, name, member):
+        return run_broker("group-protect", name, member, *(["off"] if self.off else []),
                           as_json=self.json)
 
 
@@ -178,9 +198,10 @@ def _shown(g):
                 last_in=iso(g.get("last_in")),
                 size_h="%d/%d (%d..%d)" % (g["size"], g["desired"], g["min_size"],
                                            g["max_size"]),
-                members_h=", ".join("%s%s" % (m["name"], "" if m["state"] == "running"
-                                              else "(%s)" % (m["state"] or "queued"))
-                                    for m in g["members"]) or "-",
+                members_h=", ".join("%s%s%s%s" % (
+                    m["name"], "" if m["state"] == "running" else "(%s)" % (m["state"] or "queued"),
+                    "" if m.get("image") in (None, g["image"]) else "[%s]" % m["image"],
+                    "*" if m.get("protected") else "") for m in g["members"]) or "-",
                 where_h="allocation %s" % g["alloc"] if g["alloc"] else "own jobs")
 
 
@@ -209,7 +230,8 @@ class GroupList(Command):
 
 @GroupCmd.subcommand("show")
 class GroupShow(Command):
-    """One group: its settings, members and what the scaler did (history)."""
+    """One group: its settings, members (NAME[IMAGE] when on another image than
+    the group's, * when protected) and what the scaler did (history)."""
 
     json = cli.Flag(["--json"], help="machine-readable output")
 

@@ -2,6 +2,7 @@
 targets (F.u.4, F.u.5).  Reads go through the catalog as the user; changes
 through the broker, with URLs and specs on its stdin (never on a command line)."""
 import json
+import sys
 
 from plumbum import cli
 
@@ -53,14 +54,23 @@ class AlarmCmd(Group):
 
 @AlarmCmd.subcommand("create")
 class Create(Changes, Mine, AlarmCreate):
-    """Create an alarm on one of your instances, e.g.
-    oarcloud alarm create hot --instance web --metric cpu --op gt --threshold 80 --period 10s --periods 3"""
+    """Create an alarm on one of your instances or balancers, e.g.
+    oarcloud alarm create hot --instance web --metric cpu --op gt --threshold 80 --period 10s --periods 3
+    oarcloud alarm create busy --lb front --metric rate --op gt --threshold 200 --periods 2"""
 
-    instance = cli.SwitchAttr(["--instance"], str, mandatory=True, help="your instance's name")
+    instance = cli.SwitchAttr(["--instance"], str, help="your instance's name")
+    lb = cli.SwitchAttr(["--lb"], str, excludes=["--instance"],
+                        help="your balancer's name (metrics: rate, errors, latency, up)")
 
     def run_command(self, name):
-        return run_broker("alarm-create", data=json.dumps(self.spec(name, self.instance)),
-                          as_json=self.json)
+        if not (self.instance or self.lb):
+            print("oarcloud: error: give --instance NAME or --lb NAME (see --help)",
+                  file=sys.stderr)
+            return 2
+        spec = self.spec(name, self.instance or self.lb)
+        if self.lb:
+            spec["kind"] = "lb"
+        return run_broker("alarm-create", data=json.dumps(spec), as_json=self.json)
 
 
 AlarmCmd.subcommand("list", type("List", (Mine, AlarmList), {"__doc__": AlarmList.__doc__}))

@@ -136,7 +136,7 @@ def message(name, instance, metric, op, threshold, state, value, old=None, kind=
         title = "Alarm %s: no data for %s %s" % (name, instance, metric)
     lines = [
         "Alarm: %s" % name,
-        "%s: %s" % (kind.capitalize(), instance),
+        "%s: %s" % (KIND_LABELS[kind], instance),
         "Metric: %s" % metric,
         "Value: %s" % shown,
         "Threshold: %s" % limit,
@@ -152,7 +152,12 @@ COLUMNS = ("id, owner, name, kind, subject, metric, op, threshold, period, perio
            " notify, state, state_since, last_value, evaluated, created")
 
 
-def create(conn, owner, name, subject, rule, repeat=False, urls=()):
+# What a user's alarm may watch (an admin's watches a node), as --KIND says.
+USER_KINDS = ("instance", "lb")
+KIND_LABELS = {"node": "Node", "instance": "Instance", "lb": "Balancer"}
+
+
+def create(conn, owner, name, subject, rule, repeat=False, urls=(), kind=None):
     """A new alarm of owner (None: an admin's, on node subject) from a checked
     rule (check_alarm).  A user's alarms count against their `alarms` quota;
     an alarm notifies at most notify.MAX_TARGETS URLs.  Raises Refused,
@@ -165,7 +170,9 @@ def create(conn, owner, name, subject, rule, repeat=False, urls=()):
                              % (notify.MAX_TARGETS, len(urls)))
     policy = notify.site_policy() if urls else None
     urls = [notify.check_url(u, policy) for u in urls]
-    kind = "node" if owner is None else "instance"
+    kind = kind or ("node" if owner is None else "instance")
+    if kind not in (USER_KINDS if owner is not None else ("node",)):
+        raise Refused(detail="bad alarm kind %r" % (kind,))
     metrics.check_metric(rule["metric"], kind)
     with conn.transaction():
         quotas.lock(conn, owner)    # concurrent creations count one after the other
@@ -224,21 +231,25 @@ def record(conn, alarm, new, value):
                          " VALUES (%s, %s, %s, %s)", (alarm["id"], alarm["state"], new, value))
 
 
-SPEC_KEYS = {"name", "subject", "metric", "op", "threshold", "period", "periods", "repeat",
-             "notify"}
+SPEC_KEYS = {"name", "subject", "kind", "metric", "op", "threshold", "period", "periods",
+             "repeat", "notify"}
 
 
 def create_from_spec(conn, owner, spec, interval, subjects):
     """Check a whole request, then create the alarm: spec holds name, subject
-    (an instance name for a user, a node for admins), metric, op, threshold,
-    period, periods, repeat, notify (URLs).  subjects: the names the caller may
-    watch.  A period shorter than the monitor's interval is refused: it would
-    often hold no value.  Raises Refused, NotFound, Conflict."""
+    (for a user an instance's name, or with kind 'lb' a balancer's; a node for
+    admins), metric, op, threshold, period, periods, repeat, notify (URLs).
+    subjects: {kind: the names the caller may watch}.  A period shorter than
+    the monitor's interval is refused: it would often hold no value.  Raises
+    Refused, NotFound, Conflict."""
     if not isinstance(spec, dict) or not set(spec) <= SPEC_KEYS or "name" not in spec \
             or "subject" not in spec:
         raise Refused(detail="an alarm needs name, subject, metric, op, threshold, period"
                              " and periods")
-    kind = "node" if owner is None else "instance"
+    kind = spec.get("kind") or ("node" if owner is None else "instance")
+    if kind not in (USER_KINDS if owner is not None else ("node",)):
+        raise Refused(detail="bad alarm kind %r: %s" % (str(kind)[:20], " or ".join(
+            USER_KINDS if owner is not None else ("node",))))
     check_name(spec["name"])
     rule = check_alarm(spec.get("metric"), spec.get("op", "gt"), spec.get("threshold"),
                        spec.get("period", "%ds" % interval), spec.get("periods", 3), kind)
@@ -248,10 +259,10 @@ def create_from_spec(conn, owner, spec, interval, subjects):
     urls = spec.get("notify") or []
     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
         raise Refused(detail="notify: a list of URLs")
-    if spec["subject"] not in subjects:
-        raise NotFound(what=kind, name=str(spec["subject"])[:60])
+    if spec["subject"] not in subjects.get(kind, ()):
+        raise NotFound(what="balancer" if kind == "lb" else kind, name=str(spec["subject"])[:60])
     return create(conn, owner, spec["name"], spec["subject"], rule,
-                  repeat=bool(spec.get("repeat")), urls=urls)
+                  repeat=bool(spec.get("repeat")), urls=urls, kind=kind)
 
 
 def describe(row):

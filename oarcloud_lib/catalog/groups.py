@@ -17,7 +17,7 @@ from oarcloud_lib.errors import NotFound, Refused
 
 MAX_GROUP_NAME = jobspec.MAX_NAME - 6   # room for "-NNNNN", its members' suffix
 MAX_SIZE = 100
-DELETION = ("oldest", "newest")
+DELETION = ("oldest", "newest", "old-image")
 # Target tracking leaves the size alone within this fraction of the target
 # (Kubernetes' HPA tolerance), so that noise does not flap it.
 TOLERANCE = 0.1
@@ -32,7 +32,7 @@ COLUMNS = ("id", "owner", "name", "image", "cores", "memory", "networks", "alloc
            "last_in", "unreachable", "user_data", "replace_before", "vertical_cores", "created")
 SETTABLE = ("min_size", "max_size", "desired", "target_metric", "target_value", "period",
             "cooldown_out", "cooldown_in", "window_in", "deletion", "replace_before",
-            "vertical_cores")
+            "vertical_cores", "image")
 
 
 def check_name(name, what="group"):
@@ -44,13 +44,36 @@ def check_name(name, what="group"):
     return name
 
 
+# Targets on the group's balancer (HAProxy's figures): a rate is shared by
+# the members (the target is per member), a latency is not.
+LB_TARGETS = {"lb.rate": True, "lb.errors": True, "lb.latency": False}
+
+
+def check_target_metric(metric):
+    """An instance metric (the members' mean) or one of LB_TARGETS.  Raises Refused."""
+    if isinstance(metric, str) and metric.startswith("lb."):
+        if metric not in LB_TARGETS:
+            raise Refused(detail="unknown balancer target %r: one of %s" % (
+                metric[:40], ", ".join(LB_TARGETS)))
+        return metric
+    metrics.check_metric(metric, "instance")
+    return metric
+
+
+def target_values(metric, value, members):
+    """Each of members' share of the balancer's value of metric (None: no value)."""
+    if value is None:
+        return [None] * members
+    return [value / members if LB_TARGETS[metric] else value] * members
+
+
 def parse_target(text):
-    """'cpu=60' -> ('cpu', 60.0): an instance metric and a positive value.
-    Raises Refused."""
+    """'cpu=60' -> ('cpu', 60.0): an instance metric (or lb.rate, lb.errors,
+    lb.latency: the group's balancer's) and a positive value.  Raises Refused."""
     metric, sep, value = (text or "").partition("=")
     if not sep:
         raise Refused(detail="bad --target %r: METRIC=VALUE, as cpu=60" % str(text)[:40])
-    metrics.check_metric(metric, "instance")
+    check_target_metric(metric)
     try:
         number = float(value)
     except ValueError:
@@ -90,7 +113,7 @@ def check_spec(spec):
     if (s["target_metric"] is None) != (s["target_value"] is None):
         raise Refused(detail="a target needs both a metric and a value (--target cpu=60)")
     if s["target_metric"] is not None:
-        metrics.check_metric(s["target_metric"], "instance")
+        check_target_metric(s["target_metric"])
     if not isinstance(s["cores"], int) or not 1 <= s["cores"] <= 999:
         raise Refused(detail="--cores must be between 1 and 999")
     v = s["vertical_cores"]
@@ -132,12 +155,23 @@ def stabilized(recent, now, window):
     return max(inside) if inside else None
 
 
-def victims(members, count, deletion):
-    """The count members ([{name, added}]) a scale-in removes: the oldest or
-    the newest first (by when they were added, then by name)."""
-    order = sorted(members, key=lambda m: (m["added"], m["name"]),
-                   reverse=deletion == "newest")
+def victims(members, count, deletion, image=None):
+    """The count members ([{name, added, image, protected}]) a scale-in
+    removes, never a protected one: the oldest or the newest first (by when
+    they were added, then by name); old-image: those not on image (the
+    group's) first, oldest first."""
+    order = sorted((m for m in members if not m.get("protected")),
+                   key=lambda m: (m["added"], m["name"]), reverse=deletion == "newest")
+    if deletion == "old-image":
+        order.sort(key=lambda m: m.get("image") == image)   # stable: oldest first within
     return order[:max(0, count)]
+
+
+def outdated(members, image):
+    """The members (oldest first) on another image than the group's, not
+    protected: those a rolling replacement renews."""
+    return [m for m in members if m.get("image") not in (None, image)
+            and not m.get("protected")]
 
 
 # -- rows ---------------------------------------------------------------------------------
@@ -176,17 +210,25 @@ def update(conn, group_id, changes):
 
 
 def members(conn, group_id):
-    """[{name, job_id, domain, added, state, node, ip}] of a group, oldest
-    first; state None: the member's own job has not created it yet."""
+    """[{name, job_id, domain, added, protected, state, node, ip, cores,
+    memory, image}] of a group, oldest first; state None: the member's own
+    job has not created it yet."""
     return dicts(conn.execute(
-        "SELECT m.name, m.job_id, m.domain, m.added, i.state, i.node, host(i.ip) AS ip,"
-        " i.cores, i.memory FROM group_members m LEFT JOIN instances i ON i.domain = m.domain"
+        "SELECT m.name, m.job_id, m.domain, m.added, m.protected, i.state, i.node,"
+        " host(i.ip) AS ip, i.cores, i.memory, i.image FROM group_members m"
+        " LEFT JOIN instances i ON i.domain = m.domain"
         " WHERE m.group_id = %s ORDER BY m.added, m.name", (group_id,)))
 
 
 def add_member(conn, group_id, name, job_id, domain):
     conn.execute("INSERT INTO group_members (group_id, name, job_id, domain) VALUES"
                  " (%s, %s, %s, %s)", (group_id, name, job_id, domain))
+
+
+def protect(conn, group_id, name, on=True):
+    """Mark a member protected (or not); False if there is no such member."""
+    return conn.execute("UPDATE group_members SET protected = %s WHERE group_id = %s"
+                        " AND name = %s", (bool(on), group_id, name)).rowcount == 1
 
 
 def drop_member(conn, group_id, name):

@@ -25,6 +25,7 @@ and of the caller's scaling groups (service.groups; settings as JSON on stdin):
 
     broker group-create    broker group-set NAME    broker group-delete NAME
     broker group-schedule NAME    broker group-unschedule NAME ID
+    broker group-protect NAME MEMBER [off]
 
 and of their load balancers (server.balancers):
 
@@ -395,8 +396,10 @@ def alarm_create(conn, user):
     except ValueError:
         raise Refused(detail="alarm-create reads a JSON object on stdin") from None
     interval = config.load().monitor_interval
-    names = {r["name"] for r in instances.live(conn, owner=user)}
-    row = alarms.create_from_spec(conn, user, spec, interval, names)
+    from oarcloud_lib.server import balancers
+    subjects = {"instance": {r["name"] for r in instances.live(conn, owner=user)},
+                "lb": {b["name"] for b in balancers.owned(conn, user)}}
+    row = alarms.create_from_spec(conn, user, spec, interval, subjects)
     return Done("alarm %s created: %s (%s until %d period(s) have values)"
                 % (row["name"], alarms.describe(row), row["state"], row["periods"]),
                 name=row["name"], condition=alarms.describe(row), state=row["state"],
@@ -582,6 +585,18 @@ def group_schedule(conn, user, name):
                 desired=row["desired"], min_size=row["min_size"], max_size=row["max_size"])
 
 
+def group_protect(conn, user, name, member, *off):
+    from oarcloud_lib.service import groups
+    if off not in ((), ("off",)):
+        raise Refused(detail="group protect: NAME MEMBER [off]")
+    on = off != ("off",)
+    changed = groups.protect(conn, user, name, member, on)
+    return Done("group %s: member %s %s%s" % (name, member, "protected" if on else
+                                             "no longer protected",
+                                             "" if changed else " (nothing changed)"),
+                group=name, member=member, protected=on, changed=changed)
+
+
 def group_unschedule(conn, user, name, sched_id):
     from oarcloud_lib.service import groups
     groups.unschedule(conn, user, name, sched_id)
@@ -739,7 +754,7 @@ VERBS = {
     "alloc-launch": (alloc_launch, 2, 256), "alloc-remove": (alloc_remove, 1, 1),
     "group-create": (group_create, 0, 0), "group-set": (group_set, 1, 1),
     "group-delete": (group_delete, 1, 1), "group-schedule": (group_schedule, 1, 1),
-    "group-unschedule": (group_unschedule, 2, 2),
+    "group-unschedule": (group_unschedule, 2, 2), "group-protect": (group_protect, 2, 3),
     "lb-create": (lb_create, 5, 5), "lb-delete": (lb_delete, 1, 1), "lb-show": (lb_show, 1, 1),
     "lb-list": (lb_list, 0, 0),
     "token-create": (token_create, 1, 1), "token-list": (token_list, 0, 0),
@@ -749,7 +764,8 @@ VERBS = {
 
 # What a viewer (catalog.accounts.ROLES: sees everything, changes nothing)
 # may ask of the broker: reading, and their own API tokens for the dashboard.
-VIEWER_VERBS = {"quota", "node-list", "node-show", "lb-show", "lb-list", "token-create", "token-list", "token-revoke"}
+VIEWER_VERBS = {"quota", "node-list", "node-show", "lb-show", "lb-list", "token-create",
+                "token-list", "token-revoke"}
 
 
 def check_role(conn, user, verb):

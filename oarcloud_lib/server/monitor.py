@@ -382,9 +382,13 @@ class Monitor:
             "SELECT domain, owner, name FROM instances WHERE state = 'running'").fetchall()}
         for gone in set(self.instances) - set(running.values()):  # ended: forget them
             del self.instances[gone]
+        lbs = {(o, n): str(i) for i, o, n in conn.execute(
+            "SELECT id, owner, name FROM balancers").fetchall()}
         for a in alarms.every(conn):
-            subject = a["subject"] if a["kind"] == "node" else running.get((a["owner"],
-                                                                             a["subject"]))
+            # What the samples are kept under: a node's name, an instance's
+            # domain, a balancer's id.
+            subject = a["subject"] if a["kind"] == "node" else (
+                lbs if a["kind"] == "lb" else running).get((a["owner"], a["subject"]))
             values = (metrics.period_means(conn, a["kind"], subject, a["metric"], a["period"],
                                            a["periods"], now)
                       if subject else [None] * a["periods"])

@@ -19,7 +19,7 @@ import math
 import time
 
 from oarcloud_lib import config, metrics
-from oarcloud_lib.catalog import groups as rows, instances, jobspec, quotas
+from oarcloud_lib.catalog import groups as rows, images, instances, jobspec, quotas
 from oarcloud_lib.catalog import nodes as catalog_nodes
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, OverQuota, Refused
@@ -131,6 +131,8 @@ def change(conn, owner, name, spec):
         changes.update(vertical_cores=None)
     if not changes and "none" not in (spec.get("target"), spec.get("vertical")):
         raise Refused(detail="nothing to change: give --min, --max, --desired, --target...")
+    if changes.get("image") not in (None, group["image"]):
+        images.usable(conn, changes["image"], owner)   # another's private one: not found
     merged = {k: group[k] for k in rows.DEFAULTS}
     merged.update(changes)
     if "desired" not in changes:  # the size follows the new bounds
@@ -144,6 +146,24 @@ def change(conn, owner, name, spec):
                     "set by %s: %s" % (owner, said or "no target"))
     wake_scaler(conn)
     return rows.get(conn, owner, name)
+
+
+def protect(conn, owner, name, member, on=True):
+    """Keep member out of scale-in and image replacement (on False: no
+    longer).  Returns changed?.  Raises NotFound."""
+    group = rows.get(conn, owner, name)
+    found = {m["name"]: m for m in rows.members(conn, group["id"])}.get(member)
+    if found is None:
+        raise NotFound(what="member of group %s" % name, name=member)
+    if bool(found["protected"]) == bool(on):
+        return False
+    with conn.transaction():
+        rows.protect(conn, group["id"], member, on)
+        rows.record(conn, group["id"], "protect" if on else "unprotect", None, None,
+                    "member %s %s by %s" % (member, "protected" if on else "unprotected",
+                                            owner))
+    wake_scaler(conn)
+    return True
 
 
 def schedule(conn, owner, name, spec):
@@ -224,7 +244,8 @@ def show(conn, owner, name):
 def describe(conn, group):
     ms = rows.members(conn, group["id"])
     out = dict(group, members=[{k: m[k] for k in ("name", "state", "node", "ip", "job_id",
-                                                  "cores", "memory", "added")} for m in ms],
+                                                  "cores", "memory", "image", "protected",
+                                                  "added")} for m in ms],
                size=len([m for m in ms if m["state"] in LIVE or m["state"] is None]),
                history=rows.history(conn, group["id"]),
                schedules=rows.schedules(conn, group["id"]))
@@ -377,7 +398,8 @@ class Scaler:
         if len(healthy) < desired:
             self._grow(conn, group, desired - len(healthy))
         else:
-            extra = rows.victims(healthy, len(healthy) - desired, group["deletion"])
+            extra = rows.victims(healthy, len(healthy) - desired, group["deletion"],
+                                 group["image"])
             # The expiring go once their replacements serve: running, and up
             # behind the balancer (which takes the new ones first).
             seen = None
@@ -434,6 +456,18 @@ class Scaler:
         within its replace_before (as OAR's current jobs last said: an
         extension moves the end); each recorded once as being replaced."""
         out = set()
+        # A new image: one member at a time is renewed (its replacement first,
+        # then it goes, drained), the next once that is done.
+        stale = rows.outdated(live, group["image"])
+        renewing = [m for m in stale if (group["id"], m["name"]) in self.replacing]
+        for m in renewing or stale[:1]:
+            out.add(m["name"])
+            if (group["id"], m["name"]) not in self.replacing:
+                self.replacing.add((group["id"], m["name"]))
+                why = "member %s: on image %s, the group's is %s: replaced" % (
+                    m["name"], m["image"], group["image"])
+                rows.record(conn, group["id"], "replace", None, None, why)
+                LOG.info("group %s of %s: %s", group["name"], group["owner"], why)
         for m in live:
             end = self.job_ends.get(m["job_id"])
             if m["node"] in self.drained:
@@ -514,8 +548,16 @@ class Scaler:
         desired = group["desired"]
         if not group["target_metric"] or not running:
             return desired
-        values = [metrics.period_means(conn, "instance", m["domain"], group["target_metric"],
-                                       group["period"], 1, now)[0] for m in running]
+        metric = group["target_metric"]
+        if metric in rows.LB_TARGETS:   # the group's balancer's, shared by its members
+            from oarcloud_lib.server import balancers
+            lb = balancers.of_group(conn, group["id"])
+            value = metrics.period_means(conn, "lb", str(lb["id"]), metric[3:], group["period"],
+                                         1, now)[0] if lb else None
+            values = rows.target_values(metric, value, len(running))
+        else:
+            values = [metrics.period_means(conn, "instance", m["domain"], metric,
+                                           group["period"], 1, now)[0] for m in running]
         rec = rows.recommend(len(running), values, group["target_value"], group["min_size"],
                              group["max_size"])
         if rec is None:

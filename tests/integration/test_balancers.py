@@ -13,6 +13,7 @@ import pytest
 
 from conftest import admin, run, wait_job
 from test_groups import alloc, group, running, shown
+from test_images import tiny_tarball
 from test_instances import node_leftovers, oarcloud
 from test_monitoring import wait_for
 
@@ -110,6 +111,92 @@ def test_a_balancer_follows_its_group_and_loses_no_request_while_it_scales(serve
                 for d in run(["ls", "/run/oarcloud/lb"]).stdout.split())
     assert run(["curl", "-s", "-m", "3", url]).returncode != 0
     assert len(running(shown(user, "web"))) == 1
+
+
+def test_the_balancers_request_rate_fires_an_alarm_and_drives_the_groups_target(served):
+    """HAProxy's figures as metrics (docs/balancers.md): an alarm on the
+    balancer's request rate, and the group's target on it (lb.rate: requests
+    a second per member)."""
+    user, _ = served
+    address = lb(user, "create", "front", "--group", "web", "--port", "8080", "--check",
+                 "http:/index.html", "--json")["address"]
+    wait_for(lambda: len(up(user, "front")) == 2, 30, "two members up")
+    oarcloud(user, "alarm", "create", "busy", "--lb", "front", "--metric", "rate", "--op",
+             "gt", "--threshold", "15", "--period", "5s", "--periods", "2", check=True)
+    res = oarcloud(user, "alarm", "create", "x", "--lb", "nosuch", "--metric", "rate",
+                   "--threshold", "1")
+    assert res.returncode == 3 and "balancer not found: nosuch" in res.stderr, res.stderr
+    group(user, "set", "web", "--target", "lb.rate=10", "--period", "5s", "--cooldown-out",
+          "5s")
+
+    def alarm_state():
+        return json.loads(oarcloud(user, "alarm", "show", "busy", "--json",
+                                   check=True).stdout)["state"]
+    proc = load("http://%s/index.html" % address, 40, 40)
+    try:
+        wait_for(lambda: alarm_state() == "alarm", 30, "the alarm on 40 requests a second")
+        g = wait_for(lambda: (lambda g: len(running(g)) == 3 and g)(shown(user, "web")), 40,
+                     "a third member for 40 requests a second at 10 each")
+        out = [h for h in g["history"] if h["action"] == "scale-out"][-1]
+        assert "lb.rate" in out["reason"] and out["after"] == 3, g["history"]
+    finally:
+        got = report(proc)
+    assert got["failed"] == got["errored"] == got["timeout"] == 0, got["text"]
+    wait_for(lambda: alarm_state() == "ok", 30, "the alarm back to ok once the load stops")
+    oarcloud(user, "alarm", "delete", "busy", check=True)
+
+
+def test_a_new_image_renews_members_one_at_a_time_and_protected_ones_stay(served):
+    """Rolling replacement (docs/groups.md): under a steady request rate, a new
+    image renews the unprotected members one at a time behind the balancer,
+    with no failed request; a protected member keeps its image and is not
+    scaled in; old-image deletion then removes the old one first."""
+    user, _ = served
+    image = "t2-" + user
+    oarcloud(user, "image", "import", tiny_tarball(user), "--name", image, check=True)
+    address = lb(user, "create", "front", "--group", "web", "--port", "8080", "--check",
+                 "http:/index.html", "--json")["address"]
+    group(user, "set", "web", "--desired", "3")
+    wait_for(lambda: len(up(user, "front")) == 3, 40, "three members up")
+    old = shown(user, "web")
+    kept = old["members"][0]["name"]
+    group(user, "protect", "web", kept, check=True)
+    proc = load("http://%s/index.html" % address, 40, 60)
+    most = []
+
+    def renewed():
+        g = shown(user, "web")
+        most.append(len(g["members"]))
+        ms = {m["name"]: m for m in g["members"]}
+        return (len(ms) == 3 and ms.get(kept, {}).get("image") == old["image"]
+                and all(m["image"] == image and m["state"] == "running"
+                        for n, m in ms.items() if n != kept)
+                and len(up(user, "front")) == 3 and g)
+    try:
+        time.sleep(2)
+        group(user, "set", "web", "--image", image)
+        g = wait_for(renewed, 120, "the two unprotected members renewed")
+    finally:
+        got = report(proc)
+    print("rolling image replacement under load: %(total)d requests, %(failed)d failed" % got)
+    assert got["failed"] == got["errored"] == got["timeout"] == 0, got["text"]
+    assert got["2xx"] == got["total"]
+    assert max(most) <= 4, most                      # one at a time: at most one extra
+    assert len([h for h in g["history"] if h["action"] == "replace"
+                and "on image" in h["reason"]]) == 2, g["history"]
+    # Scale-in never takes the protected member, even as the oldest.
+    group(user, "set", "web", "--desired", "2", "--deletion", "oldest")
+    g = wait_for(lambda: (lambda g: len(g["members"]) == 2 and g)(shown(user, "web")), 40,
+                 "two members")
+    assert kept in [m["name"] for m in g["members"]]
+    # Unprotected, it is the first to go with old-image deletion.
+    group(user, "protect", "web", kept, "--off", check=True)
+    group(user, "set", "web", "--desired", "1", "--deletion", "old-image")
+    g = wait_for(lambda: (lambda g: len(g["members"]) == 1 and g)(shown(user, "web")), 40,
+                 "one member")
+    assert g["members"][0]["name"] != kept and g["members"][0]["image"] == image
+    res = group(user, "protect", "web", "nosuch-9", check=False)
+    assert res.returncode == 3 and "not found" in res.stderr
 
 
 def test_draining_a_node_replaces_its_members_elsewhere_first_and_loses_no_request(served):

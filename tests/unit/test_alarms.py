@@ -144,3 +144,19 @@ def test_message():
     assert body.splitlines()[-1] == "State: insufficient data"
     title, body = alarms.message("busy", "node-1", "load", "gt", 8, ALARM, 12.5, kind="node")
     assert "Node: node-1" in body and "Value: 12.50" in body
+
+
+def test_a_users_alarm_watches_an_instance_or_a_balancer_and_the_right_one():
+    from oarcloud_lib.errors import NotFound
+    spec = {"name": "busy", "subject": "front", "kind": "lb", "metric": "rate",
+            "threshold": 100}
+    with pytest.raises(NotFound, match="balancer not found: front"):
+        alarms.create_from_spec(None, "alice", spec, 5, {"instance": {"front"}, "lb": set()})
+    with pytest.raises(Refused, match="unknown lb metric 'cpu'"):
+        alarms.create_from_spec(None, "alice", dict(spec, metric="cpu"), 5, {"lb": {"front"}})
+    with pytest.raises(Refused, match="bad alarm kind 'node'"):
+        alarms.create_from_spec(None, "alice", dict(spec, kind="node"), 5, {"node": {"front"}})
+    with pytest.raises(Refused, match="bad alarm kind 'lb'"):
+        alarms.create_from_spec(None, None, spec, 5, {"lb": {"front"}})
+    title, body = alarms.message("busy", "front", "rate", "gt", 100, "alarm", 150.0, kind="lb")
+    assert "Balancer: front" in body and "rate is 150" in title

@@ -130,3 +130,32 @@ def test_a_cron_schedule_fires_once_per_time_and_a_one_shot_once(monkeypatch):
     assert groups.fired(once, made) is None
     assert groups.fired(once, monday_8) == monday_8
     assert groups.fired(dict(once, last_run=monday_8), saturday) is None
+
+
+def test_a_target_on_the_balancer_is_shared_by_the_members_or_not():
+    assert groups.parse_target("lb.rate=50") == ("lb.rate", 50.0)
+    assert groups.parse_target("lb.latency=200") == ("lb.latency", 200.0)
+    for bad in ("lb.up=1", "lb.cpu=3", "lb.=1", "lbrate=3"):
+        with pytest.raises(Refused):
+            groups.parse_target(bad)
+    assert groups.target_values("lb.rate", 120.0, 3) == [40.0, 40.0, 40.0]
+    assert groups.target_values("lb.latency", 80.0, 2) == [80.0, 80.0]
+    assert groups.target_values("lb.errors", None, 2) == [None, None]
+    # 120 requests a second over 3 members at 50 each: 3 members want to be 3.
+    assert groups.recommend(3, groups.target_values("lb.rate", 120.0, 3), 50, 1, 5) == 3
+    assert groups.recommend(2, groups.target_values("lb.rate", 240.0, 2), 50, 1, 5) == 5
+
+
+def test_victims_spare_protected_members_and_old_image_goes_first():
+    t = datetime.datetime(2026, 1, 1)
+    ms = [{"name": "w-0", "added": t, "image": "v1", "protected": True},
+          {"name": "w-1", "added": t + datetime.timedelta(1), "image": "v2", "protected": False},
+          {"name": "w-2", "added": t + datetime.timedelta(2), "image": "v1", "protected": False},
+          {"name": "w-3", "added": t + datetime.timedelta(3), "image": "v2", "protected": False}]
+    names = lambda out: [m["name"] for m in out]
+    assert names(groups.victims(ms, 2, "oldest")) == ["w-1", "w-2"]
+    assert names(groups.victims(ms, 1, "newest")) == ["w-3"]
+    assert names(groups.victims(ms, 2, "old-image", "v2")) == ["w-2", "w-1"]
+    assert names(groups.victims(ms, 9, "oldest")) == ["w-1", "w-2", "w-3"]
+    assert names(groups.outdated(ms, "v2")) == ["w-2"]
+    assert names(groups.outdated(ms + [{"name": "w-4", "image": None}], "v1")) == ["w-1", "w-3"]

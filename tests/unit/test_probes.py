@@ -127,13 +127,13 @@ def test_host_states():
 ])
 def test_alarm_specs_are_checked_before_anything(spec, error):
     with pytest.raises(Refused, match=error):
-        alarms.create_from_spec(None, "alice", spec, 5, {"x"})
+        alarms.create_from_spec(None, "alice", spec, 5, {"instance": {"x"}})
 
 
 def test_an_alarm_on_a_stranger_is_not_found():
     with pytest.raises(NotFound):
         alarms.create_from_spec(None, "alice", {"name": "a", "subject": "bobs", "metric": "cpu",
-                                                "threshold": 1}, 5, {"x"})
+                                                "threshold": 1}, 5, {"instance": {"x"}})
 
 
 @pytest.mark.parametrize("domain", ["../x", "oc1-0; rm -rf /", "", "oc1", "OC1-0", "oc1-0\n"])
