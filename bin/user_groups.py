@@ -165,6 +165,46 @@ class GroupProtect(Changes, Command):
                           as_json=self.json)
 
 
+@GroupCmd.subcommand("rule")
+class GroupRule(Group):
+    """Step rules: when --metric, aggregated over the running members, breaches
+    for --periods periods of the group's --period, the desired size changes
+    by --change members (the cooldowns and bounds hold)."""
+
+
+@GroupRule.subcommand("add")
+class GroupRuleAdd(Changes, Command):
+    """Add a step rule to group NAME, e.g.
+    oarcloud group rule add web --metric cpu --agg max --op gt --threshold 80 --change +2"""
+
+    metric = cli.SwitchAttr(["--metric"], str, mandatory=True,
+                            help="an instance metric (cpu, memory, net_rx, net_tx, procs, "
+                                 "rootfs) or the balancer's (lb.rate, lb.errors, lb.latency)")
+    agg = cli.SwitchAttr(["--agg"], cli.Set("avg", "max", "min", "any", "all"), default="avg",
+                         help="over the members: their avg, max or min, or any or all of "
+                              "them breaching (default avg)")
+    op = cli.SwitchAttr(["--op"], cli.Set("gt", "ge", "lt", "le"), mandatory=True,
+                        help="breach when the value is gt, ge, lt or le the threshold")
+    threshold = cli.SwitchAttr(["--threshold"], str, mandatory=True, help="a number")
+    periods = cli.SwitchAttr(["--periods"], str, default="1",
+                             help="how many periods in a row must breach (default 1)")
+    change = cli.SwitchAttr(["--change"], str, mandatory=True, argname="+N|-N",
+                            help="members to add (+N) or remove (-N)")
+
+    def run_command(self, name):
+        spec = {"metric": self.metric, "agg": self.agg, "op": self.op,
+                "threshold": self.threshold, "periods": self.periods, "change": self.change}
+        return run_broker("group-rule-add", name, data=json.dumps(spec), as_json=self.json)
+
+
+@deletes(GroupRule)
+class GroupRuleDelete(Changes, Command):
+    """Delete a group's step rule by its id (group show lists them)."""
+
+    def run_command(self, name, rule_id):
+        return run_broker("group-rule-delete", name, rule_id, as_json=self.json)
+
+
 @GroupCmd.subcommand("schedule")
 class GroupSchedule(Changes, Command):
     """Schedule a group's size: at every time --cron gives (five fields,
@@ -247,6 +287,9 @@ class GroupShow(Command):
                              "period", "cooldown_out", "cooldown_in", "window_in", "deletion",
                              "replace_before", "vertical_cores",
                              "unreachable", "members_h", "created"))
+        if g.get("rules"):
+            print()
+            print_table(g["rules"], [("id", "RULE"), ("condition", "WHEN")])
         if g.get("schedules"):
             print()
             print_table([dict(sc, when=sc["cron"] and "cron %s" % sc["cron"]

@@ -9,9 +9,10 @@ rows, members and history, and the scaler's pure decisions.
 The service (service/groups.py) does the writing and the scaling.
 """
 import math
+import re
 
 from oarcloud_lib import metrics
-from oarcloud_lib.catalog import jobspec
+from oarcloud_lib.catalog import alarms, jobspec
 from oarcloud_lib.catalog.db import dicts
 from oarcloud_lib.errors import NotFound, Refused
 
@@ -308,3 +309,107 @@ def fired(schedule, now):
 def schedules(conn, group_id):
     return dicts(conn.execute("SELECT %s FROM group_schedules WHERE group_id = %%s ORDER BY id"
                               % ", ".join(SCHEDULE_COLUMNS), (group_id,)))
+
+
+# -- step rules ------------------------------------------------------------------------------
+
+AGGREGATIONS = ("avg", "max", "min", "any", "all")
+RULE_COLUMNS = ("id", "group_id", "metric", "agg", "op", "threshold", "periods", "change",
+                "created")
+MAX_RULES = 20
+CHANGE_RE = re.compile(r"^[+-][1-9][0-9]?\Z")
+
+
+def check_rule(spec):
+    """{metric, agg, op, threshold, periods, change}: a step rule, checked.
+    metric: an instance metric or the balancer's (lb.rate...); change: '+N'
+    or '-N' members.  Raises Refused."""
+    if not isinstance(spec, dict):
+        raise Refused(detail="a rule needs --metric, --op, --threshold and --change")
+    metric = check_target_metric(spec.get("metric"))
+    agg = spec.get("agg") or "avg"
+    if agg not in AGGREGATIONS:
+        raise Refused(detail="bad --agg %r: one of %s" % (str(agg)[:20], ", ".join(AGGREGATIONS)))
+    if spec.get("op") not in alarms.OPS:
+        raise Refused(detail="bad --op %r: one of %s" % (str(spec.get("op"))[:20],
+                                                         ", ".join(alarms.OPS)))
+    change = str(spec.get("change", ""))
+    if not CHANGE_RE.match(change):
+        raise Refused(detail="bad --change %r: +N or -N members, N from 1 to 99" % change[:20])
+    periods = spec.get("periods", 1)
+    if isinstance(periods, str) and periods.isdigit():
+        periods = int(periods)
+    if isinstance(periods, bool) or not isinstance(periods, int) or not 1 <= periods <= 100:
+        raise Refused(detail="bad --periods %r: from 1 to 100" % (periods,))
+    return {"metric": metric, "agg": agg, "op": spec["op"],
+            "threshold": alarms.check_threshold(spec.get("threshold")), "periods": periods,
+            "change": int(change)}
+
+
+def rule_breached(rule, series):
+    """Whether rule holds on series: one list of period values (oldest first)
+    per running member, or one list for the balancer's metric.  Every period
+    must have a value and breach; avg, max and min aggregate the members'
+    values of each period, any and all ask it of members one by one."""
+    hit = alarms.OPS[rule["op"]]
+    if not series:
+        return False
+
+    def all_breach(values):
+        return all(v is not None and hit(v, rule["threshold"]) for v in values)
+    if rule["agg"] in ("any", "all"):
+        member = [all_breach(values) for values in series]
+        return any(member) if rule["agg"] == "any" else all(member)
+    agg = {"avg": lambda vs: sum(vs) / len(vs), "max": max, "min": min}[rule["agg"]]
+    per_period = []
+    for values in zip(*series):
+        known = [v for v in values if v is not None]
+        per_period.append(agg(known) if known else None)
+    return all_breach(per_period)
+
+
+def stepped(breached_rules, desired, low, high):
+    """(action, new desired) that the breached rules ask, or None: the largest
+    increase when any rule adds members (scale-out), else the smallest
+    decrease among those removing some (scale-in); within [low, high]."""
+    ups = [r["change"] for r in breached_rules if r["change"] > 0]
+    downs = [r["change"] for r in breached_rules if r["change"] < 0]
+    if ups:
+        new = min(high, desired + max(ups))
+        return ("scale-out", new) if new > desired else None
+    if downs:
+        new = max(low, desired + max(downs))
+        return ("scale-in", new) if new < desired else None
+    return None
+
+
+def describe_rule(rule):
+    return "%s(%s) %s %g for %d period(s): %+d" % (
+        rule["agg"], rule["metric"], alarms.SIGNS[rule["op"]], rule["threshold"],
+        rule["periods"], rule["change"])
+
+
+def rules(conn, group_id):
+    return dicts(conn.execute("SELECT %s FROM group_rules WHERE group_id = %%s ORDER BY id"
+                              % ", ".join(RULE_COLUMNS), (group_id,)))
+
+
+def add_rule(conn, group_id, rule):
+    """Insert a checked rule; returns its row.  Raises Refused (too many)."""
+    with conn.transaction():
+        conn.execute("SELECT id FROM scaling_groups WHERE id = %s FOR UPDATE", (group_id,))
+        if len(rules(conn, group_id)) >= MAX_RULES:
+            raise Refused(detail="a group has at most %d rules: delete one first" % MAX_RULES)
+        return dicts(conn.execute(
+            "INSERT INTO group_rules (group_id, metric, agg, op, threshold, periods, change)"
+            " VALUES (%%s, %%s, %%s, %%s, %%s, %%s, %%s) RETURNING %s" % ", ".join(RULE_COLUMNS),
+            (group_id, rule["metric"], rule["agg"], rule["op"], rule["threshold"],
+             rule["periods"], rule["change"])))[0]
+
+
+def delete_rule(conn, group_id, rule_id):
+    """Raises NotFound."""
+    if not str(rule_id).isdigit() or conn.execute(
+            "DELETE FROM group_rules WHERE group_id = %s AND id = %s",
+            (group_id, int(rule_id))).rowcount == 0:
+        raise NotFound(what="rule", name=str(rule_id)[:20])

@@ -26,6 +26,7 @@ and of the caller's scaling groups (service.groups; settings as JSON on stdin):
     broker group-create    broker group-set NAME    broker group-delete NAME
     broker group-schedule NAME    broker group-unschedule NAME ID
     broker group-protect NAME MEMBER [off]
+    broker group-rule-add NAME (the rule as JSON on stdin)    broker group-rule-delete NAME ID
 
 and of their load balancers (server.balancers):
 
@@ -585,6 +586,23 @@ def group_schedule(conn, user, name):
                 desired=row["desired"], min_size=row["min_size"], max_size=row["max_size"])
 
 
+def group_rule_add(conn, user, name):
+    from oarcloud_lib.catalog import groups as rows
+    from oarcloud_lib.service import groups
+    row = groups.add_rule(conn, user, name, _group_spec("group-rule-add"))
+    return Done("group %s: rule %d, %s" % (name, row["id"], rows.describe_rule(row)),
+                group=name, id=row["id"], condition=rows.describe_rule(row),
+                **{k: row[k] for k in ("metric", "agg", "op", "threshold", "periods",
+                                       "change")})
+
+
+def group_rule_delete(conn, user, name, rule_id):
+    from oarcloud_lib.service import groups
+    groups.delete_rule(conn, user, name, rule_id)
+    return Done("group %s: rule %s deleted" % (name, rule_id), group=name, id=int(rule_id),
+                deleted=True)
+
+
 def group_protect(conn, user, name, member, *off):
     from oarcloud_lib.service import groups
     if off not in ((), ("off",)):
@@ -755,6 +773,7 @@ VERBS = {
     "group-create": (group_create, 0, 0), "group-set": (group_set, 1, 1),
     "group-delete": (group_delete, 1, 1), "group-schedule": (group_schedule, 1, 1),
     "group-unschedule": (group_unschedule, 2, 2), "group-protect": (group_protect, 2, 3),
+    "group-rule-add": (group_rule_add, 1, 1), "group-rule-delete": (group_rule_delete, 2, 2),
     "lb-create": (lb_create, 5, 5), "lb-delete": (lb_delete, 1, 1), "lb-show": (lb_show, 1, 1),
     "lb-list": (lb_list, 0, 0),
     "token-create": (token_create, 1, 1), "token-list": (token_list, 0, 0),

@@ -148,6 +148,26 @@ def change(conn, owner, name, spec):
     return rows.get(conn, owner, name)
 
 
+def add_rule(conn, owner, name, spec):
+    """A step rule of owner's group name (spec: catalog.groups.check_rule's).
+    Returns its row.  Raises Refused, NotFound."""
+    group = rows.get(conn, owner, name)
+    rule = rows.check_rule(spec)
+    row = rows.add_rule(conn, group["id"], rule)
+    rows.record(conn, group["id"], "rule", None, None, "rule %d added by %s: %s" % (
+        row["id"], owner, rows.describe_rule(row)))
+    wake_scaler(conn)
+    return row
+
+
+def delete_rule(conn, owner, name, rule_id):
+    """Raises NotFound."""
+    group = rows.get(conn, owner, name)
+    rows.delete_rule(conn, group["id"], rule_id)
+    rows.record(conn, group["id"], "rule", None, None, "rule %s deleted by %s"
+                % (rule_id, owner))
+
+
 def protect(conn, owner, name, member, on=True):
     """Keep member out of scale-in and image replacement (on False: no
     longer).  Returns changed?.  Raises NotFound."""
@@ -248,7 +268,9 @@ def describe(conn, group):
                                                   "added")} for m in ms],
                size=len([m for m in ms if m["state"] in LIVE or m["state"] is None]),
                history=rows.history(conn, group["id"]),
-               schedules=rows.schedules(conn, group["id"]))
+               schedules=rows.schedules(conn, group["id"]),
+               rules=[dict(r, condition=rows.describe_rule(r))
+                      for r in rows.rules(conn, group["id"])])
     out["target"] = "%s=%g" % (group["target_metric"], group["target_value"]) \
         if group["target_metric"] else None
     return out
@@ -263,9 +285,9 @@ def describe_public(shown):
                       for m in out.get("members", [])]
     out["history"] = [dict(h, at=h["at"].isoformat(timespec="seconds"))
                       for h in out.get("history", [])]
-    out["schedules"] = [{k: (v.isoformat(timespec="seconds") if hasattr(v, "isoformat")
-                             else v) for k, v in sc.items() if k != "group_id"}
-                        for sc in out.get("schedules", [])]
+    for key in ("schedules", "rules"):
+        out[key] = [{k: (v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v)
+                     for k, v in row.items() if k != "group_id"} for row in out.get(key, [])]
     return out
 
 
@@ -387,6 +409,7 @@ class Scaler:
         members = self._sweep(conn, group, current_jobs)
         running = [m for m in members if m["state"] == "running"]
         desired = self._target(conn, group, running, now)
+        desired = self._steps(conn, group, running, now, desired)
         live = [m for m in members if m["state"] in LIVE or m["state"] is None]
         # Members whose own job ends soon count as gone: their replacements
         # come first, and they go once those run.
@@ -587,6 +610,40 @@ class Scaler:
                     and now - first >= window * 0.9:
                 return self._set(conn, group, desired, lowest_safe, "scale-in", seen,
                                  last_in=now)
+        return desired
+
+    def _steps(self, conn, group, running, now, desired):
+        """The group's step rules on its members' (or its balancer's) metrics
+        over the group's --period: a change of the desired size, within the
+        bounds and cooldowns, unless target tracking changed it this pass."""
+        found = rows.rules(conn, group["id"]) if running else []
+        if not found or desired != group["desired"]:
+            return desired
+        from oarcloud_lib.server import balancers
+        lb = balancers.of_group(conn, group["id"])
+        hit = []
+        for r in found:
+            if r["metric"] in rows.LB_TARGETS:
+                series = [metrics.period_means(conn, "lb", str(lb["id"]), r["metric"][3:],
+                                               group["period"], r["periods"], now)] if lb else []
+            else:
+                series = [metrics.period_means(conn, "instance", m["domain"], r["metric"],
+                                               group["period"], r["periods"], now)
+                          for m in running]
+            if rows.rule_breached(r, series):
+                hit.append(r)
+        step = rows.stepped(hit, desired, group["min_size"], group["max_size"])
+        if step is None:
+            return desired
+        action, new = step
+        why = "rule %s" % "; ".join(rows.describe_rule(r) for r in hit
+                                    if (r["change"] > 0) == (action == "scale-out"))
+        last_out = group["last_out"].timestamp() if group["last_out"] else 0
+        last_in = group["last_in"].timestamp() if group["last_in"] else 0
+        if action == "scale-out" and now - last_out >= group["cooldown_out"]:
+            return self._set(conn, group, desired, new, action, why, last_out=now)
+        if action == "scale-in" and now - max(last_out, last_in) >= group["cooldown_in"]:
+            return self._set(conn, group, desired, new, action, why, last_in=now)
         return desired
 
     def _grow_up(self, conn, group, running, values, now):

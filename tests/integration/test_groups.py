@@ -252,3 +252,50 @@ def test_vertical_first_grows_a_member_before_adding_one(make_user):
     group(user, "delete", "vert")
     oarcloud(user, "alloc", "delete", "pool", check=True)
     wait_job(job_id)
+
+
+def test_step_rules_on_any_and_all_members_scale_out_and_back_in(make_user):
+    """docs/groups.md: a step rule adds members while any member runs more
+    than 25 processes, another removes them once all run fewer than 15."""
+    user = make_user()
+    job_id = alloc(user, "pool")
+    group(user, "create", "web", "--in", "pool", "--min", "1", "--max", "3", "--period", "5s",
+          "--cooldown-out", "5s", "--cooldown-in", "5s")
+    wait_for(lambda: running(shown(user, "web")) == ["web-0"], 30, "the first member")
+    out = json.loads(oarcloud(user, "group", "rule", "add", "web", "--metric", "procs", "--agg",
+                              "any", "--op", "gt", "--threshold", "25", "--change", "+1",
+                              "--json", check=True).stdout)
+    assert out["condition"] == "any(procs) > 25 for 1 period(s): +1"
+    group(user, "rule", "add", "web", "--metric", "procs", "--agg", "all", "--op", "lt",
+          "--threshold", "15", "--change", "-1")
+    for args, why in [(("--metric", "nosuch", "--op", "gt", "--threshold", "1", "--change",
+                        "+1"), "metric"),
+                      (("--metric", "procs", "--op", "gt", "--threshold", "1", "--change",
+                        "+0"), "--change")]:
+        res = group(user, "rule", "add", "web", *args, check=False)
+        assert res.returncode == 2 and why in res.stderr, res.stderr
+    assert len(shown(user, "web")["rules"]) == 2
+    many = subprocess.Popen(["runuser", "-u", user, "--", "/usr/local/bin/oarcloud", "exec",
+                             "web-0", "--", "sh", "-c",
+                             "for i in $(seq 40); do sleep 90 & done; wait"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd="/tmp")
+    try:
+        g = wait_for(lambda: (lambda g: len(running(g)) == 3 and g)(shown(user, "web")), 60,
+                     "three members while web-0 runs 40 processes")
+    finally:
+        oarcloud(user, "exec", "web-0", "--", "sh", "-c", "kill $(pidof sleep)")
+        many.wait(timeout=30)
+    outs = [h for h in g["history"] if h["action"] == "scale-out"]
+    assert len(outs) == 2 and all("any(procs) > 25" in h["reason"] for h in outs), outs
+    g = wait_for(lambda: (lambda g: g["desired"] == 1 and len(g["members"]) == 1 and g)(
+        shown(user, "web")), 60, "back to one member once all run few processes")
+    assert [h for h in g["history"] if h["action"] == "scale-in"
+            and "all(procs) < 15" in h["reason"]]
+    rule_id = g["rules"][0]["id"]
+    group(user, "rule", "delete", "web", str(rule_id))
+    assert [r["id"] for r in shown(user, "web")["rules"]] != [rule_id] and \
+        len(shown(user, "web")["rules"]) == 1
+    group(user, "delete", "web")
+    oarcloud(user, "alloc", "delete", "pool", check=True)
+    wait_job(job_id)

@@ -159,3 +159,49 @@ def test_victims_spare_protected_members_and_old_image_goes_first():
     assert names(groups.victims(ms, 9, "oldest")) == ["w-1", "w-2", "w-3"]
     assert names(groups.outdated(ms, "v2")) == ["w-2"]
     assert names(groups.outdated(ms + [{"name": "w-4", "image": None}], "v1")) == ["w-1", "w-3"]
+
+
+def test_step_rules_are_checked():
+    rule = groups.check_rule({"metric": "cpu", "agg": "max", "op": "gt", "threshold": "80",
+                              "change": "+2"})
+    assert rule == {"metric": "cpu", "agg": "max", "op": "gt", "threshold": 80.0, "periods": 1,
+                    "change": 2}
+    assert groups.check_rule({"metric": "lb.rate", "op": "lt", "threshold": 5,
+                              "change": "-1", "periods": "3"})["agg"] == "avg"
+    for bad, why in [({"metric": "cpux", "op": "gt", "threshold": 1, "change": "+1"}, "metric"),
+                     ({"metric": "cpu", "agg": "sum", "op": "gt", "threshold": 1,
+                       "change": "+1"}, "--agg"),
+                     ({"metric": "cpu", "op": "eq", "threshold": 1, "change": "+1"}, "--op"),
+                     ({"metric": "cpu", "op": "gt", "threshold": "x", "change": "+1"},
+                      "threshold"),
+                     ({"metric": "cpu", "op": "gt", "threshold": 1, "change": "2"}, "--change"),
+                     ({"metric": "cpu", "op": "gt", "threshold": 1, "change": "+0"}, "--change"),
+                     ({"metric": "cpu", "op": "gt", "threshold": 1, "change": "+1",
+                       "periods": 0}, "--periods"), ("x", "a rule needs")]:
+        with pytest.raises(Refused, match=why):
+            groups.check_rule(bad)
+
+
+def test_a_rule_aggregates_the_members_and_every_period_must_breach():
+    rule = {"metric": "cpu", "agg": "avg", "op": "gt", "threshold": 50, "periods": 2,
+            "change": 1}
+    series = [[60, 90], [50, 40]]              # two members, two periods
+    assert groups.rule_breached(rule, series)                  # 55, 65
+    assert not groups.rule_breached(dict(rule, agg="min"), series)
+    assert groups.rule_breached(dict(rule, agg="max"), series)
+    assert groups.rule_breached(dict(rule, agg="any"), series)  # the first, both periods
+    assert not groups.rule_breached(dict(rule, agg="all"), series)
+    assert not groups.rule_breached(rule, [[None, 90], [None, 90]])   # a period without data
+    assert groups.rule_breached(rule, [[None, 90], [60, 90]])        # a member without: left out
+    assert not groups.rule_breached(rule, [])
+
+
+def test_the_largest_increase_wins_else_the_smallest_decrease_within_bounds():
+    up2, up1, down1, down3 = ({"change": c} for c in (2, 1, -1, -3))
+    assert groups.stepped([up1, up2, down1], 3, 1, 10) == ("scale-out", 5)
+    assert groups.stepped([up2], 9, 1, 10) == ("scale-out", 10)
+    assert groups.stepped([up2], 10, 1, 10) is None
+    assert groups.stepped([down1, down3], 3, 1, 10) == ("scale-in", 2)
+    assert groups.stepped([down3], 3, 1, 10) == ("scale-in", 1)
+    assert groups.stepped([down1], 1, 1, 10) is None
+    assert groups.stepped([], 3, 1, 10) is None
