@@ -20,7 +20,7 @@ def usergroup(*args, check=False):
 
 
 def not_found(res, what):
-    assert res.returncode == 3 and "not found: %s" % what in res.stderr, res.stdout + res.stderr
+    assert res.returncode == 3 and "%s not found" % what in res.stderr, res.stdout + res.stderr
 
 
 def test_images_and_networks_shared_with_a_group_reach_its_members_only(make_user):
