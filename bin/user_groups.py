@@ -78,6 +78,10 @@ class _Settings:
                                     help="vertical first: a scale-out grows running members "
                                          "up to C cores each (live) before it adds members; "
                                          "`none` turns it off (set)")
+    extend_by = cli.SwitchAttr(["--extend-by"], str, argname="DURATION",
+                               help="a member in its own job asks OAR for this much more "
+                                    "walltime (at twice --replace-before from its end) before "
+                                    "it is replaced; `none` turns it off (set)")
     deletion = cli.SwitchAttr(["--deletion"], cli.Set("oldest", "newest", "old-image"),
                               help="which members a scale-in removes first (default oldest; "
                                    "old-image: those not on the group's image, oldest first); "
@@ -97,6 +101,10 @@ class _Settings:
             out["target_metric"], out["target_value"] = groups.parse_target(self.target)
         if self.deletion:
             out["deletion"] = self.deletion
+        if self.extend_by == "none":
+            out["extend"] = "none"
+        elif self.extend_by is not None:
+            out["extend_by"] = _seconds(self.extend_by, "extend-by")
         if self.vertical_cores == "none":
             out["vertical"] = "none"
         elif self.vertical_cores is not None:
@@ -132,6 +140,7 @@ class GroupCreate(Changes, _Settings, Command):
                     networks=list(self.networks), alloc=self.alloc, walltime=self.walltime)
         spec.pop("target", None)   # `none`: no target, as without --target
         spec.pop("vertical", None)
+        spec.pop("extend", None)
         if self.memory:
             spec["memory"] = jobspec.parse_size(self.memory)
         if self.user_data:
@@ -285,7 +294,7 @@ class GroupShow(Command):
         shown = _shown(g)
         print_fields(shown, ("name", "size_h", "target", "where_h", "image", "cores",
                              "period", "cooldown_out", "cooldown_in", "window_in", "deletion",
-                             "replace_before", "vertical_cores",
+                             "replace_before", "extend_by", "vertical_cores",
                              "unreachable", "members_h", "created"))
         if g.get("rules"):
             print()

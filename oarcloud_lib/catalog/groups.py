@@ -26,14 +26,15 @@ DEFAULTS = {"min_size": 1, "max_size": None, "desired": None, "cores": 1, "memor
             "image": None, "networks": [], "alloc": None, "walltime": "1:00:00",
             "target_metric": None, "target_value": None, "period": 60, "cooldown_out": 60,
             "cooldown_in": 300, "window_in": 300, "deletion": "oldest", "user_data": None,
-            "replace_before": 300, "vertical_cores": None}
+            "replace_before": 300, "vertical_cores": None, "extend_by": None}
 COLUMNS = ("id", "owner", "name", "image", "cores", "memory", "networks", "alloc", "walltime",
            "min_size", "max_size", "desired", "target_metric", "target_value", "period",
            "cooldown_out", "cooldown_in", "window_in", "deletion", "next_seq", "last_out",
-           "last_in", "unreachable", "user_data", "replace_before", "vertical_cores", "created")
+           "last_in", "unreachable", "user_data", "replace_before", "vertical_cores", "extend_by",
+           "created")
 SETTABLE = ("min_size", "max_size", "desired", "target_metric", "target_value", "period",
             "cooldown_out", "cooldown_in", "window_in", "deletion", "replace_before",
-            "vertical_cores", "image")
+            "vertical_cores", "image", "extend_by")
 
 
 def check_name(name, what="group"):
@@ -109,6 +110,10 @@ def check_spec(spec):
         if not isinstance(v, int) or not low <= v <= 86400:
             raise Refused(detail="--%s must be %s seconds, at most a day"
                           % (key.replace("_", "-"), "0 or more" if low == 0 else "more than 0"))
+    v = s["extend_by"]
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int)
+                          or not 60 <= v <= 7 * 86400):
+        raise Refused(detail="--extend-by must be 1 minute to 7 days")
     if s["deletion"] not in DELETION:
         raise Refused(detail="bad --deletion %r: %s" % (s["deletion"], " or ".join(DELETION)))
     if (s["target_metric"] is None) != (s["target_value"] is None):

@@ -129,7 +129,10 @@ def change(conn, owner, name, spec):
         changes.update(target_metric=None, target_value=None)
     if spec.get("vertical") == "none":
         changes.update(vertical_cores=None)
-    if not changes and "none" not in (spec.get("target"), spec.get("vertical")):
+    if spec.get("extend") == "none":
+        changes.update(extend_by=None)
+    if not changes and "none" not in (spec.get("target"), spec.get("vertical"),
+                                      spec.get("extend")):
         raise Refused(detail="nothing to change: give --min, --max, --desired, --target...")
     if changes.get("image") not in (None, group["image"]):
         images.usable(conn, changes["image"], owner)   # another's private one: not found
@@ -345,6 +348,7 @@ class Scaler:
         self.sampler = balancers.Sampler()
         self.down_since = {}   # (balancer id, member) -> when its balancer first saw it down
         self.job_ends = {}     # job id -> when its walltime ends (OAR's current jobs)
+        self.extend_asked = set()   # member jobs OAR was asked more walltime for
         self.replacing = set()  # (group id, member) told to be replaced before its end
         self.drained = set()    # the drained nodes, read once a pass (catalog.nodes)
 
@@ -392,6 +396,7 @@ class Scaler:
                          for j, job in jobs_now.items()
                          if str(job.get("startTime") or "").isdigit() and int(job["startTime"])
                          and str(job.get("walltime") or "").isdigit()}
+        self.extend_asked &= set(self.job_ends)   # ended jobs are forgotten
         return jobs_now
 
     def _tell(self, conn, owner, kind, **fields):
@@ -493,11 +498,14 @@ class Scaler:
                 LOG.info("group %s of %s: %s", group["name"], group["owner"], why)
         for m in live:
             end = self.job_ends.get(m["job_id"])
+            near = not group["alloc"] and group["replace_before"] and end is not None
+            if near and group["extend_by"] and m["job_id"] not in self.extend_asked \
+                    and end - now <= 2 * group["replace_before"]:
+                self._extend(conn, group, m, end - now)
             if m["node"] in self.drained:
                 why = "member %s: its node %s is drained: replaced elsewhere first" % (
                     m["name"], m["node"])
-            elif not group["alloc"] and group["replace_before"] and end is not None \
-                    and end - now <= group["replace_before"]:
+            elif near and end - now <= group["replace_before"]:
                 why = "member %s: its job %d ends in %d s: replaced before" % (
                     m["name"], m["job_id"], max(0, end - now))
             else:
@@ -508,6 +516,23 @@ class Scaler:
                 rows.record(conn, group["id"], "replace", None, None, why)
                 LOG.info("group %s of %s: %s", group["name"], group["owner"], why)
         return out
+
+    def _extend(self, conn, group, member, left):
+        """Ask OAR, once, for the group's extend_by more walltime for member's
+        job (as its owner, as `oarcloud extend` does): granted, its end moves
+        and it is not replaced; refused or not granted in time, it is."""
+        self.extend_asked.add(member["job_id"])
+        more = group["extend_by"]
+        try:
+            oar.walltime_change(member["job_id"], "+%d:%02d:%02d" % (
+                more // 3600, more // 60 % 60, more % 60), self.runner, group["owner"])
+            why = "member %s: its job %d ends in %d s: %d s more walltime asked of OAR" % (
+                member["name"], member["job_id"], max(0, left), more)
+        except OarcloudError as e:
+            why = "member %s: its job %d ends in %d s and OAR gives no more walltime (%s): " \
+                  "it will be replaced" % (member["name"], member["job_id"], max(0, left), e)
+        rows.record(conn, group["id"], "extend", None, None, why)
+        LOG.info("group %s of %s: %s", group["name"], group["owner"], why)
 
     def _scheduled(self, conn, group, now):
         """The group's due schedules applied (sizes, then the desired size

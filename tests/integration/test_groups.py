@@ -299,3 +299,26 @@ def test_step_rules_on_any_and_all_members_scale_out_and_back_in(make_user):
     group(user, "delete", "web")
     oarcloud(user, "alloc", "delete", "pool", check=True)
     wait_job(job_id)
+
+
+def test_a_member_near_its_walltime_gets_more_from_oar_instead_of_a_replacement(make_user):
+    """docs/groups.md: with --extend-by, a member in its own job asks OAR for
+    more walltime (at twice --replace-before from its end); granted, it is
+    not replaced when --replace-before comes."""
+    user = make_user()
+    group(user, "create", "short", "--min", "1", "--max", "1", "--walltime", "0:02",
+          "--replace-before", "45s", "--extend-by", "10m")
+    first = wait_for(lambda: running(shown(user, "short")), 90, "the first member")[0]
+    started = time.monotonic()
+    g = wait_for(lambda: (lambda g: [h for h in g["history"] if h["action"] == "extend"]
+                          and g)(shown(user, "short")), 60, "more walltime asked of OAR")
+    (asked,) = [h for h in g["history"] if h["action"] == "extend"]
+    assert first in asked["reason"] and "600 s more walltime asked" in asked["reason"], asked
+    # Past the time it would have been replaced (120 s - 45 s), it is still the one.
+    time.sleep(max(0, 90 - (time.monotonic() - started)))
+    g = shown(user, "short")
+    assert [m["name"] for m in g["members"]] == [first], g["members"]
+    assert not [h for h in g["history"] if h["action"] == "replace"], g["history"]
+    res = group(user, "set", "short", "--extend-by", "10s", check=False)
+    assert res.returncode == 2 and "--extend-by must be 1 minute to 7 days" in res.stderr
+    group(user, "delete", "short")
