@@ -625,17 +625,55 @@ class Scaler:
             if group["vertical_cores"] and self._grow_up(conn, group, running, values, now):
                 return desired   # the members grew enough
             return self._set(conn, group, desired, rec, "scale-out", seen, last_out=now)
-        if rec < desired:
+        if rec <= desired:
             # Every recommendation of the window agrees, and the window is
             # covered since the last scaling (or since this monitor started).
             lowest_safe = rows.stabilized(recent, now, window)
             since = max(last_out, last_in)
             first = min(t for t, _ in recent)
-            if lowest_safe < desired and now - since >= max(group["cooldown_in"], window) \
-                    and now - first >= window * 0.9:
+            settled = lowest_safe <= desired and now - first >= window * 0.9 \
+                and now - since >= max(group["cooldown_in"], window)
+            if settled and group["vertical_cores"] \
+                    and self._shrink_down(conn, group, running, values, now):
+                return desired   # grown members gave cores back before any member goes
+            if settled and lowest_safe < desired:
                 return self._set(conn, group, desired, lowest_safe, "scale-in", seen,
                                  last_in=now)
         return desired
+
+    def _shrink_down(self, conn, group, running, values, now):
+        """Vertical first on the way down too: members grown past the group's
+        --cores give cores back (the largest first, live) while the others
+        still hold the load at the target.  Returns True when one did."""
+        from oarcloud_lib.service import resize
+        load = sum(m["cores"] * v for m, v in zip(running, values) if v is not None)
+        spare = sum(m["cores"] for m in running) - load / group["target_value"]
+        shrunk = []
+        for m in sorted(running, key=lambda m: (-m["cores"], m["name"])):
+            give = min(m["cores"] - group["cores"], math.floor(spare))
+            if give < 1:
+                continue
+            try:
+                out = resize.resize(conn, group["owner"], m["name"], cores=m["cores"] - give,
+                                    runner=self.runner, conf=self.conf)
+            except OarcloudError as e:
+                LOG.info("group %s: %s not shrunk: %s", group["name"], m["name"], e)
+                continue
+            if out["status"] == "resized":
+                spare -= give
+                shrunk.append("%s %d -> %d cores" % (m["name"], m["cores"], m["cores"] - give))
+        if not shrunk:
+            return False
+        why = "%s against target %g: %s (%.1f cores spare)" % (
+            group["target_metric"], group["target_value"], ", ".join(shrunk), spare)
+        with conn.transaction():
+            rows.update(conn, group["id"], {"last_in": _ts(now)})
+            rows.record(conn, group["id"], "scale-down", group["desired"], group["desired"], why)
+        LOG.info("group %s of %s: scale-down: %s", group["name"], group["owner"], why)
+        self._tell(conn, group["owner"], "group_scaled", group=group["name"],
+                   action="scale-down", before=group["desired"], after=group["desired"],
+                   reason=why)
+        return True
 
     def _steps(self, conn, group, running, now, desired):
         """The group's step rules on its members' (or its balancer's) metrics

@@ -229,7 +229,7 @@ def test_vertical_first_grows_a_member_before_adding_one(make_user):
     job_id = alloc(user, "pool")
     group(user, "create", "vert", "--in", "pool", "--min", "1", "--max", "2", "--cores", "1",
           "--vertical-cores", "2", "--target", "cpu=60", "--period", "10s", "--cooldown-out",
-          "20s", "--cooldown-in", "600s", "--window-in", "600s")
+          "20s", "--cooldown-in", "15s", "--window-in", "15s")
     (member,) = wait_for(lambda: running(shown(user, "vert")), 30, "the member")
     burn = subprocess.Popen(["runuser", "-u", user, "--", "/usr/local/bin/oarcloud", "exec",
                              member, "--", "sh", "-c", BURN % 40], stdin=subprocess.DEVNULL,
@@ -246,6 +246,13 @@ def test_vertical_first_grows_a_member_before_adding_one(make_user):
     nproc = oarcloud(user, "exec", member, "--", "nproc", check=True).stdout.strip()
     assert nproc == "2"
     assert not [h for h in g["history"] if h["action"] == "scale-out"], g["history"]
+    # The load is gone: the member gives its core back (it stays: desired is the minimum).
+    g = wait_for(lambda: (lambda g: [h for h in g["history"] if h["action"] == "scale-down"]
+                          and g)(shown(user, "vert")), 60, "the member shrunk back")
+    down = next(h for h in g["history"] if h["action"] == "scale-down")
+    assert "%s 2 -> 1 cores" % member in down["reason"], down
+    assert [m["name"] for m in g["members"]] == [member] and g["members"][0]["cores"] == 1
+    assert oarcloud(user, "exec", member, "--", "nproc", check=True).stdout.strip() == "1"
     res = group(user, "create", "bad", "--in", "pool", "--max", "1", "--cores", "2",
                 "--vertical-cores", "1", check=False)
     assert res.returncode == 2 and "--vertical-cores must be from" in res.stderr
