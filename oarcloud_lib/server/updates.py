@@ -244,7 +244,7 @@ def drive(conn, run_id=None, say=print, runner=LOCAL, poll=POLL):
         run = _run(conn, run["id"])
         if run["state"] != "running":   # cancelled meanwhile
             return status(conn, run["id"])
-        hosts = oar.OarServer(runner).nodes()
+        hosts = oar.resource_states(runner=runner)   # OAR's database, not oarnodes, each poll
         drains = catalog_nodes.drained(conn)
         last = _record(conn, run["id"], hosts, drains, last)
         nodes = _nodes(conn, run["id"])

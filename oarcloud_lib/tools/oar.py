@@ -424,19 +424,20 @@ def job_state(job_id, conf_path=paths.OAR_CONF):
 
 
 def resource_states(conf_path=paths.OAR_CONF, runner=LOCAL):
-    """host -> [{'state'}] of its resources, from OAR's database (what `oarnodes
-    -J` gives, without a Perl start-up every few seconds in the monitor); falls
-    back on oarnodes when the database cannot be read."""
+    """host -> [{'state', 'drain'}] of its resources, from OAR's database (what
+    `oarnodes -J` gives, without a Perl start-up every few seconds in the
+    monitor and in a rolling update); falls back on oarnodes when the
+    database cannot be read."""
     import psycopg
     try:
         with _read_only_db(conf_path) as db:
-            rows = db.execute("SELECT network_address, state FROM resources").fetchall()
+            rows = db.execute("SELECT network_address, state, drain FROM resources").fetchall()
     except (OSError, psycopg.Error) as e:
         LOG.debug("OAR database unreadable (%s): asking oarnodes", e)
         return OarServer(runner).nodes()
     out = {}
-    for host, state in rows:
-        out.setdefault(host, []).append({"state": state})
+    for host, state, drain in rows:
+        out.setdefault(host, []).append({"state": state, "drain": drain})
     return out
 
 

@@ -93,12 +93,18 @@ def site_conn():
 
 
 def _as_user(c, account):
+    import psycopg
     from psycopg import sql
     if account not in _granted:
         # The site's role may take the account's (PostgreSQL 15: CREATEROLE).
         c.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(account)))
         _granted.add(account)
-    c.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(account)))
+    try:
+        c.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(account)))
+    except psycopg.errors.InsufficientPrivilege:
+        # The account was deleted and made again since: a new role to take.
+        c.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(account)))
+        c.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(account)))
 
 
 def _who_from_token(token):
