@@ -478,7 +478,8 @@ class NodeMaintenance(Changes, Command):
 @NodeCmd.subcommand("update")
 class NodeUpdate(Command):
     """Rolling OS update of nodes (docs/nodes.md): each node drained, its
-    jobs waited for (or ended at --drain-deadline), the --command run on it
+    jobs waited for (or ended at --drain-deadline), or with --reserve its
+    earliest free gap reserved in OAR and waited for, the --command run on it
     (sh -e, as root), its health checked, then back in service; at most
     --max-unavailable nodes out at once, never below --min-capacity % of the
     cores in service.  Once --max-failures nodes fail, the run stops: the
@@ -502,6 +503,11 @@ class NodeUpdate(Command):
     drain_deadline = cli.SwitchAttr(["--drain-deadline"], str, argname="DURATION",
                                     help="end a drained node's jobs after this (30m, 2h); "
                                          "default: wait for them to end")
+    reserve = cli.SwitchAttr(["--reserve"], str, argname="DURATION",
+                             excludes=["--drain-deadline"],
+                             help="instead of a drain, reserve each node's earliest gap of "
+                                  "this length (an OAR advance reservation: jobs that end "
+                                  "before it still run there meanwhile), e.g. 30m")
     json = cli.Flag(["--json"], help="machine-readable output: the run's status at the end")
 
     def run_command(self):
@@ -519,10 +525,11 @@ class NodeUpdate(Command):
             raise Refused(detail="bad --min-capacity %r: a percentage from 0%% to 100%%"
                                  % self.min_capacity)
         deadline = nodeops.parse_span(self.drain_deadline) if self.drain_deadline else None
+        reserve = nodeops.parse_span(self.reserve) if self.reserve else None
         nodes = None if self.every else [n.strip() for n in self.nodes.split(",") if n.strip()]
         with db.connect() as conn:
             run_id = updates.start(conn, nodes, self.command, self.max_unavailable, int(floor),
-                                   self.max_failures, deadline)
+                                   self.max_failures, deadline, reserve=reserve)
             return _drive(self, conn, run_id)
 
 

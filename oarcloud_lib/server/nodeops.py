@@ -357,12 +357,14 @@ def maintenance(conn, host, at, seconds, runner=LOCAL):
             "changed": True}
 
 
-def cancel_maintenance(conn, host, runner=LOCAL):
-    """Cancel host's maintenance windows (their reservations deleted); returns their job ids."""
+def cancel_maintenance(conn, host, runner=LOCAL, job_id=None):
+    """Cancel host's maintenance windows (their reservations deleted), or only
+    the one of OAR job job_id; returns their job ids."""
     if not isinstance(host, str) or not HOST_RE.match(host):
         raise Refused(detail="bad host name %r" % str(host)[:60])
-    jobs = _maintenance_jobs(conn, host)
+    jobs = [j for j in _maintenance_jobs(conn, host) if job_id is None or j == job_id]
     if jobs:
         oar.delete(jobs, runner, user="oar", check=False)
-        conn.execute("DELETE FROM node_maintenance WHERE node = %s", (host,))
+        conn.execute("DELETE FROM node_maintenance WHERE node = %s AND job_id = ANY(%s)",
+                     (host, jobs))
     return jobs

@@ -12,6 +12,19 @@ Each node goes through a state kept in the catalog, so that a run cut off
                                          |            |
                                          +-> failed <-+   (left drained)
 
+or, with reserve (seconds), instead of a drain and a wait:
+
+    queued -> reserving -> reserved -> updating -> checking -> done
+
+- reserving: an advance reservation of the whole node (oarmaint's, as a
+  maintenance window) at the earliest time OAR can give it for `reserve`
+  seconds: now, else the end of each job OAR runs or plans there, in turn;
+  until then OAR keeps starting jobs there that end before it (nothing is
+  drained, no job waits longer);
+- reserved: until the reservation runs; the update follows, and once the
+  node is healthy the reservation ends at once (a failed node is drained,
+  then its reservation ends);
+
 - draining: the node is drained (nodeops.drain; the scaler replaces group
   members there elsewhere first; owners are told), with the run's drain
   deadline if it has one;
@@ -39,7 +52,9 @@ from oarcloud_lib.server import healing, nodeops
 from oarcloud_lib.tools import oar, oarssh
 
 LOG = logging.getLogger("oarcloud.updates")
-ACTIVE = ("draining", "waiting", "updating", "checking")
+ACTIVE = ("reserving", "reserved", "draining", "waiting", "updating", "checking")
+# How many of OAR's predicted job ends on a node a reservation is tried at.
+GAP_TRIES = 8
 MAX_COMMAND = 64 << 10
 POLL = 1.0
 
@@ -59,11 +74,14 @@ def _nodes(conn, run_id):
 
 
 def start(conn, nodes, command, max_unavailable=1, min_capacity=50, max_failures=1,
-          drain_deadline=None, runner=LOCAL):
-    """A new run over nodes (OAR's names, in this order; None: every node).
-    Refused while another run is not over (resume it or cancel it)."""
+          drain_deadline=None, runner=LOCAL, reserve=None):
+    """A new run over nodes (OAR's names, in this order; None: every node);
+    reserve: seconds of each node's earliest gap to reserve instead of a
+    drain.  Refused while another run is not over (resume it or cancel it)."""
     if not isinstance(command, str) or not command.strip() or len(command) > MAX_COMMAND:
         raise Refused(detail="--command must be 1 byte to 64 KiB")
+    if reserve is not None and (drain_deadline is not None or not 60 <= reserve <= 86400):
+        raise Refused(detail="--reserve takes 1 minute to a day, and no --drain-deadline")
     if not 1 <= max_unavailable <= 1024 or not 0 <= min_capacity <= 100 \
             or not 1 <= max_failures <= 1024:
         raise Refused(detail="bad bounds: --max-unavailable 1.., --min-capacity 0..100%, "
@@ -83,8 +101,9 @@ def start(conn, nodes, command, max_unavailable=1, min_capacity=50, max_failures
                                                       "`node update cancel` first" % busy)
         run_id = conn.execute(
             "INSERT INTO update_runs (command, max_unavailable, min_capacity, max_failures,"
-            " drain_deadline) VALUES (%s, %s, %s, %s, %s) RETURNING id",
-            (command, max_unavailable, min_capacity, max_failures, drain_deadline)).fetchone()[0]
+            " drain_deadline, reserve) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (command, max_unavailable, min_capacity, max_failures, drain_deadline,
+             reserve)).fetchone()[0]
         for i, n in enumerate(nodes):
             conn.execute("INSERT INTO update_nodes (run_id, node, position) VALUES (%s, %s, %s)",
                          (run_id, n, i))
@@ -111,6 +130,8 @@ def cancel(conn):
     if run["state"] not in ("running", "stopped"):
         raise Conflict(what="node update", detail="run %d is %s" % (run["id"], run["state"]))
     for n in _nodes(conn, run["id"]):
+        if n["step"] in ACTIVE and n["reservation"]:
+            nodeops.cancel_maintenance(conn, n["node"], job_id=n["reservation"])
         if n["step"] in ACTIVE and not n["was_drained"]:
             nodeops.undrain(conn, n["node"])
     conn.execute("UPDATE update_runs SET state = 'cancelled', reason = 'cancelled by an admin',"
@@ -177,6 +198,24 @@ def _agent(node, verb, *args, stdin=None, timeout=1900):
 def _advance(conn, run, n, hosts, say, runner):
     """One step of node n's state, as far as it can go now; returns its step."""
     node, step = n["node"], n["step"]
+    if step == "reserving":
+        window = _reserve_gap(conn, node, run["reserve"], runner)
+        conn.execute("UPDATE update_nodes SET step = 'reserved', reservation = %s,"
+                     " started = now() WHERE run_id = %s AND node = %s",
+                     (window["job_id"], run["id"], node))
+        say("%s: reserved from %s for %d s (OAR job %d); jobs that end before run there "
+            "meanwhile" % (node, window["starts"], run["reserve"], window["job_id"]))
+        return "reserved"
+    if step == "reserved":
+        state = oar.job_state(n["reservation"])
+        if state in ("Terminated", "Error"):
+            raise Refused(detail="its reservation %d ended (%s) before the update"
+                          % (n["reservation"], state))
+        if state != "Running":
+            return "reserved"
+        _set(conn, run["id"], node, "updating")
+        say("%s: its reservation runs; updating" % node)
+        return "updating"
     if step == "draining":
         import datetime
         deadline = datetime.datetime.fromtimestamp(time.time() + run["drain_deadline"],
@@ -199,8 +238,7 @@ def _advance(conn, run, n, hosts, say, runner):
         if out is None or out.get("exit") != 0:
             why = ("the command exited with %s: %s" % (out["exit"], out["output"][-300:].strip())
                    if out else "the node agent failed: %s" % (res.err or res.out).strip()[-300:])
-            _set(conn, run["id"], node, "failed", why)
-            say("%s: FAILED: %s (left drained)" % (node, why))
+            _fail(conn, run, n, why, say, runner)
             return "failed"
         _set(conn, run["id"], node, "checking")
         say("%s: updated (%s restarted); checking" % (node, ", ".join(out["restarted"])))
@@ -213,15 +251,47 @@ def _advance(conn, run, n, hosts, say, runner):
                    for c in (out or {}).get("checks", []) if not c["ok"]] or \
                 [(res.err or res.out).strip()[-300:]]
             why = "health check failed: %s" % "; ".join(bad)
-            _set(conn, run["id"], node, "failed", why)
-            say("%s: FAILED: %s (left drained)" % (node, why))
+            _fail(conn, run, n, why, say, runner)
             return "failed"
+        if n["reservation"]:   # the window ends now
+            nodeops.cancel_maintenance(conn, node, runner=runner, job_id=n["reservation"])
         if not n["was_drained"]:
             nodeops.undrain(conn, node, runner=runner)
         _set(conn, run["id"], node, "done")
         say("%s: healthy (%d checks), back in service" % (node, len(out["checks"])))
         return "done"
     return step
+
+
+def _reserve_gap(conn, node, seconds, runner):
+    """The maintenance window (nodeops.maintenance) of node for seconds at the
+    earliest time OAR gives it: now, else at the end of each job OAR runs or
+    plans there, in turn (GAP_TRIES at most).  Raises Refused."""
+    import datetime
+    now = int(time.time()) + 5
+    tried = []
+    for t in sorted({now} | {end + 2 for end in oar.predicted_ends(node) if end + 2 > now}):
+        if len(tried) >= GAP_TRIES:
+            break
+        at = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+        try:
+            return nodeops.maintenance(conn, node, at, seconds, runner)
+        except Refused as e:
+            tried.append("%s: %s" % (at.isoformat(), e))
+    raise Refused(detail="no gap of %d s on %s at the %d times tried (%s)" % (
+        seconds, node, len(tried), "; ".join(tried)[-300:]))
+
+
+def _fail(conn, run, n, why, say, runner):
+    """Node n failed: left out of service (drained, its reservation ended)."""
+    _set(conn, run["id"], n["node"], "failed", why[:500])
+    job_id = n.get("reservation") or conn.execute(
+        "SELECT reservation FROM update_nodes WHERE run_id = %s AND node = %s",
+        (run["id"], n["node"])).fetchone()[0]
+    if job_id:
+        nodeops.drain(conn, n["node"], runner=runner)
+        nodeops.cancel_maintenance(conn, n["node"], runner=runner, job_id=job_id)
+    say("%s: FAILED: %s (left drained)" % (n["node"], why))
 
 
 def _record(conn, run_id, hosts, drains, last):
@@ -260,8 +330,10 @@ def drive(conn, run_id=None, say=print, runner=LOCAL, poll=POLL):
             wave, why = next_wave(queued, [n["node"] for n in active], hosts, drains, run)
             for node in wave:
                 was = node in drains
-                conn.execute("UPDATE update_nodes SET step = 'draining', was_drained = %s"
-                             " WHERE run_id = %s AND node = %s", (was, run["id"], node))
+                conn.execute("UPDATE update_nodes SET step = %s, was_drained = %s"
+                             " WHERE run_id = %s AND node = %s",
+                             ("reserving" if run["reserve"] else "draining", was, run["id"],
+                              node))
             if not wave and not active:
                 stop_reason = why or "no node can go out now"
             if wave:
@@ -280,8 +352,7 @@ def drive(conn, run_id=None, say=print, runner=LOCAL, poll=POLL):
             try:
                 step = _advance(conn, run, n, hosts, say, runner)
             except OarcloudError as e:
-                _set(conn, run["id"], n["node"], "failed", str(e)[:500])
-                say("%s: FAILED: %s (left drained)" % (n["node"], e))
+                _fail(conn, run, n, str(e), say, runner)
                 step = "failed"
             moved |= step != n["step"]
         if not moved:

@@ -12,7 +12,7 @@ from pathlib import Path
 from oarcloud_lib import daemons, paths
 from oarcloud_lib.tools import oarconf
 from oarcloud_lib.commands import LOCAL
-from oarcloud_lib.errors import CommandFailed, NotFound, OarRefused, Refused
+from oarcloud_lib.errors import CommandFailed, NotFound, OarcloudError, OarRefused, Refused
 
 LOG = logging.getLogger(__name__)
 SERVER_PIDFILE = "/var/run/oar-server.pid"
@@ -465,6 +465,24 @@ def node_properties(hosts, props, conf_path=paths.OAR_CONF, runner=LOCAL):
     nodes = OarServer(runner).nodes()
     return {h: {p: str(r[p]) for r in nodes.get(h, []) for p in props if r.get(p) is not None}
             for h in hosts}
+
+
+def predicted_ends(host, conf_path=paths.OAR_CONF):
+    """When each job OAR runs or has planned on host ends, as epoch seconds,
+    sorted: its gantt (the scheduler's own predictions) read from its
+    database.  Raises OarcloudError when the database cannot be read."""
+    import psycopg
+    try:
+        with _read_only_db(conf_path) as db:
+            rows = db.execute(
+                "SELECT DISTINCT g.start_time + m.moldable_walltime FROM gantt_jobs_predictions g"
+                " JOIN gantt_jobs_resources r ON r.moldable_job_id = g.moldable_job_id"
+                " JOIN resources s ON s.resource_id = r.resource_id"
+                " JOIN moldable_job_descriptions m ON m.moldable_id = g.moldable_job_id"
+                " WHERE s.network_address = %s", (host,)).fetchall()
+    except (OSError, psycopg.Error) as e:
+        raise OarcloudError("OAR's schedule could not be read: %s" % e) from None
+    return sorted(int(end) for (end,) in rows)
 
 
 def job_info(jobs_json, job_id):

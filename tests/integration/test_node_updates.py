@@ -5,6 +5,7 @@ running job waited for and never ended."""
 import contextlib
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -169,3 +170,47 @@ def test_an_update_waits_for_the_running_job_and_never_ends_it(make_user):
     st = json.loads(out)
     assert st["state"] == "done" and st["nodes"][0]["step"] == "done"
     assert inventory()[host]["drain"] == "no"
+
+
+def test_reserve_updates_a_node_in_its_earliest_gap_and_jobs_that_fit_before_still_run(
+        make_user):
+    """docs/nodes.md: --reserve instead of a drain: OAR reserves the node at
+    the end of the job there; a job that ends before still starts there
+    meanwhile; the update runs in the reservation, which ends once the node
+    is healthy."""
+    user = make_user()
+    host = "node-2"
+    started = time.monotonic()
+    first = json.loads(oarcloud(user, "launch", "--name", "first", "--cores", "1",
+                                "--walltime", "0:01:15", "--property",
+                                "network_address='%s'" % host, "--wait", "--json",
+                                check=True).stdout)
+    assert first[0]["node"] == host
+    proc = subprocess.Popen([ADMIN, "node", "update", "--nodes", host, "--command",
+                             "touch %s" % MARK, "--reserve", "5m", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert daemons.wait_for(lambda: [n["step"] for n in status()["nodes"]] == ["reserved"],
+                                timeout=60, interval=0.5)
+        assert inventory()[host]["drain"] == "no"          # nothing drained
+        # A job that ends before the reservation still starts there now.
+        short = json.loads(oarcloud(user, "launch", "--name", "short", "--cores", "1",
+                                    "--walltime", "0:00:20", "--property",
+                                    "network_address='%s'" % host, "--wait", "--json",
+                                    check=True).stdout)
+        assert short[0]["node"] == host and status()["nodes"][0]["step"] == "reserved"
+        oarcloud(user, "delete", "short", "--wait", check=True)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
+    assert proc.returncode == 0, err
+    st = json.loads(out)
+    assert st["state"] == "done" and st["nodes"][0]["step"] == "done", st
+    assert time.monotonic() - started >= 70      # not before the first job's end
+    assert "reserved from" in err and "its reservation runs; updating" in err, err
+    assert node_exec(host, "sh", "-c", "test -e %s" % MARK).returncode == 0
+    node_exec(host, "sh", "-c", "rm -f %s" % MARK)
+    row = inventory()[host]
+    assert (row["state"], row["drain"], row["maintenance"]) == ("Alive", "no", [])
