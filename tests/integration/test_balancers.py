@@ -39,6 +39,16 @@ def load(url, rate, seconds):
                             stderr=subprocess.STDOUT, text=True)
 
 
+def front(user, group_name="web", members=2):
+    """Balancer `front` (HTTP check of /index.html) on group_name's port 8080,
+    once members of it are up; its address."""
+    address = lb(user, "create", "front", "--group", group_name, "--port", "8080", "--check",
+                 "http:/index.html", "--json")["address"]
+    if members:
+        wait_for(lambda: len(up(user, "front")) == members, 30, "%d member(s) up" % members)
+    return address
+
+
 def report(proc):
     out = proc.communicate(timeout=120)[0]
     m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
@@ -118,9 +128,7 @@ def test_the_balancers_request_rate_fires_an_alarm_and_drives_the_groups_target(
     balancer's request rate, and the group's target on it (lb.rate: requests
     a second per member)."""
     user, _ = served
-    address = lb(user, "create", "front", "--group", "web", "--port", "8080", "--check",
-                 "http:/index.html", "--json")["address"]
-    wait_for(lambda: len(up(user, "front")) == 2, 30, "two members up")
+    address = front(user)
     oarcloud(user, "alarm", "create", "busy", "--lb", "front", "--metric", "rate", "--op",
              "gt", "--threshold", "15", "--period", "5s", "--periods", "2", check=True)
     res = oarcloud(user, "alarm", "create", "x", "--lb", "nosuch", "--metric", "rate",
@@ -154,8 +162,7 @@ def test_a_new_image_renews_members_one_at_a_time_and_protected_ones_stay(served
     user, _ = served
     image = "t2-" + user
     oarcloud(user, "image", "import", tiny_tarball(user), "--name", image, check=True)
-    address = lb(user, "create", "front", "--group", "web", "--port", "8080", "--check",
-                 "http:/index.html", "--json")["address"]
+    address = front(user, members=0)
     group(user, "set", "web", "--desired", "3")
     wait_for(lambda: len(up(user, "front")) == 3, 40, "three members up")
     old = shown(user, "web")
@@ -203,9 +210,7 @@ def test_draining_a_node_replaces_its_members_elsewhere_first_and_loses_no_reque
     """docs/nodes.md: a drained node's group members are replaced on the
     allocation's other node, behind the balancer, before they go."""
     user, _ = served
-    address = lb(user, "create", "front", "--group", "web", "--port", "8080", "--check",
-                 "http:/index.html", "--json")["address"]
-    wait_for(lambda: len(up(user, "front")) == 2, 30, "two members up")
+    address = front(user)
     members = shown(user, "web")["members"]
     host = members[0]["node"]
     assert {m["node"] for m in members} == {"node-1", "node-2"}, members
@@ -230,9 +235,7 @@ def test_draining_a_node_replaces_its_members_elsewhere_first_and_loses_no_reque
 
 def test_a_dead_member_is_ejected_within_3_s_requests_go_on_and_it_is_replaced(served):
     user, job_id = served
-    address = lb(user, "create", "front", "--group", "web", "--port", "8080", "--check",
-                 "http:/index.html", "--json")["address"]
-    wait_for(lambda: len(up(user, "front")) == 2, 30, "two members up")
+    address = front(user)
     url = "http://%s/index.html" % address
     victim = running(shown(user, "web"))[0]
     proc = load(url, 40, 20)
@@ -292,9 +295,8 @@ def test_a_member_near_its_walltime_is_replaced_first_and_no_request_fails(make_
     first = wait_for(lambda: running(shown(user, "short")), 90, "the first member")[0]
     oarcloud(user, "net", "rule", "add", "default", "--direction", "ingress", "--proto", "tcp",
              "--port", "8080", check=True)
-    address = lb(user, "create", "front", "--group", "short", "--port", "8080", "--check",
-                 "http:/index.html", "--json")["address"]
-    wait_for(lambda: up(user, "front") == [first], 30, "the first member up")
+    address = front(user, "short", members=1)
+    assert up(user, "front") == [first]
     proc = load("http://%s/index.html" % address, 20, 45)
     try:
         g = wait_for(lambda: (lambda g: first not in [m["name"] for m in g["members"]]
@@ -339,9 +341,8 @@ def test_http_load_through_the_balancer_scales_the_group_out_and_back_in(make_us
     (first,) = wait_for(lambda: running(shown(user, "web")), 30, "the first member")
     oarcloud(user, "net", "rule", "add", "default", "--direction", "ingress", "--proto", "tcp",
              "--port", "8080", check=True)
-    address = lb(user, "create", "front", "--group", "web", "--port", "8080", "--check",
-                 "http:/index.html", "--json")["address"]
-    wait_for(lambda: up(user, "front") == [first], 30, "the member up")
+    address = front(user, members=1)
+    assert up(user, "front") == [first]
     # Requests that each cost the member some CPU, at a steady rate.
     proc = load("http://%s/cgi-bin/work" % address, 20, 60)
     try:

@@ -53,11 +53,12 @@ def test_bad_quota_input_is_refused_and_changes_nothing(make_user):
             (("set", user, "--memory", "lots"), "bad memory quota 'lots'"),
             (("set", user, "--cores", "2.5"), "bad cores quota"),
             (("set", "nosuch" + user, "--cores", "1"), "oarcloud user not found"),
-            (("set", "--default", user, "--cores", "1"), "either USER or --default"),
-            (("set", "--cores", "1"), "either USER or --default"),
+            (("set", "--default", user, "--cores", "1"), "either USER, @GROUP or --default"),
+            (("set", "--cores", "1"), "either USER, @GROUP or --default"),
             (("set", user), "nothing to set"),
             (("set", user, "--disks", "1"), "disks"),
-            (("set", "Bad;Name", "--cores", "1"), "not found"),
+            (("set", "Bad;Name", "--cores", "1"), "bad user 'Bad;Name'"),
+            (("set", "@nosuch" + user, "--cores", "1"), "group of users not found"),
             (("show", "nosuch" + user), "oarcloud user not found")]:
         res = quota(*args)
         assert res.returncode != 0 and message in res.stdout + res.stderr, (args, res.stdout,

@@ -12,8 +12,10 @@ CREATE TABLE usergroup_members (
 );
 CREATE INDEX usergroup_members_account ON usergroup_members (account);
 -- The groups acct is in (for policies: a user may not read other members).
+-- Like every SECURITY DEFINER function of the catalog, its search_path lists
+-- pg_temp last: a user's temporary table cannot stand in for a catalog table.
 CREATE FUNCTION usergroups_of(acct text) RETURNS SETOF text
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp
     AS $$ SELECT usergroup FROM usergroup_members WHERE account = acct $$;
 GRANT SELECT ON usergroups, usergroup_members TO oarcloud_users;
 ALTER TABLE usergroups ENABLE ROW LEVEL SECURITY;
@@ -55,7 +57,7 @@ CREATE TABLE network_shares (
     UNIQUE NULLS NOT DISTINCT (network, account, usergroup)
 );
 CREATE FUNCTION may_use_network(network_id integer, acct text) RETURNS boolean
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp
     AS $$ SELECT EXISTS (SELECT 1 FROM networks WHERE id = network_id AND owner = acct)
               OR EXISTS (SELECT 1 FROM network_shares WHERE network = network_id
                          AND (account = acct OR usergroup IN (SELECT usergroups_of(acct)))) $$;
