@@ -29,6 +29,7 @@ FAKE_BROKER = """#!/bin/sh
 printf '%s\\n' "$@" > "$0.args"
 if [ -e "$0.refuse" ]; then cat "$0.refuse" >&2; exit 1; fi
 echo admitted
+if [ -e "$0.say" ]; then cat "$0.say"; fi
 """
 
 
@@ -119,3 +120,22 @@ def test_ordinary_jobs_never_ask_the_broker():
 def test_admission_command_words_are_plain():
     with pytest.raises(ValueError):
         serversetup.render_admission_rule(["/bin/sh", "-c", "id;true"])
+
+
+@pytest.mark.skipif(shutil.which("perl") is None, reason="perl is part of every Debian")
+def test_the_node_set_clause_is_taken_only_in_its_own_grammar(broker):
+    say = Path(str(broker) + ".say")
+    try:
+        say.write_text("properties: (cluster IS NULL OR cluster <> 'gpu') AND "
+                       "(rack IS NULL OR rack <> 'r-1.2')\n")
+        assert run_rule(["cloud"], broker).strip() == (
+            "OK (cloud = 'YES') AND ((cluster IS NULL OR cluster <> 'gpu') AND "
+            "(rack IS NULL OR rack <> 'r-1.2'))")
+        for forged in ["properties: x <> 'y' OR 'a' <> 'b'",
+                       "properties: (c IS NULL OR c <> 'v')) OR ((1 IS NULL OR 1 <> 'a')",
+                       "properties: (c IS NULL OR c <> 'v') OR (d IS NULL OR d <> 'w')",
+                       "properties: (c IS NULL OR c <> 'v'); DROP TABLE jobs"]:
+            say.write_text(forged + "\n")
+            assert run_rule(["cloud"], broker).strip() == "OK cloud = 'YES'", forged
+    finally:
+        say.unlink(missing_ok=True)
