@@ -19,7 +19,3 @@ ALTER TABLE group_rules ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_group_rules ON group_rules FOR SELECT TO oarcloud_users
     USING (EXISTS (SELECT 1 FROM scaling_groups g WHERE g.id = group_id
                    AND g.owner = current_user));
--- A member in an OAR job of its own whose walltime nears its end: OAR is
--- asked for this many more seconds first (NULL: never), at twice
--- replace_before from the end; replaced only if OAR does not grant it.
-ALTER TABLE scaling_groups ADD COLUMN extend_by integer CHECK (extend_by BETWEEN 60 AND 604800);
