@@ -210,18 +210,20 @@ MAINT_HOME = "/var/lib/oarcloud/maint"
 
 
 def ensure_maintenance_account(runner=LOCAL):
-    """The maintenance account (a locked system account, its own home);
-    True if it was made."""
+    """The maintenance account (a locked system account) and its home on
+    this machine: each node has its own (OAR runs a window's job there, and
+    a lab node's /var/lib/oarcloud is its own); True if either was made."""
     import pwd
+    changed = False
     try:
-        pwd.getpwnam(MAINT_USER)
-        return False
+        pw = pwd.getpwnam(MAINT_USER)
     except KeyError:
-        pass
-    runner.run(["useradd", "--system", "--user-group", "--create-home", "--home-dir",
-                MAINT_HOME, "--shell", "/bin/sh", "--comment", "oarcloud maintenance windows",
-                MAINT_USER])
-    return True
+        runner.run(["useradd", "--system", "--user-group", "--create-home", "--home-dir",
+                    MAINT_HOME, "--shell", "/bin/sh", "--comment",
+                    "oarcloud maintenance windows", MAINT_USER])
+        pw = pwd.getpwnam(MAINT_USER)
+        changed = True
+    return paths.ensure_dir(MAINT_HOME, 0o700, pw.pw_uid, pw.pw_gid) or changed
 
 
 # -- jobs: every oarsub, oarstat and oardel of oarcloud is built here -------------

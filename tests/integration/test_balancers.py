@@ -150,7 +150,7 @@ def test_the_balancers_request_rate_fires_an_alarm_and_drives_the_groups_target(
     finally:
         got = report(proc)
     assert got["failed"] == got["errored"] == got["timeout"] == 0, got["text"]
-    wait_for(lambda: alarm_state() == "ok", 30, "the alarm back to ok once the load stops")
+    wait_for(lambda: alarm_state() == "ok", 60, "the alarm back to ok once the load stops")
     oarcloud(user, "alarm", "delete", "busy", check=True)
 
 
