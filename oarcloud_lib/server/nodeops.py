@@ -17,8 +17,8 @@ Before the deadline nothing is ended; without one, jobs run to their walltime.
 import datetime
 import json
 import logging
-import re
 
+from oarcloud_lib import metrics
 from oarcloud_lib.catalog import instances
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import Conflict, NotFound, OarcloudError, Refused
@@ -28,8 +28,6 @@ from oarcloud_lib.service import fanout
 from oarcloud_lib.tools import oar, oarssh
 
 LOG = logging.getLogger("oarcloud.nodes")
-DURATION_RE = re.compile(r"([0-9]{1,6})([smhd])\Z")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DEADLINE = 365 * 86400
 MAINT_JOB_NAME = "oarcloud-maintenance"
 MAINT_MAX = 30 * 86400
@@ -55,9 +53,9 @@ def parse_deadline(text, now):
     """'30m', '2h', '1d' from now, or an ISO 8601 time (UTC unless it says) ->
     a timezone-aware datetime in the future.  Raises Refused."""
     text = str(text).strip()
-    m = DURATION_RE.match(text)
+    m = metrics.DURATION_RE.match(text)
     if m:
-        seconds = int(m.group(1)) * UNITS[m.group(2)]
+        seconds = int(m.group(1)) * metrics.UNIT_SECONDS[m.group(2)]
     else:
         try:
             at = datetime.datetime.fromisoformat(text)
@@ -303,8 +301,10 @@ def remove(conn, host, force=False, timeout=120, runner=LOCAL):
 
 def parse_span(text):
     """'30m', '4h', '2d' -> seconds, from 1 minute to 30 days.  Raises Refused."""
-    m = DURATION_RE.match(str(text).strip())
-    seconds = int(m.group(1)) * UNITS[m.group(2)] if m else 0
+    try:
+        seconds = metrics.parse_duration(str(text).strip())
+    except Refused:
+        seconds = 0
     if not 60 <= seconds <= MAINT_MAX:
         raise Refused(detail="bad --for %r: a duration from 1m to 30d (30m, 4h, 2d)"
                              % str(text)[:40])
