@@ -7,7 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")"
 ./install.sh || exit 1
 PY=/opt/oarcloud/venv/bin/python
-"$PY" -m pytest -p no:cacheprovider -ra tests/unit tests/integration "$@"
+"$PY" -m pytest -p no:cacheprovider -ra --durations=30 tests/unit tests/integration "$@"
 rc=$?
 if [ $rc -eq 5 ]; then
     echo "test.sh: no test was collected: that is a failure" >&2

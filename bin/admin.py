@@ -120,7 +120,7 @@ class LabStatus(Command):
         rows = [dict(node=n, **{k: (",".join(v) if isinstance(v, list) else v or "-")
                                 for k, v in s.items()}) for n, s in status["nodes"].items()]
         keys = ["node", "ip", "oar_state", "namespace", "oar-node-sshd", "ovsdb-server",
-                "ovs-vswitchd", "virtlogd", "libvirtd"]
+                "ovs-vswitchd", "virtlogd", "libvirtd", "lxcfs", "consoles"]
         print_table(rows, [(k, k) for k in keys])
         return 0
 

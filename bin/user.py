@@ -407,10 +407,37 @@ class Exec(Command):
 
 @User.subcommand("console")
 class Console(Command):
-    """Attach to the instance's console (leave with Ctrl-])."""
+    """Attach to the instance's console (leave with Ctrl-]); --log prints what
+    it printed there since it started, boot included (kept on its node while
+    the instance lives: 2 MiB at most, the newest)."""
+
+    log = cli.Flag(["--log"], help="print the console's log instead of attaching")
+    lines = cli.SwitchAttr(["-n", "--lines"], cli.Range(1, 1000000), argname="N",
+                           requires=["--log"], help="with --log: only its last N lines")
+    json = cli.Flag(["--json"], requires=["--log"],
+                    help="with --log: {instance, log} in JSON")
 
     def run_command(self, name):
-        _broker("console", name)
+        if not self.log:
+            return _broker("console", name)
+        import subprocess
+        res = subprocess.run(_broker_argv("console-log", name), stdout=subprocess.PIPE)
+        if res.returncode:
+            return res.returncode
+        text = res.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
+        if self.lines:
+            text = "".join(text.splitlines(keepends=True)[-self.lines:])
+        if self.json:
+            print_json({"instance": name, "log": text})
+        else:
+            sys.stdout.write(printable(text) if sys.stdout.isatty() else text)
+
+
+def printable(text):
+    """text with its control characters but newlines and tabs shown as '?':
+    what an instance printed does not drive the user's terminal."""
+    import unicodedata
+    return "".join(c if c in "\n\t" or unicodedata.category(c) != "Cc" else "?" for c in text)
 
 
 @User.subcommand("ssh")

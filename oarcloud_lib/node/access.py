@@ -2,7 +2,8 @@
 broker's exec, console and proxy verbs run over OAR's ssh.
 
     python -m oarcloud_lib.node.access exec DOMAIN [-- ARGS]   (as root in the instance)
-    python -m oarcloud_lib.node.access console DOMAIN
+    python -m oarcloud_lib.node.access console DOMAIN         (through the node's console keeper)
+    python -m oarcloud_lib.node.access console-log DOMAIN     (what the keeper logged, raw)
     python -m oarcloud_lib.node.access proxy DOMAIN PORT       (stdio <-> the instance's PORT)
 
 Kept apart from the node agent, with only libvirt to load, because it is on
@@ -15,7 +16,7 @@ import sys
 
 from oarcloud_lib import paths
 from oarcloud_lib.node.driver import LxcDriver
-from oarcloud_lib.errors import OarcloudError, Refused
+from oarcloud_lib.errors import Conflict, NotReady, OarcloudError, Refused
 from oarcloud_lib.names import DOMAIN_RE
 
 LOG = logging.getLogger("oarcloud.access")
@@ -74,8 +75,28 @@ def exec_in(domain, argv):
 
 
 def console(domain):
+    """This terminal on the instance's console, through the node's keeper
+    (node.consoles), which logs it meanwhile."""
+    from oarcloud_lib.node import consoles
     guest(domain)
-    os.execv("/usr/bin/virsh", ["virsh", "-c", "lxc:///system", "console", domain, "--force"])
+    try:
+        why = consoles.attach(domain)
+    except OSError as e:
+        raise NotReady(detail="the console keeper does not answer on %s (%s): "
+                       "oarcloud-admin setup node starts it" % (consoles.SOCKET, e.strerror))
+    except RuntimeError as e:
+        raise Conflict(what="console", detail=str(e))
+    print("\r\n[%s's console: %s]" % (domain, why), file=sys.stderr)
+    return 0
+
+
+def console_log(domain):
+    """What the instance printed on its console, as the keeper kept it."""
+    from oarcloud_lib.node import consoles
+    guest(domain)
+    sys.stdout.buffer.write(consoles.read_log(domain))
+    sys.stdout.flush()
+    return 0
 
 
 def proxy(domain, port):
@@ -97,6 +118,8 @@ def main(argv):
             return exec_in(rest[0], args[1:] if args[:1] == ["--"] else args)
         if verb == "console" and len(rest) == 1:
             return console(rest[0])
+        if verb == "console-log" and len(rest) == 1:
+            return console_log(rest[0])
         if verb == "proxy" and len(rest) in (1, 2):
             return proxy(rest[0], rest[1] if len(rest) > 1 else "22")
     except OarcloudError as e:

@@ -23,7 +23,7 @@ from oarcloud_lib.catalog import volumes as volume_rows
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError
 from oarcloud_lib.node import disk as disks, idmap, imagecache, limits, netnode, rootfs, userdata
-from oarcloud_lib.node import resize, volumes
+from oarcloud_lib.node import consoles, resize, volumes
 from oarcloud_lib.node.driver import DomainSpec, LxcDriver
 from oarcloud_lib.server import saves
 from oarcloud_lib.tools import netdev, ovs
@@ -198,6 +198,7 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL, only=None):
         domains, libvirt_error = set(), e
     domains |= {p.name for p in paths.INSTANCES.glob(prefix + "*")}
     domains |= {d for d in disks.domains() if d.startswith(prefix)}
+    domains |= set(consoles.logged(job_id))
     ports = [p for p in ovs.ports(INTEGRATION_BRIDGE, runner) if p.startswith(prefix)]
     domains |= {names.domain_of_port(p) for p in ports}
     if only is not None:
@@ -219,6 +220,7 @@ def destroy_local(job_id, conn=None, driver=None, runner=LOCAL, only=None):
         if save is not None and libvirt_error is None:
             keep_changes(conn, domain, save, runner)
         rootfs.remove(domain, runner=runner)
+        consoles.forget(domain)
         LOG.info("job %s: %s removed from %s", job_id, domain, this_node())
     with ThreadPoolExecutor(max_workers=NODE_PARALLEL) as pool:
         list(pool.map(one, sorted(domains)))

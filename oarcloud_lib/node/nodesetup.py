@@ -30,6 +30,7 @@ DAEMONS = {
     "virtlogd": "/run/virtlogd.pid",
     "libvirtd": "/run/libvirtd.pid",
     "lxcfs": "/run/lxcfs.pid",
+    "consoles": "/run/oarcloud/consoles.pid",   # node.consoles.PIDFILE (after libvirtd)
 }
 NODE_COMMANDS = ("sshd", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovsdb-tool",
                  "libvirtd", "virtlogd", "ethtool", "ip", "sysctl", "unshare", "oarnodesetting",
@@ -147,6 +148,24 @@ def ensure_lxcfs(runner, mountpoint=paths.LXCFS):
     return True
 
 
+def ensure_consoles(runner):
+    """The console keeper (node.consoles): every instance's console held and
+    logged, `oarcloud console` attached through it.  Started after libvirtd,
+    whose restarts it waits out."""
+    from oarcloud_lib.node import consoles
+    changed = paths.ensure_dir(consoles.CONSOLES, 0o700, 0, 0)
+    if daemons.read_pid(DAEMONS["consoles"]) and consoles.SOCKET.exists():
+        return changed
+    daemons.stop_pid(daemons.read_pid(DAEMONS["consoles"]))  # ours, serving nothing
+    runner.spawn([sys.executable, "-I", "-m", "oarcloud_lib.node.consoles", "serve"],
+                 log_path=paths.LOG_DIR / "consoles.log")
+    if not daemons.wait_for(lambda: daemons.read_pid(DAEMONS["consoles"])
+                            and consoles.SOCKET.exists(), timeout=15):
+        raise NotReady(detail="the console keeper did not start (see %s)"
+                       % (paths.LOG_DIR / "consoles.log"))
+    return True
+
+
 def ensure_hooks(src=None, dst=paths.HOOKS_INSTALL_DIR):
     """Copy the hooks (dispatcher + prologue.d/ + epilogue.d/) into place."""
     src = Path(src or paths.hooks_source_dir())
@@ -256,6 +275,7 @@ def setup_node(name=None, cores=None, underlay_if=None, progress=None, runner=LO
     progress.step("OAR's node checks' log directory", ensure_checklogs())
     progress.step("hook log directory %s" % paths.LOG_DIR, ensure_log_dir())
     progress.step("lxcfs on %s (instances' /proc)" % paths.LXCFS, ensure_lxcfs(runner))
+    progress.step("console keeper (instances' console logs)", ensure_consoles(runner))
     progress.step("logrotate rule %s" % paths.LOGROTATE, templating.ensure_logrotate())
     progress.step("image cache, instances and kept changes private", ensure_private_dirs())
     progress.step("registered in OAR (%d cores, cloud=YES, Alive)" % cores,

@@ -9,7 +9,7 @@ from oarcloud_lib import names, paths
 from oarcloud_lib.names import INTEGRATION_BRIDGE
 from oarcloud_lib.commands import LOCAL
 from oarcloud_lib.errors import OarcloudError
-from oarcloud_lib.node import disk as disks
+from oarcloud_lib.node import consoles, disk as disks
 from oarcloud_lib.node.driver import LxcDriver
 from oarcloud_lib.node.lifecycle import destroy_local
 from oarcloud_lib.tools import ovs
@@ -50,7 +50,7 @@ def sweep(running_jobs, driver=None, runner=LOCAL):
 
     def present():
         return driver.names("oc") + [p.name for p in paths.INSTANCES.glob("oc*")] \
-            + disks.domains()
+            + disks.domains() + consoles.logged()
     try:
         found = present()
     except OarcloudError as e:
@@ -63,6 +63,11 @@ def sweep(running_jobs, driver=None, runner=LOCAL):
     if not running:
         destroy_local(None, driver=driver, runner=runner)  # stray tunnels too
     problems = []
+    try:   # a keeper that died: later instances' consoles logged again
+        from oarcloud_lib.node import nodesetup
+        nodesetup.ensure_consoles(runner)
+    except OarcloudError as e:
+        problems.append("console keeper: %s" % e)
     if not ovs.bridge_exists(INTEGRATION_BRIDGE, runner):
         problems.append("open vswitch: bridge %s missing" % INTEGRATION_BRIDGE)
     left = sorted(n for n in present() if names.job_of(n) not in running)

@@ -2,8 +2,9 @@
 updates"); the server's rolling update (server/updates.py) calls them
 through the node agent on a drained node that no job uses any more.
 
-    update(script)   run the admin's script (sh -e), then restart libvirtd
-                     and virtlogd so that they run the updated code
+    update(script)   run the admin's script (sh -e), then restart libvirtd,
+                     virtlogd and the console keeper so that they run the
+                     updated code
     health(peers)    the node's own checks: libvirt starts a container, the
                      integration bridge is there, the image cache reads, the
                      underlay reaches the peers and the server, OAR's own
@@ -24,7 +25,7 @@ from oarcloud_lib.errors import Conflict, Refused
 
 UPDATE_TIMEOUT = 1800
 MAX_SCRIPT = 64 << 10
-RESTARTED = ("libvirtd", "virtlogd")
+RESTARTED = ("consoles", "libvirtd", "virtlogd")
 HEALTH_DOMAIN = "oarcloud-health"
 OAR_NODE_CHECK = ("/usr/lib/oar/oarnodecheckrun", "/usr/bin/oarnodecheckquery")
 CHECKLOGS = "/var/lib/oar/checklogs"   # where OAR's node checks log their failures
@@ -56,9 +57,10 @@ def update(script, runner=LOCAL):
     output = (res.out + res.err)[-4000:]
     if res.code != 0:
         return {"exit": res.code, "output": output, "restarted": []}
-    for name in RESTARTED:   # libvirtd first: it logs through virtlogd
+    for name in RESTARTED:   # libvirtd before virtlogd: it logs through it
         daemons.stop_pid(daemons.read_pid(nodesetup.DAEMONS[name]), timeout=30)
     nodesetup.ensure_libvirtd(runner)
+    nodesetup.ensure_consoles(runner)
     return {"exit": 0, "output": output, "restarted": list(RESTARTED)}
 
 

@@ -766,6 +766,7 @@ VERBS = {
     "notify-test": (notify_test, 0, 0),
     "admit": (admit, 2, 1024),
     "exec": (_interactive("exec"), 1, MANY), "console": (_interactive("console"), 1, 1),
+    "console-log": (_interactive("console-log"), 1, 1),
     "proxy": (_interactive("proxy"), 1, 2),
     "start": (_power("start"), 1, 1), "stop": (_power("stop"), 1, 1),
     "reboot": (_power("reboot"), 1, 1), "resize": (resize, 3, 3),

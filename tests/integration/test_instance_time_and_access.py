@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import admin, as_user, run
+from conftest import admin, as_user, node_exec, run
 from test_instances import launch, oarcloud
 
 
@@ -562,3 +562,110 @@ def test_user_data_runs_once_in_every_instance_and_a_failure_is_reported(make_us
     assert sorted(_listed(user)) == before
     for name in ("ud-0", "udbad"):
         assert oarcloud(user, "delete", name, "--wait").returncode == 0
+
+
+def _console_log(user, name, *args):
+    res = oarcloud(user, "console", name, "--log", "--json", *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return json.loads(res.stdout)["log"]
+
+
+def _until(predicate, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "not within %ss" % timeout
+        time.sleep(0.2)
+
+
+def _read_until(fd, needle, timeout=30):
+    import select
+    seen, deadline = b"", time.monotonic() + timeout
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, seen[-500:]
+        if select.select([fd], [], [], left)[0]:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:   # the other side closed
+                break
+    return seen
+
+
+def test_console_log_keeps_the_boot_and_what_was_printed_and_attach_still_works(make_user):
+    """The node's console keeper (node.consoles) logs an instance's console
+    while nobody is attached: the boot's shell prompt, a line printed later.
+    `oarcloud console` attaches through it in a terminal: a typed command runs,
+    Ctrl-] leaves with exit 0, and the session is in the log too.  Another
+    user reads none of it; the node keeps it root's alone."""
+    alice, bob = make_user(), make_user()
+    (row,) = launch(alice, "--name", "con", "--cores", "1")
+    domain = "oc%d-0" % row["job_id"]
+    boot = _until(lambda: _console_log(alice, "con"))
+    assert "#" in boot, boot   # busybox sh's prompt: its init respawns it on the console
+    oarcloud(alice, "exec", "con", "--", "sh", "-c", "echo marker-$((6*7)) > /dev/console",
+             check=True)
+    assert _until(lambda: "marker-42" in _console_log(alice, "con"))
+    assert _console_log(alice, "con", "--lines", "1").count("\n") <= 1
+    plain = oarcloud(alice, "console", "con", "--log", check=True).stdout
+    assert "marker-42" in plain and "\r" not in plain
+
+    master, slave = os.openpty()
+    home = os.path.expanduser("~%s" % alice)
+    proc = subprocess.Popen(["runuser", "-u", alice, "--", "oarcloud", "console", "con"],
+                            stdin=slave, stdout=slave, stderr=slave, cwd=home,
+                            env=dict(os.environ, HOME=home, USER=alice, LOGNAME=alice,
+                                     TERM="xterm"), start_new_session=True)
+    os.close(slave)
+    try:
+        _read_until(master, b"Ctrl-]")
+        os.write(master, b"echo typed-$((7*8))\r")
+        _read_until(master, b"typed-56")
+        os.write(master, b"\x1d")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert "typed-56" in _until(lambda: (lambda t: "typed-56" in t and t)(
+        _console_log(alice, "con")))
+
+    res = oarcloud(bob, "console", "con", "--log")
+    assert res.returncode != 0 and "instance not found: con" in res.stderr, res.stderr
+    res = oarcloud(alice, "console", "con", "--lines", "3")
+    assert res.returncode == 2 and "--lines" in res.stderr and "log" in res.stderr, res.stderr
+    listing = node_exec(row["node"], "stat", "-c", "%a %U %n", "/var/lib/oarcloud/consoles",
+                        "/var/lib/oarcloud/consoles/%s.log" % domain, check=True).stdout
+    assert listing.split("\n")[0].startswith("700 root") and "600 root" in listing, listing
+
+
+def test_a_console_flood_is_capped_and_paced_and_the_neighbours_console_still_logs(make_user):
+    """Root in an instance floods its console for 4 s: the keeper keeps at
+    most two capped files of it, and the instance beside it on the node still
+    has its line logged meanwhile (the pace, node.consoles.RATE, is the unit
+    tier's: test_consoles)."""
+    from oarcloud_lib.node import consoles
+    user = make_user()
+    rows = launch(user, "--name", "fl", "--count", "2", "--nodes", "1", "--cores", "1")
+    node, flood = rows[0]["node"], "oc%d-0" % rows[0]["job_id"]
+    flooder = subprocess.Popen(
+        ["runuser", "-u", user, "--", "oarcloud", "exec", "fl-0", "--", "timeout", "4", "sh",
+         "-c", "yes flood-flood-flood-flood > /dev/console"],
+        cwd=os.path.expanduser("~%s" % user), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env=dict(os.environ, HOME=os.path.expanduser("~%s" % user)))
+    try:
+        time.sleep(1)   # the flood is on
+        oarcloud(user, "exec", "fl-1", "--", "sh", "-c", "echo beside > /dev/console",
+                 check=True)
+        assert _until(lambda: "beside" in _console_log(user, "fl-1"))
+        flooder.wait(timeout=60)
+    finally:
+        if flooder.poll() is None:
+            flooder.kill()
+    sizes = node_exec(node, "sh", "-c", "stat -c '%%s %%n' /var/lib/oarcloud/consoles/%s.log*"
+                      % flood, check=True).stdout.split("\n")
+    files = {line.split()[1].rsplit("/", 1)[1]: int(line.split()[0]) for line in sizes if line}
+    assert set(files) == {flood + ".log", flood + ".log.1"}, files
+    assert all(size <= consoles.LOG_CAP + 16384 for size in files.values()), files

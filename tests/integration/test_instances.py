@@ -47,9 +47,11 @@ def node_leftovers(prefix="oc"):
         loops = [l for l in node_exec(n, "losetup", "-a").stdout.splitlines()
                  if "/var/lib/oarcloud/disks/" + prefix in l and ".kept" not in l]
         links = [x["ifname"] for x in json.loads(node_exec(n, "ip", "-j", "link").stdout)]
+        consoles = node_exec(n, "ls", "/var/lib/oarcloud/consoles").stdout.split()
         mounts = [l for l in node_exec(n, "cat", "/proc/mounts").stdout.splitlines()
                   if "/var/lib/oarcloud/instances/" in l]
-        items = [x for x in doms + ports + roots + links + disks if x.startswith(prefix)] \
+        items = [x for x in doms + ports + roots + links + disks + consoles
+                 if x.startswith(prefix)] \
             + mounts + loops
         if not [p for p in ports if p.startswith("oc")]:
             items += [p for p in ports if p.startswith("vx-")]  # tunnels go with the last instance

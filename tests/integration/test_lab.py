@@ -89,7 +89,7 @@ def test_status_reports_every_daemon(lab):
     assert sorted(status["nodes"]) == ["node-1", "node-2"]
     for name, node in status["nodes"].items():
         for daemon in ("oar-node-sshd", "ovsdb-server", "ovs-vswitchd", "virtlogd", "libvirtd",
-                       "lxcfs"):
+                       "lxcfs", "consoles"):
             assert isinstance(node[daemon], int), (name, daemon, node)
         assert node["oar_state"] == ["Alive"]
     table = admin("lab", "status", check=True).stdout

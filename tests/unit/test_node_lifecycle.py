@@ -9,7 +9,7 @@ from oarcloud_lib.node import volumes
 from oarcloud_lib.config import SiteConfig
 from oarcloud_lib.errors import CommandFailed, NotFound
 from oarcloud_lib.names import port_name
-from oarcloud_lib.node import lifecycle, limits, netnode, power, resize, rootfs, sweep
+from oarcloud_lib.node import consoles, lifecycle, limits, netnode, nodesetup, power, resize, rootfs, sweep
 from oarcloud_lib.node.fakedriver import FakeDriver, FakeNode
 from oarcloud_lib.names import INTEGRATION_BRIDGE
 
@@ -43,6 +43,8 @@ def node(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "INSTANCES", tmp_path / "instances")
     monkeypatch.setattr(paths, "KEPT", tmp_path / "kept")
     monkeypatch.setattr(paths, "DISKS", tmp_path / "disks")
+    monkeypatch.setattr(consoles, "CONSOLES", tmp_path / "consoles")
+    monkeypatch.setattr(nodesetup, "ensure_consoles", lambda runner: False)
     synced, pids = [], []
     monkeypatch.setattr(netnode, "sync_quietly", lambda conn, runner: synced.append(1) or True)
     monkeypatch.setattr(netnode, "clear", lambda runner: synced.append("clear"))
