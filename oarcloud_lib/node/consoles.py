@@ -412,13 +412,17 @@ class Keeper:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         self.listen()
+        tries = 0
         while True:
             try:
                 self.connect()
             except libvirt.libvirtError as e:
-                LOG.warning("libvirt: %s; trying again", e)
+                if tries % 60 == 0:   # once a minute while libvirtd is away
+                    LOG.warning("libvirt: %s; trying again every second", e)
+                tries += 1
                 time.sleep(1)
                 continue
+            tries = 0
             while not self.closed:
                 libvirt.virEventRunDefaultImpl()
             LOG.warning("libvirt closed the connection; taking the consoles again")

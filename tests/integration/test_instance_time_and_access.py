@@ -464,6 +464,7 @@ def test_logs_follow_prints_events_as_they_come_and_ends_with_the_job(make_user)
         if follower.poll() is None:
             follower.kill()
     assert follower.returncode == 0, rest
+    assert all(line.strip() for line in rest.splitlines()), repr(rest)   # a JSON object a line
     said = [json.loads(line)["message"] for line in rest.splitlines()]
     assert any(m.startswith("job %s: " % row["job_id"]) and " removed from " in m
                for m in said), said

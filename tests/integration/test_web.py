@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -101,7 +102,11 @@ def shot(drv, name):
 
 
 def wait_until(drv, what, timeout=20):
-    return WebDriverWait(drv, timeout, poll_frequency=0.2).until(lambda d: what(d))
+    """what(drv) true within timeout; an element the page's live refresh
+    (every 5 s) replaced meanwhile is looked up again."""
+    return WebDriverWait(drv, timeout, poll_frequency=0.2,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(
+                             lambda d: what(d))
 
 
 def test_an_admin_logs_in_sees_the_nodes_and_a_new_instance_with_data_in_its_plots(
