@@ -16,9 +16,9 @@ VERSION = "0.1.0"
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def printable(value):
-    """str(value) with control characters shown as '?'."""
-    return CONTROL_RE.sub("?", str(value))
+def printable(value, keep=""):
+    """str(value) with control characters (but those in keep) shown as '?'."""
+    return CONTROL_RE.sub(lambda m: m.group() if m.group() in keep else "?", str(value))
 
 
 # The output format a command was given (-f/--format, -c/--column): set by

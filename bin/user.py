@@ -8,8 +8,8 @@ from plumbum import cli
 
 from oarcloud_cli.common import (VERSION, Changes, Command, Group, broker_argv,
                                  broker_json, exec_broker, is_root, iso, machine, print_fields,
-                                 print_json, print_quota, print_table, run_quietly_piped, size_h,
-                                 store_user_data)
+                                 print_json, print_quota, print_table, printable, run_quietly_piped,
+                                 size_h, store_user_data)
 
 
 class User(Group):
@@ -430,14 +430,8 @@ class Console(Command):
         if self.json:
             print_json({"instance": name, "log": text})
         else:
-            sys.stdout.write(printable(text) if sys.stdout.isatty() else text)
-
-
-def printable(text):
-    """text with its control characters but newlines and tabs shown as '?':
-    what an instance printed does not drive the user's terminal."""
-    import unicodedata
-    return "".join(c if c in "\n\t" or unicodedata.category(c) != "Cc" else "?" for c in text)
+            # What the instance printed does not drive the user's terminal.
+            sys.stdout.write(printable(text, keep="\n\t") if sys.stdout.isatty() else text)
 
 
 @User.subcommand("ssh")

@@ -409,9 +409,7 @@ class Keeper:
         import libvirt
         libvirt.virEventRegisterDefaultImpl()
         libvirt.registerErrorHandler(lambda *_: None, None)  # errors are raised, not printed
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
-        self.listen()
+        self.listen()   # (CONSOLES is made root's 0700 by nodesetup.ensure_consoles)
         tries = 0
         while True:
             try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from oarcloud_lib import daemons, paths, templating
 from oarcloud_lib.names import INTEGRATION_BRIDGE, UNDERLAY_BRIDGE
+from oarcloud_lib.node import consoles
 from oarcloud_lib.tools import netdev, oar, oarssh, ovs
 from oarcloud_lib.commands import LOCAL, require_commands
 from oarcloud_lib.errors import NotReady, Refused
@@ -30,7 +31,7 @@ DAEMONS = {
     "virtlogd": "/run/virtlogd.pid",
     "libvirtd": "/run/libvirtd.pid",
     "lxcfs": "/run/lxcfs.pid",
-    "consoles": "/run/oarcloud/consoles.pid",   # node.consoles.PIDFILE (after libvirtd)
+    "consoles": str(consoles.PIDFILE),   # after libvirtd
 }
 NODE_COMMANDS = ("sshd", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovsdb-tool",
                  "libvirtd", "virtlogd", "ethtool", "ip", "sysctl", "unshare", "oarnodesetting",
@@ -152,7 +153,6 @@ def ensure_consoles(runner):
     """The console keeper (node.consoles): every instance's console held and
     logged, `oarcloud console` attached through it.  Started after libvirtd,
     whose restarts it waits out."""
-    from oarcloud_lib.node import consoles
     changed = paths.ensure_dir(consoles.CONSOLES, 0o700, 0, 0)
     if daemons.read_pid(DAEMONS["consoles"]) and consoles.SOCKET.exists():
         return changed

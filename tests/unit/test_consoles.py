@@ -51,7 +51,9 @@ def test_the_pace_waits_out_the_second_once_rate_bytes_are_read():
 
 
 def test_a_log_printed_to_a_terminal_cannot_drive_it():
-    from oarcloud_cli.user import printable
+    from functools import partial
+    from oarcloud_cli.common import printable
+    printable = partial(printable, keep="\n\t")   # as `console --log` prints
     assert printable("ok\tfine\n") == "ok\tfine\n"
     assert printable("\x1b]0;owned\x07\x1b[2Jx\x9b") == "?]0;owned??[2Jx?"
     assert printable("caf\u00e9 \u2713") == "caf\u00e9 \u2713"
